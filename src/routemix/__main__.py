@@ -1,0 +1,3 @@
+from routemix.cli import main
+
+raise SystemExit(main())

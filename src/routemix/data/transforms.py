@@ -1,0 +1,111 @@
+"""Batched, per-sample transforms that run on the training device.
+
+* :class:`SobelInput` — the thesis' image preprocessing (sec. 4.5.2): grayscale, then horizontal
+  and vertical Sobel filters, giving a 2 x H x W input.
+* :func:`image_augmentation` — the transformation T of sec. 4.4.3 (random crop, shift, rotation,
+  scale, brightness/contrast/saturation/hue), drawn independently for every image and applied
+  once per batch: each image gets one augmented copy per step (the thesis' "once per batch",
+  as opposed to IIC's five copies).
+* :class:`FeatureResample` and :class:`GaussianNoise` — augmentations for vector data, where the
+  thesis defines none (see :func:`tabular_augmentation`).
+"""
+
+from __future__ import annotations
+
+import kornia.augmentation as K
+import torch
+from kornia.color import rgb_to_grayscale
+from kornia.filters import spatial_gradient
+from torch import nn
+
+
+class SobelInput(nn.Module):
+    """uint8 or float images (B, C, H, W) -> (B, 2, H, W) horizontal and vertical Sobel edges."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        images = to_float_images(images)
+        if images.shape[1] == 3:
+            images = rgb_to_grayscale(images)
+        elif images.shape[1] != 1:
+            raise ValueError(f"SobelInput expects 1 or 3 channels, got {images.shape[1]}.")
+        edges = spatial_gradient(images, mode="sobel")  # (B, 1, 2, H, W): d/dx, d/dy
+        return edges.flatten(1, 2)
+
+
+def to_float_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [0, 1]; float input passes through."""
+    if images.dtype == torch.uint8:
+        return images.float().div_(255.0)
+    return images
+
+
+class ImageAugmentation(nn.Module):
+    """T of sec. 4.4.3 on a batch of images, new random parameters for every image."""
+
+    def __init__(self, channels: int, size: tuple[int, int]) -> None:
+        super().__init__()
+        jitter = (
+            K.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8)
+            if channels == 3
+            else K.ColorJitter(brightness=0.4, contrast=0.4, p=0.8)  # saturation and hue need colour
+        )
+        self.transform = K.AugmentationSequential(
+            K.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.8, 1.25)),
+            K.RandomAffine(degrees=20.0, translate=(0.1, 0.1), scale=(0.9, 1.1)),
+            jitter,
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.transform(to_float_images(images))
+
+
+def image_augmentation(channels: int, size: tuple[int, int]) -> ImageAugmentation:
+    """The augmentation T for images of ``channels`` channels and spatial ``size``.
+
+    The thesis names the kinds of transformation, not their ranges; ours are the usual ones for
+    clustering at these resolutions (crops keeping 60-100% of the area, +-20 degrees, +-10%
+    shift and scale, colour jitter 0.4 and hue 0.1 on 80% of the images).
+    """
+    return ImageAugmentation(channels, size)
+
+
+class FeatureResample(nn.Module):
+    """Replace each feature, with probability ``rate``, by the same feature of a random other
+    sample in the batch: a corruption that stays inside each feature's marginal distribution."""
+
+    def __init__(self, rate: float = 0.2) -> None:
+        super().__init__()
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"rate must be in [0, 1), got {rate}.")
+        self.rate = rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        replace = torch.rand(x.shape, device=x.device) < self.rate
+        donors = torch.randint(0, x.shape[0], x.shape, device=x.device)
+        return torch.where(replace, torch.gather(x, 0, donors), x)
+
+
+class GaussianNoise(nn.Module):
+    """Add N(0, std^2) noise to standardised features."""
+
+    def __init__(self, std: float = 0.5) -> None:
+        super().__init__()
+        self.std = std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.std * torch.randn_like(x)
+
+
+TABULAR_AUGMENTATIONS = ("resample", "noise", "none")
+
+
+def tabular_augmentation(kind: str, strength: float) -> nn.Module | None:
+    """Augmentation for standardised vector data: ``resample`` (default, rate = strength),
+    ``noise`` (std = strength) or ``none``."""
+    if kind == "resample":
+        return FeatureResample(strength)
+    if kind == "noise":
+        return GaussianNoise(strength)
+    if kind == "none":
+        return None
+    raise ValueError(f"augmentation must be one of {TABULAR_AUGMENTATIONS}, got {kind!r}.")

@@ -1,0 +1,175 @@
+"""Neural mixture model trained with batch-wise EM (thesis ch. 4; journal version sec. 3).
+
+A network's K raw relevance scores ``a`` (B, K) become K cluster densities and posteriors:
+
+* eq. 4.11  ``a* = (a - mu_j) / sigma_j``: each cluster's scores are normalised over the batch,
+  with no affine parameters (an affine map could undo the normalisation, journal sec. 4.1).
+  Running mean and variance are kept, as in batch norm, for inference at any batch size.
+* eq. 4.12  ``h_j(x) = sigmoid(a*_j / gamma)``: the cluster density, computed as a log-sigmoid.
+* eq. 4.20  ``p_j = softmax(a*)_j``: the posterior (E-step), held constant in the loss.
+  With cluster priors (eq. 4.18), ``p ∝ pi_j exp(a*_j)``, i.e. ``softmax(a* + log pi)``.
+* eq. 4.22  ``L = -1/n sum_i sum_j p_ij log sigmoid(a*_ij / gamma)`` (M-step: one gradient step).
+* eq. 4.23  adds ``log sigmoid(a_tr*_ij / gamma)`` of an augmented copy, weighted by the same
+  posteriors of the original.
+
+Choosing gamma. Normalised over n samples, a score lies in ``[-(n-1)/sqrt(n), (n-1)/sqrt(n)]``
+(Shiffler 1988; thesis sec. 4.4.1): 11.23 for n = 128. Dividing by gamma keeps the sigmoid in its
+near-linear region, where the batch mean of every density is 0.5 (eq. 4.14) and the densities
+share one integral. The thesis uses gamma = 5 at n = 128; keep ``gamma`` roughly proportional to
+the bound, ``gamma ≈ 5 * ((n-1)/sqrt(n)) / 11.23`` (about 3.5 at n = 64, 7 at n = 256), or use
+:func:`gamma_for_batch_size`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NORMALIZATIONS = ("batch", "running", "none")
+
+
+def zscore_bound(batch_size: int) -> float:
+    """Largest |z| attainable when normalising ``batch_size`` values by their own statistics."""
+    return (batch_size - 1) / math.sqrt(batch_size)
+
+
+def gamma_for_batch_size(batch_size: int, reference_gamma: float = 5.0, reference_batch: int = 128) -> float:
+    """Gamma scaled with the z-score bound so that ``bound / gamma`` stays as in the thesis."""
+    return reference_gamma * zscore_bound(batch_size) / zscore_bound(reference_batch)
+
+
+@dataclass
+class NMMOutput:
+    """What one NMM-EM loss evaluation produces; everything but ``loss`` is detached."""
+
+    loss: torch.Tensor  # scalar, eq. 4.22 or 4.23
+    posterior: torch.Tensor  # (B, K) p_ij, eq. 4.20
+    normalized: torch.Tensor  # (B, K) a*_ij, eq. 4.11
+    density_mean: torch.Tensor  # (K,) batch mean of sigmoid(a*/gamma), ~0.5 (eq. 4.14)
+
+
+class NMMLoss(nn.Module):
+    """The NMM-EM objective on raw relevance scores ``a`` of shape (B, K).
+
+    Args:
+        num_clusters: K, the number of output neurons / clusters.
+        gamma: temperature of eq. 4.12 (> 1). 5 for batches of 128; see the module docstring.
+        normalization: how eq. 4.11 is applied while training. ``"batch"`` (default) normalises
+            with the statistics of the batch itself, so every batch meets eq. 4.13 exactly and
+            gradients flow through the mean and variance; ``"running"`` normalises with the
+            running statistics (updated from the batch first), the smoother variant the journal
+            mentions; ``"none"`` skips normalisation (the failure case of Fig. 4.5a, for study).
+            At inference (``eval()``) the running statistics are used in every case but ``none``.
+        momentum: update rate of the running mean and variance.
+        priors: estimate cluster priors from running posteriors (eq. 4.18) instead of fixing
+            them at 1/K; for data whose clusters are uneven.
+        prior_momentum: update rate of the running priors.
+        eps: added to the variance, so that a batch whose scores do not vary gives a* = 0, not NaN.
+    """
+
+    def __init__(
+        self,
+        num_clusters: int,
+        gamma: float = 5.0,
+        *,
+        normalization: str = "batch",
+        momentum: float = 0.1,
+        priors: bool = False,
+        prior_momentum: float = 0.01,
+        eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        if num_clusters < 1:
+            raise ValueError(f"num_clusters must be at least 1, got {num_clusters}.")
+        if not gamma > 0:
+            raise ValueError(f"gamma must be positive, got {gamma}.")
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}.")
+        self.num_clusters = num_clusters
+        self.gamma = float(gamma)
+        self.normalization = normalization
+        self.momentum = momentum
+        self.priors = priors
+        self.prior_momentum = prior_momentum
+        self.eps = eps
+        self.register_buffer("running_mean", torch.zeros(num_clusters))
+        self.register_buffer("running_var", torch.ones(num_clusters))
+        self.register_buffer("log_prior", torch.full((num_clusters,), -math.log(num_clusters)))
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_clusters={self.num_clusters}, gamma={self.gamma}, "
+            f"normalization={self.normalization!r}, priors={self.priors}"
+        )
+
+    def normalize(self, scores: torch.Tensor, update_stats: bool = True) -> torch.Tensor:
+        """Eq. 4.11: normalise each cluster's scores over the batch, no affine parameters.
+
+        ``update_stats=False`` uses the batch statistics without touching the running ones, for
+        a second look at the same batch (the consistency step of Algorithm 3).
+        """
+        if scores.dim() != 2 or scores.shape[1] != self.num_clusters:
+            raise ValueError(
+                f"expected scores of shape (batch, {self.num_clusters}), got {tuple(scores.shape)}."
+            )
+        if self.normalization == "none":
+            return scores
+        if not self.training:
+            return F.batch_norm(scores, self.running_mean, self.running_var, training=False, eps=self.eps)
+        if scores.shape[0] < 2:
+            raise ValueError(
+                "NMM-EM normalises scores over the batch and needs at least 2 samples per "
+                "training batch; use a larger batch_size."
+            )
+        running = (self.running_mean, self.running_var) if update_stats else (None, None)
+        batch_normalized = F.batch_norm(scores, *running, training=True, momentum=self.momentum, eps=self.eps)
+        if self.normalization == "batch":
+            return batch_normalized
+        return (scores - self.running_mean) / torch.sqrt(self.running_var + self.eps)
+
+    def log_posterior(self, normalized: torch.Tensor) -> torch.Tensor:
+        """Eq. 4.20 (eq. 4.18 with priors) in log space: ``log_softmax(a* [+ log pi])``."""
+        if self.priors:
+            normalized = normalized + self.log_prior
+        return torch.log_softmax(normalized, dim=1)
+
+    def posterior(self, normalized: torch.Tensor) -> torch.Tensor:
+        """Eq. 4.20 (eq. 4.18 with priors): cluster posteriors from normalised scores."""
+        return self.log_posterior(normalized).exp()
+
+    def log_density(self, normalized: torch.Tensor) -> torch.Tensor:
+        """Eq. 4.12 in log space: ``log sigmoid(a* / gamma)``."""
+        return F.logsigmoid(normalized / self.gamma)
+
+    def forward(self, scores: torch.Tensor, augmented_scores: torch.Tensor | None = None) -> NMMOutput:
+        """Eq. 4.22, or eq. 4.23 when the scores of an augmented copy of the batch are given."""
+        normalized = self.normalize(scores)
+        posterior = self.posterior(normalized).detach()
+        log_likelihood = self.log_density(normalized)
+        if augmented_scores is not None:
+            if augmented_scores.shape != scores.shape:
+                raise ValueError(
+                    f"augmented_scores has shape {tuple(augmented_scores.shape)}, "
+                    f"scores {tuple(scores.shape)}; they must match."
+                )
+            log_likelihood = log_likelihood + self.log_density(self.normalize(augmented_scores, update_stats=False))
+        loss = -(posterior * log_likelihood).sum(dim=1).mean()
+        if self.training and self.priors:
+            self._update_priors(posterior)
+        density_mean = torch.sigmoid(normalized.detach() / self.gamma).mean(dim=0)
+        return NMMOutput(loss=loss, posterior=posterior, normalized=normalized.detach(), density_mean=density_mean)
+
+    @torch.no_grad()
+    def _update_priors(self, posterior: torch.Tensor) -> None:
+        batch_prior = posterior.mean(dim=0).clamp_min(1e-8)
+        prior = (1 - self.prior_momentum) * self.log_prior.exp() + self.prior_momentum * batch_prior
+        self.log_prior.copy_((prior / prior.sum()).log())
+
+    @torch.no_grad()
+    def predict_proba(self, scores: torch.Tensor) -> torch.Tensor:
+        """Posteriors of new samples with the running statistics (call in ``eval()`` mode)."""
+        return self.posterior(self.normalize(scores, update_stats=False))

@@ -1,0 +1,57 @@
+"""The model registry: ``create_model("clusternet_mnist", num_classes=10)``.
+
+Each model family module registers its public builders with :func:`register_model`; builders take
+``num_classes`` and ``in_channels`` as keywords plus family-specific options.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Callable
+
+from torch import nn
+
+from routemix.errors import RoutemixError
+
+ModelBuilder = Callable[..., nn.Module]
+_REGISTRY: dict[str, ModelBuilder] = {}
+
+
+def register_model(builder: ModelBuilder) -> ModelBuilder:
+    """Register ``builder`` under its function name."""
+    name = builder.__name__
+    if name in _REGISTRY:
+        raise RuntimeError(f"model {name!r} is registered twice")
+    _REGISTRY[name] = builder
+    return builder
+
+
+def list_models() -> list[str]:
+    """Names of every registered model, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_model_builder(name: str) -> ModelBuilder:
+    """The builder registered as ``name``; an unknown name suggests the closest ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise RoutemixError(
+            f"unknown model {name!r}.{hint} `routemix models` lists all {len(_REGISTRY)} models."
+        ) from None
+
+
+def create_model(name: str, *, num_classes: int, in_channels: int | None = None, **kwargs) -> nn.Module:
+    """Build a registered model. ``in_channels`` left as ``None`` keeps the builder's default."""
+    if num_classes < 1:
+        raise RoutemixError(f"num_classes must be at least 1, got {num_classes}.")
+    if in_channels is not None:
+        kwargs["in_channels"] = in_channels
+    return get_model_builder(name)(num_classes=num_classes, **kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

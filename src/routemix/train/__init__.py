@@ -1,0 +1,1 @@
+"""Training: Lightning modules, loaders, trainers, checkpoints. The one place that knows them."""

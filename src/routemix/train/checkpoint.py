@@ -1,0 +1,55 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``, clear errors when corrupt."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from routemix.errors import RoutemixError
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Save ``state`` (tensors, numbers, strings, lists, dicts) so a crash never leaves half a file."""
+    _atomic_write(Path(path), lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; a missing or corrupt file is a RoutemixError."""
+    path = Path(path)
+    if not path.is_file():
+        raise RoutemixError(f"no checkpoint at {path}.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise RoutemixError(
+            f"{path} is not a readable checkpoint ({type(error).__name__}: {str(error).splitlines()[0][:200]}). "
+            "It may be truncated or from another program: re-run training to write a new one."
+        ) from None
+    if not isinstance(state, dict):
+        raise RoutemixError(f"{path} holds a {type(state).__name__}, not a routemix checkpoint.")
+    return state
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    _atomic_write(Path(path), lambda f: f.write((json.dumps(data, indent=2, default=str) + "\n").encode()))
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    _atomic_write(Path(path), lambda f: f.write(text.encode()))

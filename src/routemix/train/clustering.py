@@ -1,0 +1,208 @@
+"""Lightning training of a clustering network with NMM-EM (thesis Algorithm 3).
+
+:class:`NMMModule` holds the network, the :class:`~routemix.losses.NMMLoss` and the optional
+augmentation and input preprocessing; one training step is
+
+1. EM step (its own Adam): scores of the batch and of its augmented copy, loss eq. 4.23 (eq. 4.22
+   with no augmentation), one gradient step;
+2. consistency step (a second Adam, ``two_fold=True``): posteriors recomputed with the updated
+   network and held constant, then one gradient step on KL(p || q) of eq. 4.24.
+
+:func:`fit` runs it with a Lightning ``Trainer`` (progress bar, CSV metrics, checkpoints, resume,
+CPU or GPU), and :func:`predict_proba` returns posteriors with the running statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from routemix.losses import NMMLoss, consistency_kl
+from routemix.metrics import clustering_scores
+
+
+class NMMModule(L.LightningModule):
+    """Network + NMM-EM loss + the two-step optimisation of Algorithm 3."""
+
+    def __init__(
+        self,
+        network: nn.Module,
+        loss: NMMLoss,
+        *,
+        em_lr: float = 5e-5,
+        consistency_lr: float = 1e-4,
+        two_fold: bool = True,
+        augment: nn.Module | None = None,
+        preprocess: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if two_fold and augment is None:
+            raise ValueError("the two-fold optimisation needs an augmentation: pass augment= or two_fold=False.")
+        self.network = network
+        self.loss = loss
+        self.augment = augment
+        self.preprocess = preprocess if preprocess is not None else nn.Identity()
+        self.em_lr = em_lr
+        self.consistency_lr = consistency_lr
+        self.two_fold = two_fold
+        self.automatic_optimization = False
+        self._val_predictions: list[torch.Tensor] = []
+        self._val_labels: list[torch.Tensor] = []
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw relevance scores ``a`` (B, K), eq. 4.6."""
+        return self.network(self.preprocess(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scores(x)
+
+    def configure_optimizers(self):
+        em = torch.optim.Adam(self.network.parameters(), lr=self.em_lr)
+        if not self.two_fold:
+            return em
+        return em, torch.optim.Adam(self.network.parameters(), lr=self.consistency_lr)
+
+    def training_step(self, batch, batch_idx):
+        x = batch[0]
+        x_aug = self.augment(x) if self.augment is not None else None
+        optimizers = self.optimizers()
+        em_optimizer = optimizers[0] if isinstance(optimizers, (list, tuple)) else optimizers
+
+        # EM step: E (posteriors, constant) and M (one gradient step), eq. 4.22 / 4.23.
+        out = self.loss(self.scores(x), None if x_aug is None else self.scores(x_aug))
+        if not torch.isfinite(out.loss):
+            raise FloatingPointError(
+                f"NMM-EM loss became {out.loss.item()} at step {self.global_step}; "
+                "lower the learning rate or check the input for extreme values."
+            )
+        em_optimizer.zero_grad()
+        self.manual_backward(out.loss)
+        em_optimizer.step()
+        logs = {"train/em_loss": out.loss.detach()}
+
+        if self.two_fold:  # Consistency step with the updated network, eq. 4.24.
+            with torch.no_grad():
+                posterior = self.loss.posterior(self.loss.normalize(self.scores(x), update_stats=False))
+            log_q = self.loss.log_posterior(self.loss.normalize(self.scores(x_aug), update_stats=False))
+            kl = consistency_kl(posterior, log_q)
+            consistency_optimizer = optimizers[1]
+            consistency_optimizer.zero_grad()
+            self.manual_backward(kl)
+            consistency_optimizer.step()
+            logs["train/consistency_kl"] = kl.detach()
+        self.log_dict(logs, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self._val_predictions.append(self.loss.predict_proba(self.scores(x)).argmax(dim=1).cpu())
+        self._val_labels.append(y.cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_predictions:
+            return
+        predictions = torch.cat(self._val_predictions).numpy()
+        labels = torch.cat(self._val_labels).numpy()
+        self._val_predictions.clear()
+        self._val_labels.clear()
+        scores = clustering_scores(labels, predictions)
+        self.log_dict({f"val/{k}": v for k, v in scores.items()}, prog_bar=True)
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's start-up banners; the CLI prints what matters itself."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+    warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+
+
+def make_loader(data: torch.Tensor, labels=None, *, batch_size: int, shuffle: bool, seed: int | None = None) -> DataLoader:
+    """In-memory loader. Training drops a last batch smaller than ``batch_size`` (a batch of one
+    cannot be normalised) unless the whole set is smaller than one batch."""
+    tensors = [data] if labels is None else [data, torch.as_tensor(np.asarray(labels))]
+    generator = None
+    if shuffle and seed is not None:
+        generator = torch.Generator().manual_seed(seed)
+    drop_last = shuffle and len(data) > batch_size
+    return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=generator)
+
+
+def fit(
+    module: NMMModule,
+    train_loader: DataLoader,
+    *,
+    max_epochs: int,
+    val_loader: DataLoader | None = None,
+    run_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    accelerator: str = "auto",
+    resume: bool = False,
+    val_every_n_epochs: int = 1,
+) -> L.Trainer:
+    """Train ``module`` for ``max_epochs`` epochs.
+
+    With ``run_dir``, metrics go to ``run_dir/metrics.csv`` (CSV logger) and checkpoints to
+    ``run_dir/checkpoints`` (``last.ckpt`` every epoch); ``resume=True`` continues from it.
+    """
+    quiet_lightning()
+    callbacks = []
+    logger = False
+    ckpt_path = None
+    if run_dir is not None:
+        from lightning.pytorch.callbacks import ModelCheckpoint
+        from lightning.pytorch.loggers import CSVLogger
+
+        run_dir = Path(run_dir)
+        logger = CSVLogger(save_dir=str(run_dir), name="", version="logs")
+        callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0))
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if resume and last.is_file():
+            ckpt_path = str(last)
+    trainer = L.Trainer(
+        max_epochs=max_epochs,
+        accelerator=accelerator,
+        devices=1,
+        logger=logger,
+        callbacks=callbacks,
+        enable_checkpointing=run_dir is not None,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=val_every_n_epochs,
+        log_every_n_steps=1,
+    )
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
+    return trainer
+
+
+@torch.no_grad()
+def predict_proba(module: NMMModule, data: torch.Tensor, *, batch_size: int = 1024) -> np.ndarray:
+    """Posteriors (N, K) of ``data`` with the running statistics (inference at any batch size)."""
+    was_training = module.training
+    module.eval()
+    device = next(module.parameters()).device
+    out = [module.loss.predict_proba(module.scores(chunk.to(device))).cpu() for chunk in data.split(batch_size)]
+    module.train(was_training)
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def evaluate_loss(module: NMMModule, data: torch.Tensor, *, batch_size: int = 1024) -> float:
+    """NMM-EM loss (eq. 4.22) of ``data`` under the running statistics: the model-selection
+    criterion for restarts, computed without labels."""
+    module.eval()
+    device = next(module.parameters()).device
+    total = 0.0
+    for chunk in data.split(batch_size):
+        total += module.loss(module.scores(chunk.to(device))).loss.item() * len(chunk)
+    return total / len(data)
