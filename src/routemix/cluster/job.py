@@ -4,7 +4,7 @@ The run directory holds ``config.json`` (resolved settings and the command), ``m
 (ACC/NMI/ARI and seconds for the method and k-means), ``labels.csv`` (the predicted cluster of
 every sample, in dataset order), ``model.pt`` (the trained network and loss state, loadable with
 ``weights_only=True``) and, for image sets, Lightning's ``checkpoints/last.ckpt`` and
-``logs/metrics.csv`` (learning curves).
+``logs/version_N/metrics.csv`` (learning curves; a resumed run adds the next version).
 """
 
 from __future__ import annotations
@@ -67,13 +67,6 @@ class ClusterResult:
 
 
 def _check_data(dataset: LoadedDataset, clusters: int) -> None:
-    n = len(dataset)
-    if n == 0:
-        raise RoutemixError(f"dataset {dataset.name!r} has no samples.")
-    if n < 2:
-        raise RoutemixError(f"dataset {dataset.name!r} has a single sample; clustering needs at least 2.")
-    if n < clusters:
-        raise RoutemixError(f"dataset {dataset.name!r} has {n} samples, fewer than the {clusters} clusters asked for: use --clusters {n} or fewer.")
     if dataset.kind == "tabular":
         bad = ~torch.isfinite(dataset.data)
         if bad.any():
@@ -82,6 +75,13 @@ def _check_data(dataset: LoadedDataset, clusters: int) -> None:
                 f"dataset {dataset.name!r} has {int(bad.sum())} NaN or infinite values (first rows: {rows}); "
                 "remove or impute them before clustering."
             )
+    n = len(dataset)
+    if n == 0:
+        raise RoutemixError(f"dataset {dataset.name!r} has no samples.")
+    if n < 2:
+        raise RoutemixError(f"dataset {dataset.name!r} has a single sample; clustering needs at least 2.")
+    if n < clusters:
+        raise RoutemixError(f"dataset {dataset.name!r} has {n} samples, fewer than the {clusters} clusters asked for: use --clusters {n} or fewer.")
 
 
 def _device(name: str) -> str:

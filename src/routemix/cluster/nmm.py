@@ -63,6 +63,7 @@ class NMMClustering(ClusterMixin, BaseEstimator):
     n_features_in_ : number of features seen in ``fit``.
     n_clusters_found_ : clusters that received at least one training sample.
     loss_ : final NMM-EM loss of the kept fit on the whole training data.
+    n_iter_ : epochs run by the kept fit.
     module_ : the trained :class:`routemix.train.clustering.NMMModule`.
     """
 
@@ -167,12 +168,12 @@ class NMMClustering(ClusterMixin, BaseEstimator):
                 torch.manual_seed(seed)
                 module = self._build_module(data.shape[1])
                 loader = training.make_loader(data, batch_size=batch_size, shuffle=True, seed=seed)
-                training.fit(module, loader, max_epochs=self.max_iter, progress=bool(self.verbose), accelerator=self._accelerator())
+                trainer = training.fit(module, loader, max_epochs=self.max_iter, progress=bool(self.verbose), accelerator=self._accelerator())
             module = module.cpu().eval()
             loss = training.evaluate_loss(module, data)
             if best is None or loss < best[0]:
-                best = (loss, module)
-        self.loss_, self.module_ = best
+                best = (loss, module, trainer.current_epoch)
+        self.loss_, self.module_, self.n_iter_ = best
         proba = training.predict_proba(self.module_, data)
         sizes = np.bincount(proba.argmax(axis=1), minlength=self.n_clusters)
         self.cluster_order_ = np.argsort(-sizes, kind="stable")

@@ -12,8 +12,9 @@ A network's K raw relevance scores ``a`` (B, K) become K cluster densities and p
 * eq. 4.23  adds ``log sigmoid(a_tr*_ij / gamma)`` of an augmented copy, weighted by the same
   posteriors of the original.
 
-Choosing gamma. Normalised over n samples, a score lies in ``[-(n-1)/sqrt(n), (n-1)/sqrt(n)]``
-(Shiffler 1988; thesis sec. 4.4.1): 11.23 for n = 128. Dividing by gamma keeps the sigmoid in its
+Choosing gamma. Normalised over n samples, a score is bounded (Shiffler 1988; thesis sec. 4.4.1):
+the thesis quotes ``(n-1)/sqrt(n)`` (11.23 for n = 128), the bound for the sample standard
+deviation; with the 1/n variance of eq. 4.11 the bound is ``sqrt(n-1)`` (11.27 for n = 128). Dividing by gamma keeps the sigmoid in its
 near-linear region, where the batch mean of every density is 0.5 (eq. 4.14) and the densities
 share one integral. The thesis uses gamma = 5 at n = 128; keep ``gamma`` roughly proportional to
 the bound, ``gamma ≈ 5 * ((n-1)/sqrt(n)) / 11.23`` (about 3.5 at n = 64, 7 at n = 256), or use
@@ -32,9 +33,12 @@ from torch import nn
 NORMALIZATIONS = ("batch", "running", "none")
 
 
-def zscore_bound(batch_size: int) -> float:
-    """Largest |z| attainable when normalising ``batch_size`` values by their own statistics."""
-    return (batch_size - 1) / math.sqrt(batch_size)
+def zscore_bound(batch_size: int, ddof: int = 0) -> float:
+    """Largest |z| attainable when normalising ``batch_size`` values by their own mean and
+    standard deviation: ``sqrt(n-1)`` with the 1/n variance of eq. 4.11 (``ddof=0``),
+    ``(n-1)/sqrt(n)`` with the 1/(n-1) sample variance the thesis quotes (``ddof=1``)."""
+    n = batch_size
+    return math.sqrt(n - 1) if ddof == 0 else (n - 1) / math.sqrt(n)
 
 
 def gamma_for_batch_size(batch_size: int, reference_gamma: float = 5.0, reference_batch: int = 128) -> float:

@@ -151,7 +151,7 @@ def fit(
 ) -> L.Trainer:
     """Train ``module`` for ``max_epochs`` epochs.
 
-    With ``run_dir``, metrics go to ``run_dir/metrics.csv`` (CSV logger) and checkpoints to
+    With ``run_dir``, metrics go to ``run_dir/logs/version_N/metrics.csv`` (CSV logger) and checkpoints to
     ``run_dir/checkpoints`` (``last.ckpt`` every epoch); ``resume=True`` continues from it.
     """
     quiet_lightning()
@@ -163,7 +163,8 @@ def fit(
         from lightning.pytorch.loggers import CSVLogger
 
         run_dir = Path(run_dir)
-        logger = CSVLogger(save_dir=str(run_dir), name="", version="logs")
+        # A new version folder per (re)start: logs/version_0/metrics.csv, then version_1 after a resume.
+        logger = CSVLogger(save_dir=str(run_dir), name="logs")
         callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0))
         last = run_dir / "checkpoints" / "last.ckpt"
         if resume and last.is_file():

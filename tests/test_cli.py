@@ -1,0 +1,99 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from routemix.cli import main
+from routemix.errors import RoutemixError
+from routemix.train.checkpoint import load_checkpoint, save_checkpoint
+
+
+def test_cluster_digits_writes_a_run_directory(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code = main(["cluster", "digits", "--epochs", "3", "--run-dir", str(run_dir), "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "nmm" in out and "kmeans" in out and "ACC" in out
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [r["method"] for r in metrics["results"]] == ["nmm", "kmeans"]
+    assert 0 <= metrics["results"][0]["acc"] <= 1
+    labels = (run_dir / "labels.csv").read_text().splitlines()
+    assert labels[0] == "index,cluster" and len(labels) == 1798
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["epochs"] == 3 and config["clusters"] == 10
+    state = load_checkpoint(run_dir / "model.pt")
+    assert state["kind"] == "nmm_vector" and "network" in state
+
+
+def test_cluster_images_with_learning_curves_and_resume(shared_data, tmp_path):
+    run_dir = tmp_path / "mnist"
+    args = ["cluster", "mnist", "--data-dir", str(shared_data), "--limit", "512", "--epochs", "1",
+            "--run-dir", str(run_dir), "--no-progress", "--no-kmeans"]
+    assert main(args) == 0
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    curves = (run_dir / "logs" / "version_0" / "metrics.csv").read_text()
+    assert "val/acc" in curves and "train/em_loss" in curves
+    assert main([*args[:-4], "--epochs", "2", "--run-dir", str(run_dir), "--resume", "--no-progress", "--no-kmeans"]) == 0
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+    # the resumed run trained only the second epoch, logged beside the first
+    resumed = (run_dir / "logs" / "version_1" / "metrics.csv").read_text().splitlines()
+    epochs = {line.split(",")[0] for line in resumed[1:]}
+    assert resumed[0].startswith("epoch") and epochs == {"1"}
+
+
+def test_cluster_csv_file(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    points = np.concatenate([rng.normal(0, 0.3, (40, 2)), rng.normal(5, 0.3, (40, 2))])
+    lines = ["a,b,label"] + [f"{x},{y},{int(i >= 40)}" for i, (x, y) in enumerate(points)]
+    path = tmp_path / "two.csv"
+    path.write_text("\n".join(lines) + "\n")
+    code = main(["cluster", str(path), "--label-column", "label", "--epochs", "40", "--run-dir", str(tmp_path / "r"), "--no-progress"])
+    assert code == 0
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["results"][0]["acc"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("a,b\n1,2\n3,nan\n5,6\n", "NaN or infinite"),
+        ("a,b\n1,x\n", "not a number"),
+        ("", "empty"),
+        ("a,b\n1,2\n", "single sample"),
+        ("a,b\n1,2\n3,4\n5,6\n", "fewer than the 10 clusters"),
+    ],
+)
+def test_bad_files_exit_cleanly(tmp_path, capsys, content, message):
+    path = tmp_path / "data.csv"
+    path.write_text(content)
+    run_dir = tmp_path / "run"
+    code = main(["cluster", str(path), "--clusters", "10", "--run-dir", str(run_dir), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not run_dir.exists()  # nothing half-written
+
+
+def test_unknown_dataset_and_missing_root(tmp_path, capsys):
+    assert main(["cluster", "mnsit"]) == 2
+    assert "Did you mean mnist" in capsys.readouterr().err
+    assert main(["cluster", "cifar10", "--data-dir", str(tmp_path)]) == 2
+    assert "not found under" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, {"network": {"w": torch.ones(2)}})
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(RoutemixError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+
+
+def test_module_entry_point_and_listings():
+    result = subprocess.run([sys.executable, "-m", "routemix", "models"], capture_output=True, text=True, check=True)
+    assert "clusternet_mnist" in result.stdout and "0.772M" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "routemix", "datasets"], capture_output=True, text=True, check=True)
+    assert "cifar100_20" in result.stdout and "digits" in result.stdout
