@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from routemix.errors import RoutemixError
 
@@ -59,6 +60,53 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_nmm2d(args: argparse.Namespace) -> int:
+    from routemix.bench.nmm2d import format_table, plot_contours, run_study
+    from routemix.train.checkpoint import write_json
+
+    result = run_study(args.data_dir, seed=args.seed, epochs=args.epochs, cnn_epochs=args.cnn_epochs, progress=not args.no_progress)
+    table = format_table(result)
+    print(table)
+    out = Path(args.out)
+    figure = plot_contours(result, out / "fig4_5_contours.png")
+    summary = {
+        "source": result.source,
+        "runs": {
+            name: {"scores": run["scores"], "clusters_used": run["clusters_used"], "density_means": run["density_means"].tolist(), "seconds": run["seconds"]}
+            for name, run in result.runs.items()
+        },
+    }
+    write_json(out / "table4_1.json", summary)
+    print(f"\nfigure: {figure}\ntable: {out / 'table4_1.json'}")
+    return 0
+
+
+def _parse_seeds(text: str) -> list[int]:
+    """'0-5' or '0,1,2' -> list of ints."""
+    try:
+        if "-" in text:
+            low, high = text.split("-")
+            return list(range(int(low), int(high) + 1))
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise RoutemixError(f"--seeds takes a range like 0-2 or a list like 0,1,2, got {text!r}.") from None
+
+
+def _cmd_bench_nmm_digits(args: argparse.Namespace) -> int:
+    from routemix.bench.nmm_digits import VARIANTS, format_table, run
+    from routemix.train.checkpoint import write_json
+
+    variants = args.variants.split(",") if args.variants else None
+    unknown = [v for v in variants or [] if v not in VARIANTS]
+    if unknown:
+        raise RoutemixError(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}.")
+    rows = run(_parse_seeds(args.seeds), variants, progress=not args.no_progress)
+    print(format_table(rows))
+    if args.out:
+        write_json(args.out, rows)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="routemix", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
@@ -92,6 +140,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     datasets = commands.add_parser("datasets", help="list the datasets routemix can load")
     datasets.set_defaults(handler=_cmd_datasets)
+
+    bench = commands.add_parser("bench", help="reproductions and benchmarks")
+    benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    nmm2d = benches.add_parser("nmm2d", help="thesis sec. 4.5.1: Table 4.1 and the contours of Fig. 4.5")
+    nmm2d.add_argument("--data-dir", help="root holding MNIST (default: $ROUTEMIX_DATA or the user cache); blobs without it")
+    nmm2d.add_argument("--epochs", type=int, default=10, help="clustering epochs (thesis: 10)")
+    nmm2d.add_argument("--cnn-epochs", type=int, default=2, help="epochs of the supervised bottleneck CNN")
+    nmm2d.add_argument("--seed", type=int, default=0)
+    nmm2d.add_argument("--out", default="runs/bench-nmm2d", help="output folder for the figure and table")
+    nmm2d.add_argument("--no-progress", action="store_true")
+    nmm2d.set_defaults(handler=_cmd_bench_nmm2d)
+
+    digits = benches.add_parser("nmm-digits", help="NMMClustering on digits: defaults vs the alternatives, over seeds")
+    digits.add_argument("--seeds", default="0-2", help="seed range or list (default 0-2)")
+    digits.add_argument("--variants", help="comma-separated subset of the variants (default: all)")
+    digits.add_argument("--out", help="write the rows as JSON here")
+    digits.add_argument("--no-progress", action="store_true")
+    digits.set_defaults(handler=_cmd_bench_nmm_digits)
 
     models = commands.add_parser("models", help="list the registered models with parameter counts")
     models.add_argument("--num-classes", type=int, default=10)
