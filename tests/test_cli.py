@@ -92,6 +92,18 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(path)
 
 
+def test_resume_without_or_with_corrupt_checkpoint(shared_data, tmp_path, capsys):
+    args = ["cluster", "mnist", "--data-dir", str(shared_data), "--limit", "256", "--epochs", "1",
+            "--run-dir", str(tmp_path), "--resume", "--no-progress", "--no-kmeans"]
+    assert main(args) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "not a readable checkpoint" in err and "Traceback" not in err
+
+
 def test_module_entry_point_and_listings():
     result = subprocess.run([sys.executable, "-m", "routemix", "models"], capture_output=True, text=True, check=True)
     assert "clusternet_mnist" in result.stdout and "0.772M" in result.stdout

@@ -107,6 +107,17 @@ def _cmd_bench_nmm_digits(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_nmm_priors(args: argparse.Namespace) -> int:
+    from routemix.bench.nmm_priors import format_table, run
+    from routemix.train.checkpoint import write_json
+
+    rows = run(_parse_seeds(args.seeds), progress=not args.no_progress)
+    print(format_table(rows))
+    if args.out:
+        write_json(args.out, rows)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="routemix", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
@@ -158,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     digits.add_argument("--out", help="write the rows as JSON here")
     digits.add_argument("--no-progress", action="store_true")
     digits.set_defaults(handler=_cmd_bench_nmm_digits)
+
+    priors = benches.add_parser("nmm-priors", help="cluster priors on uneven clusters (digits, blobs)")
+    priors.add_argument("--seeds", default="0-2", help="seed range or list (default 0-2)")
+    priors.add_argument("--out", help="write the rows as JSON here")
+    priors.add_argument("--no-progress", action="store_true")
+    priors.set_defaults(handler=_cmd_bench_nmm_priors)
 
     models = commands.add_parser("models", help="list the registered models with parameter counts")
     models.add_argument("--num-classes", type=int, default=10)

@@ -17,9 +17,9 @@ from routemix.metrics import clustering_scores
 
 VARIANTS: dict[str, dict] = {
     "default": {},
-    "gamma=5 (thesis)": {"gamma": 5.0},
-    "n_init=1": {"n_init": 1},
-    "gamma=5, n_init=1": {"gamma": 5.0, "n_init": 1},
+    "gamma=3": {"gamma": 3.0},
+    "n_init=3": {"n_init": 3},
+    "gamma=3 n_init=3": {"gamma": 3.0, "n_init": 3},
     "EM only (eq. 4.23)": {"two_fold": False},
     "noise augmentation": {"augmentation": "noise", "augmentation_strength": 0.5},
     "running statistics": {"normalization": "running"},

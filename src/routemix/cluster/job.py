@@ -84,12 +84,6 @@ def _check_data(dataset: LoadedDataset, clusters: int) -> None:
         raise RoutemixError(f"dataset {dataset.name!r} has {n} samples, fewer than the {clusters} clusters asked for: use --clusters {n} or fewer.")
 
 
-def _device(name: str) -> str:
-    if name == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    return "gpu" if name == "cuda" else "cpu"
-
-
 def _fit_vector(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
     from routemix.cluster.nmm import NMMClustering
 
@@ -97,7 +91,7 @@ def _fit_vector(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
         cfg.clusters, max_iter=cfg.epochs, batch_size=cfg.batch_size, gamma=cfg.gamma,
         learning_rate=cfg.em_lr, consistency_learning_rate=cfg.consistency_lr, two_fold=cfg.two_fold,
         normalization=cfg.normalization, priors=cfg.priors, random_state=cfg.seed,
-        device="cuda" if _device(cfg.device) == "gpu" else "cpu", verbose=cfg.progress,
+        device="cuda" if training.accelerator_for(cfg.device) == "gpu" else "cpu", verbose=cfg.progress,
     )
     labels = estimator.fit_predict(dataset.data.numpy())
     state = {
@@ -127,7 +121,7 @@ def _fit_images(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
         val_loader = training.make_loader(dataset.data, dataset.labels, batch_size=1024, shuffle=False)
     training.fit(
         module, train_loader, max_epochs=cfg.epochs, val_loader=val_loader, run_dir=run_dir,
-        progress=cfg.progress, accelerator=_device(cfg.device), resume=cfg.resume,
+        progress=cfg.progress, accelerator=training.accelerator_for(cfg.device), resume=cfg.resume,
     )
     module = module.cpu()
     labels = training.predict_proba(module, dataset.data).argmax(axis=1)
@@ -151,6 +145,8 @@ def run_cluster_job(cfg: ClusterConfig) -> ClusterResult:
         cfg.clusters = dataset.num_classes
     _check_data(dataset, cfg.clusters)
     image = dataset.kind == "image"
+    if cfg.resume and not (image and cfg.run_dir):
+        raise RoutemixError("--resume continues an image run: pass the --run-dir of that run.")
     cfg.epochs = cfg.epochs or (250 if image else 200)
     cfg.em_lr = cfg.em_lr or (5e-5 if image else 1e-3)
     cfg.consistency_lr = cfg.consistency_lr or (1e-4 if image else 2e-3)

@@ -116,6 +116,13 @@ class NMMModule(L.LightningModule):
         self.log_dict({f"val/{k}": v for k, v in scores.items()}, prog_bar=True)
 
 
+def accelerator_for(device: str) -> str:
+    """Lightning accelerator for a routemix device name: ``cpu``, ``cuda`` or ``auto``."""
+    if device == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return "gpu" if device == "cuda" else "cpu"
+
+
 def quiet_lightning() -> None:
     """Silence Lightning's start-up banners; the CLI prints what matters itself."""
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
@@ -166,8 +173,11 @@ def fit(
         # A new version folder per (re)start: logs/version_0/metrics.csv, then version_1 after a resume.
         logger = CSVLogger(save_dir=str(run_dir), name="logs")
         callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0))
-        last = run_dir / "checkpoints" / "last.ckpt"
-        if resume and last.is_file():
+        if resume:
+            from routemix.train.checkpoint import load_checkpoint
+
+            last = run_dir / "checkpoints" / "last.ckpt"
+            load_checkpoint(last)  # a missing or corrupt file is a clear error, not a traceback
             ckpt_path = str(last)
     trainer = L.Trainer(
         max_epochs=max_epochs,
@@ -182,7 +192,7 @@ def fit(
         check_val_every_n_epoch=val_every_n_epochs,
         log_every_n_steps=1,
     )
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path, weights_only=True)
     return trainer
 
 
