@@ -163,18 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     nmm2d.add_argument("--no-progress", action="store_true")
     nmm2d.set_defaults(handler=_cmd_bench_nmm2d)
 
-    digits = benches.add_parser("nmm-digits", help="NMMClustering on digits: defaults vs the alternatives, over seeds")
-    digits.add_argument("--seeds", default="0-2", help="seed range or list (default 0-2)")
-    digits.add_argument("--variants", help="comma-separated subset of the variants (default: all)")
-    digits.add_argument("--out", help="write the rows as JSON here")
-    digits.add_argument("--no-progress", action="store_true")
-    digits.set_defaults(handler=_cmd_bench_nmm_digits)
-
-    priors = benches.add_parser("nmm-priors", help="cluster priors on uneven clusters (digits, blobs)")
-    priors.add_argument("--seeds", default="0-2", help="seed range or list (default 0-2)")
-    priors.add_argument("--out", help="write the rows as JSON here")
-    priors.add_argument("--no-progress", action="store_true")
-    priors.set_defaults(handler=_cmd_bench_nmm_priors)
+    for name, help_text, handler in (
+        ("nmm-digits", "NMMClustering on digits: defaults vs the alternatives, over seeds", _cmd_bench_nmm_digits),
+        ("nmm-priors", "cluster priors on uneven clusters (digits, blobs)", _cmd_bench_nmm_priors),
+    ):
+        seeded = benches.add_parser(name, help=help_text)
+        seeded.add_argument("--seeds", default="0-2", help="seed range or list (default 0-2)")
+        seeded.add_argument("--out", help="write the rows as JSON here")
+        seeded.add_argument("--no-progress", action="store_true")
+        seeded.set_defaults(handler=handler)
+        if name == "nmm-digits":
+            seeded.add_argument("--variants", help="comma-separated subset of the variants (default: all)")
 
     models = commands.add_parser("models", help="list the registered models with parameter counts")
     models.add_argument("--num-classes", type=int, default=10)

@@ -13,3 +13,12 @@ class RoutemixError(ValueError):
     Subclasses ``ValueError`` so that scikit-learn style callers who catch ``ValueError`` for
     invalid data keep working.
     """
+
+
+def unknown_name(kind: str, name: str, known, where: str) -> RoutemixError:
+    """The error for a name missing from a registry, suggesting the closest known names."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return RoutemixError(f"unknown {kind} {name!r}.{hint} {where}")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits
 
+from routemix.bench import summarize
 from routemix.metrics import clustering_scores
 
 VARIANTS: dict[str, dict] = {
@@ -48,11 +48,7 @@ def run(seeds, variants=None, progress=True) -> list[dict]:
         kmeans.append({**clustering_scores(y, labels), "seconds": time.perf_counter() - start})
     results["k-means"] = kmeans
     for name, runs in results.items():
-        row = {"variant": name, "settings": VARIANTS.get(name, {}), "seeds": list(seeds)}
-        for key in ("acc", "nmi", "ari", "seconds"):
-            values = np.array([r[key] for r in runs])
-            row[key] = float(values.mean())
-            row[f"{key}_std"] = float(values.std())
+        row = {"variant": name, "settings": VARIANTS.get(name, {}), "seeds": list(seeds), **summarize(runs)}
         row["acc_per_seed"] = [round(r["acc"], 4) for r in runs]
         rows.append(row)
     return rows

@@ -13,6 +13,7 @@ import time
 import numpy as np
 from sklearn.datasets import load_digits, make_blobs
 
+from routemix.bench import summarize
 from routemix.metrics import clustering_scores
 
 
@@ -49,11 +50,7 @@ def run(seeds, progress=True) -> list[dict]:
                 start = time.perf_counter()
                 labels = NMMClustering(n_clusters=k, priors=priors, random_state=seed).fit_predict(X)
                 runs.append({**clustering_scores(y, labels), "seconds": time.perf_counter() - start})
-            row = {"dataset": data_name, "n_samples": len(y), "priors": priors}
-            for key in ("acc", "nmi", "ari", "seconds"):
-                values = np.array([r[key] for r in runs])
-                row[key], row[f"{key}_std"] = float(values.mean()), float(values.std())
-            rows.append(row)
+            rows.append({"dataset": data_name, "n_samples": len(y), "priors": priors, **summarize(runs)})
     return rows
 
 

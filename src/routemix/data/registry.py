@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from routemix.errors import RoutemixError
+from routemix.errors import RoutemixError, unknown_name
 
 SPLITS = ("all", "train", "test")
 
@@ -68,14 +68,8 @@ def get_dataset_spec(name: str) -> DatasetSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise RoutemixError(
-            f"unknown dataset {name!r}.{hint} Known: {', '.join(sorted(_REGISTRY))}, "
-            "or a path to a .csv/.npy file."
-        ) from None
+        known = f"Known: {', '.join(sorted(_REGISTRY))}, or a path to a .csv/.npy file."
+        raise unknown_name("dataset", name, _REGISTRY, known) from None
 
 
 def default_data_root() -> Path:

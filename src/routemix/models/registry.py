@@ -6,12 +6,11 @@ Each model family module registers its public builders with :func:`register_mode
 
 from __future__ import annotations
 
-import difflib
 from typing import Callable
 
 from torch import nn
 
-from routemix.errors import RoutemixError
+from routemix.errors import RoutemixError, unknown_name
 
 ModelBuilder = Callable[..., nn.Module]
 _REGISTRY: dict[str, ModelBuilder] = {}
@@ -36,11 +35,7 @@ def get_model_builder(name: str) -> ModelBuilder:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise RoutemixError(
-            f"unknown model {name!r}.{hint} `routemix models` lists all {len(_REGISTRY)} models."
-        ) from None
+        raise unknown_name("model", name, _REGISTRY, f"`routemix models` lists all {len(_REGISTRY)} models.") from None
 
 
 def create_model(name: str, *, num_classes: int, in_channels: int | None = None, **kwargs) -> nn.Module:
