@@ -108,13 +108,13 @@ def _fit_vector(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
 def _fit_images(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
     spec = get_dataset_spec(dataset.name)
     channels, height, width = dataset.data.shape[1:]
+    torch.manual_seed(cfg.seed)  # network initialisation and augmentation draws
     network = create_model(spec.default_model, num_classes=cfg.clusters, in_channels=2, input_size=height)
     loss = NMMLoss(cfg.clusters, cfg.gamma, normalization=cfg.normalization, priors=cfg.priors)
     module = training.NMMModule(
         network, loss, em_lr=cfg.em_lr, consistency_lr=cfg.consistency_lr, two_fold=cfg.two_fold,
         augment=image_augmentation(channels, (height, width)), preprocess=SobelInput(),
     )
-    torch.manual_seed(cfg.seed)
     train_loader = training.make_loader(dataset.data, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
     val_loader = None
     if dataset.labels is not None:
