@@ -93,7 +93,8 @@ def _fit_vector(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
         normalization=cfg.normalization, priors=cfg.priors, random_state=cfg.seed,
         device="cuda" if training.accelerator_for(cfg.device) == "gpu" else "cpu", verbose=cfg.progress,
     )
-    labels = estimator.fit_predict(dataset.data.numpy())
+    # float64, as scikit-learn loaders give it, so the CLI and the Python API agree for one seed
+    labels = estimator.fit_predict(dataset.data.numpy().astype(np.float64))
     state = {
         "kind": "nmm_vector",
         "network": estimator.module_.network.state_dict(),
