@@ -73,7 +73,8 @@ class NMMLoss(nn.Module):
             docs/RESULTS.md). The journal's "running statistics" are kept for inference.
         momentum: update rate of the running mean and variance.
         priors: estimate cluster priors from running posteriors (eq. 4.18) instead of fixing
-            them at 1/K; for data whose clusters are uneven.
+            them at 1/K; meant for uneven clusters, but measured it gives no reliable gain
+            there yet (docs/RESULTS.md), so it is off by default.
         prior_momentum: update rate of the running priors.
         eps: added to the variance, so that a batch whose scores do not vary gives a* = 0, not NaN.
     """
