@@ -91,7 +91,7 @@ def _fit_vector(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
         cfg.clusters, max_iter=cfg.epochs, batch_size=cfg.batch_size, gamma=cfg.gamma,
         learning_rate=cfg.em_lr, consistency_learning_rate=cfg.consistency_lr, two_fold=cfg.two_fold,
         normalization=cfg.normalization, priors=cfg.priors, random_state=cfg.seed,
-        device="cuda" if training.accelerator_for(cfg.device) == "gpu" else "cpu", verbose=cfg.progress,
+        device=cfg.device, verbose=cfg.progress,
     )
     # float64, as scikit-learn loaders give it, so the CLI and the Python API agree for one seed
     labels = estimator.fit_predict(dataset.data.numpy().astype(np.float64))
