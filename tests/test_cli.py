@@ -93,12 +93,14 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_resume_without_or_with_corrupt_checkpoint(shared_data, tmp_path, capsys):
+    run_dir = tmp_path / "run"
     args = ["cluster", "mnist", "--data-dir", str(shared_data), "--limit", "256", "--epochs", "1",
-            "--run-dir", str(tmp_path), "--resume", "--no-progress", "--no-kmeans"]
+            "--run-dir", str(run_dir), "--resume", "--no-progress", "--no-kmeans"]
     assert main(args) == 2
     assert "no checkpoint at" in capsys.readouterr().err
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
+    assert not run_dir.exists()  # a failed resume writes nothing
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "not a readable checkpoint" in err and "Traceback" not in err

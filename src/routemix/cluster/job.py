@@ -146,8 +146,12 @@ def run_cluster_job(cfg: ClusterConfig) -> ClusterResult:
         cfg.clusters = dataset.num_classes
     _check_data(dataset, cfg.clusters)
     image = dataset.kind == "image"
-    if cfg.resume and not (image and cfg.run_dir):
-        raise RoutemixError("--resume continues an image run: pass the --run-dir of that run.")
+    if cfg.resume:
+        if not (image and cfg.run_dir):
+            raise RoutemixError("--resume continues an image run: pass the --run-dir of that run.")
+        last = Path(cfg.run_dir) / "checkpoints" / "last.ckpt"
+        if not last.is_file():  # checked before anything is written into the run dir
+            raise RoutemixError(f"--resume: no checkpoint at {last}; pass the --run-dir of an earlier run, or drop --resume.")
     cfg.epochs = cfg.epochs or (250 if image else 200)
     cfg.em_lr = cfg.em_lr or (5e-5 if image else 1e-3)
     cfg.consistency_lr = cfg.consistency_lr or (1e-4 if image else 2e-3)
