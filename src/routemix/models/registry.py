@@ -16,9 +16,9 @@ ModelBuilder = Callable[..., nn.Module]
 _REGISTRY: dict[str, ModelBuilder] = {}
 
 
-def register_model(builder: ModelBuilder) -> ModelBuilder:
-    """Register ``builder`` under its function name."""
-    name = builder.__name__
+def register_model(builder: ModelBuilder, name: str | None = None) -> ModelBuilder:
+    """Register ``builder`` under ``name`` (default: its function name). Usable as a decorator."""
+    name = name or builder.__name__
     if name in _REGISTRY:
         raise RuntimeError(f"model {name!r} is registered twice")
     _REGISTRY[name] = builder
