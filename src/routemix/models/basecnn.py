@@ -138,7 +138,7 @@ class MultiPathCNN(Classifier):
                     else:
                         layers.append(CrossPrediction(p, p, channels, width, bias=False, norm=True, **gates))
                 else:
-                    layers += [PathConv2d(p, channels, width, 3, bias=False), PathBatchNorm2d(p, width), nn.ReLU(inplace=True)]
+                    layers += [PathConv2d(p, channels, width, 3, bias=False), PathBatchNorm2d(p, width), nn.ReLU()]
                 if se_reduction:
                     layers.append(PathSqueezeExcitation(p, width, se_reduction))
                 channels = width
@@ -151,7 +151,7 @@ class MultiPathCNN(Classifier):
             if routing == "cp" and d == 1:  # Fig. 3.2: CP-F32 replaces the second dense layer
                 layers.append(LinearCrossPrediction(p, p, features, width, bias=False, norm=True, **gates))
             else:
-                layers += [PathLinear(p, features, width, bias=False), PathBatchNorm1d(p, width), nn.ReLU(inplace=True)]
+                layers += [PathLinear(p, features, width, bias=False), PathBatchNorm1d(p, width), nn.ReLU()]
             if d == 0:
                 layers += mixer(width)
             features = width

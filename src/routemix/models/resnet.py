@@ -72,7 +72,8 @@ class PathResNet(Classifier):
         if stem not in ("cifar", "imagenet"):
             raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
         downsample = 2 ** (len(layers) - 1) * (4 if stem == "imagenet" else 1)
-        super().__init__(num_classes=num_classes, in_channels=in_channels, num_paths=num_paths, min_input_size=downsample)
+        super().__init__(num_classes=num_classes, in_channels=in_channels, num_paths=num_paths, min_input_size=downsample,
+                         default_input_size=224 if stem == "imagenet" else 32)
         self.routing = routing
         p = num_paths
         gates = {"gate_hidden": gate_hidden}
@@ -84,7 +85,7 @@ class PathResNet(Classifier):
             body += [OneToManyPrediction(p, in_channels, stem_width, kernel, stride, bias=False, norm=True, **gates)]
         else:
             stem_paths = 1 if routing == "cc" else p
-            body += [RepeatPaths(stem_paths), *conv_bn(stem_paths, in_channels, stem_width, kernel, stride), nn.ReLU(inplace=True)]
+            body += [RepeatPaths(stem_paths), *conv_bn(stem_paths, in_channels, stem_width, kernel, stride), nn.ReLU()]
         if stem == "imagenet":
             body.append(PerPath(nn.MaxPool2d(3, stride=2, padding=1)))
         if routing == "cc":  # a router with one incoming path: the one-to-many cross-connection

@@ -67,7 +67,13 @@ class PathConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         _check_paths_input(x, self.num_paths, 5, type(self).__name__)
         b, p, c, h, w = x.shape
-        y = self.conv(x.reshape(b, p * c, h, w))
+        x = x.reshape(b, p * c, h, w)
+        if x.device.type == "cpu":
+            # oneDNN's grouped convolution is 1.3-1.8x slower than P separate convolutions on
+            # NCHW tensors and as fast or faster on channels-last ones (`routemix bench speed`,
+            # docs/RESULTS.md); the layout then carries through batch norm, activations and pooling.
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = self.conv(x)
         return y.view(b, p, self.out_channels, *y.shape[-2:])
 
 
@@ -129,8 +135,11 @@ class PathBatchNorm1d(nn.Module):
 
 
 class PerPath(nn.Module):
-    """Run a stateless layer (activation, pooling, dropout) on every path: ``(B, P, ...)`` is folded
-    to ``(B*P, ...)`` and back. Layers with weights or statistics need a ``Path*`` class instead."""
+    """Run a stateless, channel-wise layer (activation, pooling, dropout) on every path.
+
+    The paths are folded into the channel axis, ``(B, P, C, H, W) -> (B, P*C, H, W)`` (``(B, P*D)``
+    for vectors), which is a view for the layouts the path layers produce, and back. Layers with
+    weights or statistics need a ``Path*`` class instead."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
@@ -142,8 +151,9 @@ class PerPath(nn.Module):
         self.module = module
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.module(x.flatten(0, 1))
-        return y.view(*x.shape[:2], *y.shape[1:])
+        b, p, c = x.shape[:3]
+        y = self.module(x.flatten(1, 2))
+        return y.view(b, p, c, *y.shape[2:]) if x.dim() > 3 else y.view(b, p, c)
 
 
 class PathFlatten(nn.Module):
