@@ -166,3 +166,13 @@ def test_routed_models_compile(name):
     compiled = torch.compile(model, fullgraph=True)
     x = torch.randn(4, 3, 32, 32)
     compiled(x).sum().backward()
+
+
+def test_model_info_counts_multiply_adds_like_the_resnet_papers():
+    from routemix.models.info import model_info
+
+    info = model_info("resnet50", num_classes=1000)
+    assert info.input_shape == (3, 224, 224) and info.parameters == 25_557_032
+    assert info.multiply_adds / 1e9 == pytest.approx(4.09, rel=0.01)  # torchvision's published 4.09 GFLOPS
+    two = model_info("basecnn_2cc")
+    assert two.num_paths == 2 and two.multiply_adds > 1.9 * model_info("basecnn").multiply_adds

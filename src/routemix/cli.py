@@ -1,7 +1,7 @@
 """The ``routemix`` command (also ``python -m routemix``).
 
-Subcommands: ``cluster`` (NMM-EM clustering of a dataset), ``datasets`` and ``models`` (what the
-registries hold). Each subcommand is one ``_cmd_<name>`` function registered in
+Subcommands: ``cluster`` (NMM-EM clustering of a dataset), ``train`` and ``eval`` (supervised
+classifiers of the model zoo), ``datasets`` and ``models`` (what the registries hold). Each subcommand is one ``_cmd_<name>`` function registered in
 :func:`build_parser`; ``train``, ``eval``, ``viz`` and ``bench`` slot in the same way.
 A user's mistake (:class:`RoutemixError` or a ``ValueError`` from input validation) prints one
 line and exits with status 2; ``--debug`` shows the traceback instead.
@@ -37,6 +37,54 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_milestones(text: str) -> list[int]:
+    """'80,150' -> [80, 150]; 'none' or '' -> [] (no decay)."""
+    if text.strip().lower() in ("", "none"):
+        return []
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes epochs like 80,150, got {text!r}") from None
+
+
+_TRAIN_OPTIONS = (
+    "model", "dataset", "epochs", "batch_size", "lr", "momentum", "weight_decay", "milestones", "gamma", "seed",
+    "classes", "image_size", "ten_crop", "data_dir", "download", "limit", "limit_test", "workers", "device",
+    "run_dir", "resume",
+)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from routemix.train.evaluate import format_result
+    from routemix.train.supervised import resolve_config, run_training
+
+    overrides = {name: getattr(args, name) for name in _TRAIN_OPTIONS}
+    overrides["progress"] = False if args.no_progress else None
+    cfg = resolve_config(overrides, args.config)
+    out = run_training(cfg)
+    epochs = f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
+    title = f"\n{cfg.model} on {cfg.dataset}: {epochs}, {out.parameters / 1e6:.3f}M parameters, {out.seconds:.1f} s of training"
+    print(format_result(out.result, title))
+    print(f"run directory: {out.run_dir}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from routemix.train.checkpoint import write_json
+    from routemix.train.evaluate import evaluate_checkpoint, format_result
+
+    result, state = evaluate_checkpoint(
+        args.checkpoint, dataset=args.dataset, model=args.model, data_dir=args.data_dir, download=args.download,
+        ten_crop=args.ten_crop, batch_size=args.batch_size, limit=args.limit, classes=args.classes,
+        image_size=args.image_size, workers=args.workers, device=args.device, progress=not args.no_progress,
+    )
+    dataset = args.dataset or state["config"].get("dataset")
+    print(format_result(result, f"{state['model']} on {dataset}"))
+    if args.out:
+        write_json(args.out, {"checkpoint": str(args.checkpoint), "model": state["model"], "dataset": dataset, **result.as_dict()})
+    return 0
+
+
 def _cmd_datasets(args: argparse.Namespace) -> int:
     from routemix.data import default_data_root, list_datasets
 
@@ -46,17 +94,49 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
         print(f"{spec.name:<14}{spec.kind:<11}{classes:>8}  {spec.description}")
     print(f"\nImage sets are read from --data-dir, else $ROUTEMIX_DATA, else {default_data_root()}.")
     print("Any .csv or .npy path also works as a dataset (numeric columns, --label-column for scoring).")
+    from routemix.data.classification import IMAGENET_LAYOUT, classification_datasets
+
+    print(f"\n`routemix train` and `eval` take: {', '.join(classification_datasets())}.")
+    print(f"imagenet is any ImageFolder root: {IMAGENET_LAYOUT}.")
     return 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from routemix.models import count_parameters, create_model, list_models
+    import fnmatch
 
-    print(f"{'name':<22}{'parameters':>12}")
-    for name in list_models():
-        kwargs = {"in_features": 64} if name == "cluster_mlp" else {}
-        model = create_model(name, num_classes=args.num_classes, **kwargs)
-        print(f"{name:<22}{count_parameters(model) / 1e6:>11.3f}M")
+    from routemix.models import list_models
+    from routemix.models.info import model_info
+
+    names = [n for n in list_models() if any(fnmatch.fnmatch(n, pattern) for pattern in args.patterns or ["*"])]
+    if not names:
+        raise RoutemixError(f"no model matches {' '.join(args.patterns)}; `routemix models` lists all of them.")
+    print(f"{'name':<24}{'paths':>6}{'parameters':>13}{'GMACs':>10}  input")
+    for name in names:
+        info = model_info(name, None if name == "cluster_mlp" else args.num_classes)
+        if info.input_shape is None:
+            print(f"{name:<24}{info.num_paths:>6}{'-':>13}{'-':>10}  vectors (size set by the data)")
+            continue
+        print(f"{name:<24}{info.num_paths:>6}{info.parameters / 1e6:>12.3f}M{info.multiply_adds / 1e9:>10.3f}  "
+              f"{'x'.join(map(str, info.input_shape))}")
+    print(f"\nGMACs: multiply-adds of one forward pass of one image, in billions ({args.num_classes} classes).")
+    return 0
+
+
+def _cmd_bench_speed(args: argparse.Namespace) -> int:
+    from routemix.bench.speed import format_table, run
+
+    paths = [int(p) for p in args.paths.split(",")]
+    if any(p < 2 for p in paths):
+        raise RoutemixError(f"--paths takes path counts of 2 or more, got {args.paths}.")
+    rows = run(tuple(args.bases.split(",")), tuple(paths), steps=args.steps, repeats=args.repeats, batch=args.batch,
+               device=args.device, memory=not args.no_memory, progress=not args.no_progress)
+    print(format_table(rows))
+    if args.out:
+        from dataclasses import asdict
+
+        from routemix.train.checkpoint import write_json
+
+        write_json(Path(args.out), [asdict(r) for r in rows])
     return 0
 
 
@@ -149,6 +229,49 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--no-progress", action="store_true", help="no progress bar")
     cluster.set_defaults(handler=_cmd_cluster)
 
+    train = commands.add_parser("train", help="train a classifier of the model zoo (thesis sec. 3.4 recipes)")
+    train.add_argument("--config", help="YAML file of options (configs/ holds one per thesis experiment); flags override it")
+    train.add_argument("--model", help="registered model name (see `routemix models`)")
+    train.add_argument("--dataset", help="mnist, fashion_mnist, cifar10, cifar100 or imagenet (an ImageFolder root)")
+    train.add_argument("--epochs", type=int, help="default: the recipe's (200 BaseCNNs, 350 CIFAR ResNets, 120/90 ImageNet)")
+    train.add_argument("--batch-size", type=int, help="default: 128 BaseCNNs, 64 CIFAR ResNets, 256 ImageNet")
+    train.add_argument("--lr", type=float, help="initial SGD learning rate (default 0.1)")
+    train.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    train.add_argument("--weight-decay", type=float, help="default 5e-4 CIFAR-scale, 1e-4 ImageNet")
+    train.add_argument("--milestones", type=_parse_milestones, help="epochs where the LR drops, e.g. 80,150 ('none': never)")
+    train.add_argument("--gamma", type=float, help="LR factor at each milestone (default 0.1)")
+    train.add_argument("--seed", type=int, help="seed of initialisation, shuffling and augmentation (default 0)")
+    train.add_argument("--classes", type=int, help="imagenet: keep the first N classes (the thesis' 100-class subset)")
+    train.add_argument("--image-size", type=int, help="imagenet: crop size (default 224, resized to 256 first)")
+    train.add_argument("--ten-crop", action="store_true", default=None, help="imagenet: final test error with ten crops")
+    train.add_argument("--data-dir", help="root of the datasets (default: $ROUTEMIX_DATA or the user cache)")
+    train.add_argument("--download", action="store_true", default=None, help="let torchvision download the dataset")
+    train.add_argument("--limit", type=int, help="use only the first N training images (quick runs)")
+    train.add_argument("--limit-test", type=int, help="use only the first N test images")
+    train.add_argument("--workers", type=int, help="imagenet: DataLoader worker processes (default min(8, CPUs))")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    train.add_argument("--run-dir", help="output directory (default: runs/train-MODEL-DATASET-TIME)")
+    train.add_argument("--resume", action="store_true", default=None, help="continue from RUN_DIR/checkpoints/last.ckpt")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(handler=_cmd_train)
+
+    evaluate = commands.add_parser("eval", help="test error and mean gates of a trained classifier")
+    evaluate.add_argument("checkpoint", help="a model.pt written by `routemix train`, or its run directory")
+    evaluate.add_argument("--dataset", help="default: the dataset it was trained on")
+    evaluate.add_argument("--model", help="check that the checkpoint is of this model")
+    evaluate.add_argument("--data-dir", help="default: the one it was trained with")
+    evaluate.add_argument("--download", action="store_true")
+    evaluate.add_argument("--ten-crop", action="store_true", help="imagenet: average over ten crops")
+    evaluate.add_argument("--batch-size", type=int, default=256)
+    evaluate.add_argument("--limit", type=int, help="use only the first N test images")
+    evaluate.add_argument("--classes", type=int, help="imagenet: the first N classes (default: as trained)")
+    evaluate.add_argument("--image-size", type=int, help="imagenet: crop size (default: as trained)")
+    evaluate.add_argument("--workers", type=int)
+    evaluate.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    evaluate.add_argument("--out", help="also write the result as JSON here")
+    evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.set_defaults(handler=_cmd_eval)
+
     datasets = commands.add_parser("datasets", help="list the datasets routemix can load")
     datasets.set_defaults(handler=_cmd_datasets)
 
@@ -175,7 +298,20 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "nmm-digits":
             seeded.add_argument("--variants", help="comma-separated subset of the variants (default: all)")
 
-    models = commands.add_parser("models", help="list the registered models with parameter counts")
+    speed = benches.add_parser("speed", help="step time of P-path models: batched vs naive loops vs no routing")
+    speed.add_argument("--bases", default="basecnn,resnet20", help="base networks (default basecnn,resnet20)")
+    speed.add_argument("--paths", default="2,3,4", help="path counts (default 2,3,4)")
+    speed.add_argument("--batch", type=int, help="batch size (default: the thesis', 128 BaseCNN, 64 ResNet20)")
+    speed.add_argument("--steps", type=int, default=5, help="training steps per timing (default 5)")
+    speed.add_argument("--repeats", type=int, default=3, help="timings per network, interleaved (default 3)")
+    speed.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    speed.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    speed.add_argument("--out", help="write the rows as JSON here")
+    speed.add_argument("--no-progress", action="store_true")
+    speed.set_defaults(handler=_cmd_bench_speed)
+
+    models = commands.add_parser("models", help="list the registered models with parameter counts and multiply-adds")
+    models.add_argument("patterns", nargs="*", help="only names matching these shell patterns, e.g. 'resnet20*'")
     models.add_argument("--num-classes", type=int, default=10)
     models.set_defaults(handler=_cmd_models)
     return parser

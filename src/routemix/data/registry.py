@@ -250,11 +250,13 @@ def _load_cifar100_20(root: Path, download: bool, split: str) -> LoadedDataset:
 
 
 _MNIST_FILES = ("raw/train-images-idx3-ubyte", "raw/train-labels-idx1-ubyte", "raw/t10k-images-idx3-ubyte", "raw/t10k-labels-idx1-ubyte")
+_CIFAR100_FILES = ("cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta")
 _CIFAR10_FILES = tuple(f"cifar-10-batches-py/{f}" for f in ("data_batch_1", "...", "data_batch_5", "test_batch", "batches.meta"))
 
 _register(DatasetSpec("mnist", "image", "MNIST, 70,000 28x28 digits", 10, _torchvision_loader("mnist", "MNIST", 10), "clusternet_mnist", tuple(f"MNIST/{f}" for f in _MNIST_FILES)))
 _register(DatasetSpec("fashion_mnist", "image", "Fashion-MNIST, 70,000 28x28 clothing images", 10, _torchvision_loader("fashion_mnist", "FashionMNIST", 10), "clusternet_mnist", tuple(f"FashionMNIST/{f}" for f in _MNIST_FILES)))
 _register(DatasetSpec("usps", "image", "USPS, 9,298 16x16 digits", 10, _torchvision_loader("usps", "USPS", 10), None, ("usps.bz2", "usps.t.bz2")))
 _register(DatasetSpec("cifar10", "image", "CIFAR-10, 60,000 32x32 colour images", 10, _torchvision_loader("cifar10", "CIFAR10", 10), "clusternet_cifar", _CIFAR10_FILES))
-_register(DatasetSpec("cifar100_20", "image", "CIFAR-100 in its 20 superclasses, 60,000 32x32 images", 20, _load_cifar100_20, "clusternet_cifar", ("cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta")))
+_register(DatasetSpec("cifar100", "image", "CIFAR-100 in its 100 fine classes, 60,000 32x32 images", 100, _torchvision_loader("cifar100", "CIFAR100", 100), "clusternet_cifar", _CIFAR100_FILES))
+_register(DatasetSpec("cifar100_20", "image", "CIFAR-100 in its 20 superclasses, 60,000 32x32 images", 20, _load_cifar100_20, "clusternet_cifar", _CIFAR100_FILES))
 _register(DatasetSpec("stl10", "image", "STL-10 labelled set, 13,000 96x96 colour images", 10, _load_stl10, "clusternet_stl10", ("stl10_binary/train_X.bin", "stl10_binary/train_y.bin", "stl10_binary/test_X.bin", "stl10_binary/test_y.bin")))

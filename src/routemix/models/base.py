@@ -19,13 +19,16 @@ class Classifier(nn.Module):
 
     ``input_size`` is the one spatial size a model accepts (its dense layers fix it), or ``None``
     when any size of at least ``min_input_size`` works (global average pooling).
+    ``default_input_size`` is the size it is meant for (224 for ImageNet networks), used by
+    listings such as ``routemix models`` to count FLOPs.
     """
 
     def __init__(self, *, num_classes: int, in_channels: int, num_paths: int = 1,
-                 input_size: int | None = None, min_input_size: int = 1) -> None:
+                 input_size: int | None = None, min_input_size: int = 1, default_input_size: int = 32) -> None:
         super().__init__()
         self.num_classes, self.in_channels, self.num_paths = num_classes, in_channels, num_paths
         self.input_size, self.min_input_size = input_size, min_input_size
+        self.default_input_size = input_size or default_input_size
 
     def forward_logits(self, x: Tensor) -> Tensor:
         raise NotImplementedError

@@ -40,7 +40,7 @@ class TorchvisionClassifier(Classifier):
     """A torchvision classification network behind the zoo's interface."""
 
     def __init__(self, network: nn.Module, *, num_classes: int, in_channels: int) -> None:
-        super().__init__(num_classes=num_classes, in_channels=in_channels, min_input_size=32)
+        super().__init__(num_classes=num_classes, in_channels=in_channels, min_input_size=32, default_input_size=224)
         self.network = network
 
     def forward_logits(self, x: Tensor) -> Tensor:

@@ -14,10 +14,7 @@ CPU or GPU), and :func:`predict_proba` returns posteriors with the running stati
 
 from __future__ import annotations
 
-import logging
 import os
-import warnings
-from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -27,6 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from routemix.losses import NMMLoss, consistency_kl
 from routemix.metrics import clustering_scores
+from routemix.train.common import accelerator_for, make_trainer, quiet_lightning, resume_checkpoint  # noqa: F401  (re-exported)
 
 
 class NMMModule(L.LightningModule):
@@ -116,23 +114,6 @@ class NMMModule(L.LightningModule):
         self.log_dict({f"val/{k}": v for k, v in scores.items()}, prog_bar=True)
 
 
-def accelerator_for(device: str) -> str:
-    """Lightning accelerator for a routemix device name: ``cpu``, ``cuda`` or ``auto``."""
-    if device == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    return "gpu" if device == "cuda" else "cpu"
-
-
-def quiet_lightning() -> None:
-    """Silence Lightning's start-up banners; the CLI prints what matters itself."""
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
-    warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
-
-
 def make_loader(data: torch.Tensor, labels=None, *, batch_size: int, shuffle: bool, seed: int | None = None) -> DataLoader:
     """In-memory loader. Training drops a last batch smaller than ``batch_size`` (a batch of one
     cannot be normalised) unless the whole set is smaller than one batch."""
@@ -159,38 +140,13 @@ def fit(
     """Train ``module`` for ``max_epochs`` epochs.
 
     With ``run_dir``, metrics go to ``run_dir/logs/version_N/metrics.csv`` (CSV logger) and checkpoints to
-    ``run_dir/checkpoints`` (``last.ckpt`` every epoch); ``resume=True`` continues from it.
+    ``run_dir/checkpoints`` (``last.ckpt`` every epoch); ``resume=True`` continues from it
+    (layout: :mod:`routemix.train.common`).
     """
-    quiet_lightning()
-    callbacks = []
-    logger = False
-    ckpt_path = None
-    if run_dir is not None:
-        from lightning.pytorch.callbacks import ModelCheckpoint
-        from lightning.pytorch.loggers import CSVLogger
-
-        run_dir = Path(run_dir)
-        # A new version folder per (re)start: logs/version_0/metrics.csv, then version_1 after a resume.
-        logger = CSVLogger(save_dir=str(run_dir), name="logs")
-        callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0))
-        if resume:
-            from routemix.train.checkpoint import load_checkpoint
-
-            last = run_dir / "checkpoints" / "last.ckpt"
-            load_checkpoint(last)  # a missing or corrupt file is a clear error, not a traceback
-            ckpt_path = str(last)
-    trainer = L.Trainer(
-        max_epochs=max_epochs,
-        accelerator=accelerator,
-        devices=1,
-        logger=logger,
-        callbacks=callbacks,
-        enable_checkpointing=run_dir is not None,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        check_val_every_n_epoch=val_every_n_epochs,
-        log_every_n_steps=1,
+    ckpt_path = resume_checkpoint(run_dir) if run_dir is not None and resume else None
+    trainer = make_trainer(
+        max_epochs=max_epochs, run_dir=run_dir, progress=progress, accelerator=accelerator,
+        val_every_n_epochs=val_every_n_epochs,
     )
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path, weights_only=True)
     return trainer

@@ -1,0 +1,339 @@
+"""Supervised training of the model zoo's classifiers (thesis sec. 3.4).
+
+:class:`ClassifierModule` holds a zoo classifier, SGD with momentum and a step schedule;
+:func:`fit` runs it with Lightning (progress bar, ``last.ckpt`` every epoch, exact resume, CSV and
+TensorBoard curves, CPU or GPU); :func:`run_training` is one ``routemix train`` run: resolve the
+recipe, load the data, train, save ``model.pt`` and evaluate on the test split.
+
+The recipes of sec. 3.4 (SGD, momentum 0.9, initial learning rate 0.1, decayed by 10x):
+
+=========================  =======  =====  ==========================
+models                     epochs   batch  learning-rate decay at
+=========================  =======  =====  ==========================
+BaseCNN family (Tab. 3.2)  200      128    80, 150
+  multi-path benchmark     350      128    150, 250
+CIFAR ResNets (Tab. 3.3)   350      64     150, 250
+ImageNet (Tab. 3.4)        120 / 90 256    every 30 (full / 100-class subset)
+=========================  =======  =====  ==========================
+
+Weight decay is not stated in the thesis. The defaults are the values these architectures are
+usually trained with: 5e-4 for CIFAR-scale data (VGG- and WRN-style CIFAR training; small
+networks on 50k images overfit and benefit from the stronger penalty, and one value for the whole
+of Tables 3.2 and 3.3 keeps the rows comparable, as the thesis trains them "identically") and 1e-4
+for ImageNet (He et al.'s ResNet recipe: with 1.28M images, 5e-4 under-fits the large ResNets).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from routemix.errors import RoutemixError, unknown_name
+from routemix.train.common import accelerator_for, make_trainer, resume_checkpoint, torch_device
+from routemix.train.evaluate import EvalResult, batch_metrics, build_classifier, check_classifier_name, classify, evaluate_model, gate_log_keys, save_classifier
+
+CIFAR_WEIGHT_DECAY = 5e-4
+IMAGENET_WEIGHT_DECAY = 1e-4
+
+
+def ensemble_log_probs(logits: Tensor) -> Tensor:
+    """Members' logits (B, M, K) -> log of their mean softmax (B, K), the ensemble's prediction."""
+    m = logits.shape[1]
+    return torch.logsumexp(torch.log_softmax(logits, dim=-1), dim=1) - torch.log(torch.tensor(float(m), device=logits.device))
+
+
+def classification_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy; for an ensemble's training output (B, M, K) the *sum* of the members' mean
+    cross-entropies, so each member gets exactly the gradient of training it alone (the members'
+    parameters are disjoint) and the ensemble is M independently trained networks (Table 3.1)."""
+    if logits.dim() == 3:
+        return sum(F.cross_entropy(logits[:, m], labels) for m in range(logits.shape[1]))
+    return F.cross_entropy(logits, labels)
+
+
+class ClassifierModule(L.LightningModule):
+    """A zoo classifier trained with SGD + momentum and a multi-step schedule (sec. 3.4).
+
+    Logs per epoch: ``train/loss``, ``train/acc``, ``train/lr``; on the validation (= test) split
+    ``val/loss``, ``val/top1_error``, ``val/top5_error`` (K >= 5); and for routed models the mean
+    gates ``train/gate/{router}/{i}_{j}`` (augmented training images, training mode) and
+    ``val/gate/{router}/{i}_{j}`` (test images, eval mode, what ``routemix eval`` reports): the
+    epoch mean of ``gates[router].mean(0)``, a (P_in, P_out) matrix whose rows sum to 1.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = CIFAR_WEIGHT_DECAY,
+        milestones: tuple[int, ...] | list[int] = (80, 150),
+        gamma: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.milestones, self.gamma = list(milestones), gamma
+
+    def forward(self, x: Tensor, return_gates: bool = False):
+        return self.model(x, return_gates=return_gates)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=self.milestones, gamma=self.gamma)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        logits, gates = self.model(images, return_gates=True)
+        loss = classification_loss(logits, labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()} at step {self.global_step}; lower the learning rate.")
+        prediction = ensemble_log_probs(logits) if logits.dim() == 3 else logits
+        accuracy = (prediction.argmax(-1) == labels).float().mean()
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log_dict({"train/loss": loss.detach(), "train/acc": accuracy}, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        self.log("train/lr", lr, on_step=False, on_epoch=True, batch_size=len(labels))
+        if gates:
+            self.log_dict(gate_log_keys(gates, "train"), on_step=False, on_epoch=True, batch_size=len(labels))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        images, labels = batch
+        log_probs, gates = classify(self.model, images)
+        metrics = {f"val/{k}": v for k, v in batch_metrics(log_probs, labels).items()}
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        if gates:
+            self.log_dict(gate_log_keys(gates, "val"), on_step=False, on_epoch=True, batch_size=len(labels))
+
+
+def fit(
+    module: ClassifierModule,
+    datamodule: L.LightningDataModule,
+    *,
+    max_epochs: int,
+    run_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    accelerator: str = "auto",
+    resume: bool = False,
+) -> L.Trainer:
+    """Train for ``max_epochs`` epochs (run-directory layout: :mod:`routemix.train.common`).
+
+    ``resume=True`` continues from ``run_dir/checkpoints/last.ckpt`` exactly: Lightning restores
+    weights, optimizer momentum, schedule, epoch and global step, and the data module's draws are
+    functions of (seed, epoch, step) rather than of a generator's history
+    (:mod:`routemix.data.classification`), so on CPU the resumed run equals the uninterrupted one.
+    """
+    if resume and run_dir is None:
+        raise RoutemixError("resume needs the run directory of the run to continue.")
+    ckpt_path = resume_checkpoint(run_dir) if resume else None
+    trainer = make_trainer(max_epochs=max_epochs, run_dir=run_dir, progress=progress, accelerator=accelerator)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    return trainer
+
+
+# --- one run from the command line -------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``routemix train`` takes; a YAML config holds any of these keys but ``command``."""
+
+    model: str | None = None
+    dataset: str | None = None
+    epochs: int | None = None  # None: the recipe's (see the module docstring)
+    batch_size: int | None = None
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float | None = None  # None: 5e-4 CIFAR-scale, 1e-4 ImageNet
+    milestones: list[int] | None = None
+    gamma: float = 0.1
+    seed: int = 0
+    classes: int | None = None  # imagenet: keep the first N classes
+    image_size: int = 224  # imagenet crop size
+    ten_crop: bool = False  # imagenet: the final test evaluation uses ten crops
+    data_dir: str | None = None
+    download: bool = False
+    limit: int | None = None  # first N training images (quick runs)
+    limit_test: int | None = None  # first N test images
+    workers: int | None = None  # DataLoader workers for imagenet (default: min(8, CPUs))
+    device: str = "auto"
+    progress: bool = True
+    resume: bool = False
+    run_dir: str | None = None
+    command: list[str] = field(default_factory=lambda: list(sys.argv))
+
+
+_FIELD_TYPES = {
+    "model": str, "dataset": str, "epochs": int, "batch_size": int, "lr": float, "momentum": float,
+    "weight_decay": float, "milestones": list, "gamma": float, "seed": int, "classes": int,
+    "image_size": int, "ten_crop": bool, "data_dir": str, "download": bool, "limit": int,
+    "limit_test": int, "workers": int, "device": str, "progress": bool, "run_dir": str,
+}
+CONFIG_KEYS = tuple(_FIELD_TYPES)  # what a YAML config may set
+
+
+def _check_value(key: str, value: Any, where: str) -> Any:
+    expected = _FIELD_TYPES[key]
+    if value is None:
+        return None
+    if expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if expected is float and isinstance(value, str):  # YAML 1.1 reads "5e-4" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if expected is list:
+        if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return list(value)
+        raise RoutemixError(f"{where}: {key} must be a list of epochs like [80, 150], got {value!r}.")
+    if (expected is int and isinstance(value, bool)) or not isinstance(value, expected):
+        raise RoutemixError(f"{where}: {key} must be {expected.__name__}, got {value!r}.")
+    return value
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The settings of a YAML config, checked: unknown keys (with the closest known one) and
+    values of the wrong type are a RoutemixError naming the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise RoutemixError(f"no config file at {path}.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise RoutemixError(f"{path} is not valid YAML ({str(error).splitlines()[0]}).") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RoutemixError(f"{path} must be a mapping of option: value, got a {type(data).__name__}.")
+    settings = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in _FIELD_TYPES:
+            raise unknown_name("key", str(key), CONFIG_KEYS, f"in {path}. Config keys: {', '.join(CONFIG_KEYS)}.")
+        settings[name] = _check_value(name, value, str(path))
+    return settings
+
+
+def is_imagenet_scale(cfg: TrainConfig) -> bool:
+    return cfg.dataset == "imagenet"
+
+
+def apply_recipe(cfg: TrainConfig) -> TrainConfig:
+    """Fill what the user left open with the thesis recipe for this model and dataset."""
+    if is_imagenet_scale(cfg):
+        epochs, batch, milestones, decay = (120 if cfg.classes is None else 90), 256, None, IMAGENET_WEIGHT_DECAY
+    elif cfg.model is not None and cfg.model.startswith(("resnet", "wrn", "seresnet", "wide_resnet", "resnext")):
+        epochs, batch, milestones, decay = 350, 64, [150, 250], CIFAR_WEIGHT_DECAY
+    else:
+        epochs, batch, milestones, decay = 200, 128, [80, 150], CIFAR_WEIGHT_DECAY
+    cfg.epochs = cfg.epochs if cfg.epochs is not None else epochs
+    cfg.batch_size = cfg.batch_size if cfg.batch_size is not None else batch
+    cfg.weight_decay = cfg.weight_decay if cfg.weight_decay is not None else decay
+    if cfg.milestones is None:
+        cfg.milestones = milestones if milestones is not None else list(range(30, cfg.epochs, 30))
+    return cfg
+
+
+def validate_config(cfg: TrainConfig) -> None:
+    if not cfg.model:
+        raise RoutemixError("no model: pass --model NAME (`routemix models` lists them) or a --config that names one.")
+    if not cfg.dataset:
+        raise RoutemixError("no dataset: pass --dataset NAME or a --config that names one.")
+    for key in ("epochs", "batch_size", "image_size", "limit", "limit_test"):
+        value = getattr(cfg, key)
+        if value is not None and value < 1:
+            raise RoutemixError(f"{key} must be at least 1, got {value}.")
+    if cfg.seed < 0:
+        raise RoutemixError(f"seed must be non-negative, got {cfg.seed}.")
+    if not cfg.lr > 0:
+        raise RoutemixError(f"lr must be positive, got {cfg.lr}.")
+    if cfg.weight_decay is not None and cfg.weight_decay < 0:
+        raise RoutemixError(f"weight_decay must be non-negative, got {cfg.weight_decay}.")
+    milestones = cfg.milestones or []
+    if any(m < 1 for m in milestones) or milestones != sorted(set(milestones)):
+        raise RoutemixError(f"milestones must be increasing positive epochs, got {milestones}.")
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise RoutemixError(f"device must be auto, cpu or cuda, got {cfg.device!r}.")
+
+
+def resolve_config(overrides: dict[str, Any], config_file: str | None = None) -> TrainConfig:
+    """Defaults < the run's saved ``config.json`` (on resume) < the YAML file < ``overrides``
+    (command-line flags that were given). The model of a resumed run cannot change."""
+    import json
+
+    saved: dict[str, Any] = {}
+    if overrides.get("resume") and overrides.get("run_dir"):
+        saved_path = Path(overrides["run_dir"]) / "config.json"
+        if saved_path.is_file():
+            # what the run was, not how it was watched: the progress bar is this invocation's choice
+            saved = {k: v for k, v in json.loads(saved_path.read_text()).items() if k in _FIELD_TYPES and k != "progress"}
+    from_file = load_config_file(config_file) if config_file else {}
+    settings = {**saved, **from_file, **{k: v for k, v in overrides.items() if v is not None}}
+    if saved.get("model") and settings.get("model") != saved["model"]:
+        raise RoutemixError(f"--resume: checkpoint {overrides['run_dir']} is for model {saved['model']}, not {settings.get('model')}.")
+    if saved.get("dataset") and settings.get("dataset") != saved["dataset"]:
+        raise RoutemixError(f"--resume: {overrides['run_dir']} was trained on {saved['dataset']}, not {settings.get('dataset')}.")
+    cfg = TrainConfig(**{k: v for k, v in settings.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
+    return cfg
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    result: EvalResult
+    seconds: float
+    parameters: int
+
+
+def run_training(cfg: TrainConfig) -> TrainResult:
+    """One supervised run: writes ``run_dir/config.json``, ``model.pt``, ``metrics.json``, the
+    Lightning checkpoint and the learning curves; returns the test evaluation."""
+    from routemix.data.classification import ClassificationDataModule
+    from routemix.models import count_parameters
+    from routemix.train.checkpoint import write_json
+
+    validate_config(cfg)
+    check_classifier_name(cfg.model)  # an unknown or unsuitable model fails before any data is read
+    apply_recipe(cfg)
+    validate_config(cfg)
+    if cfg.resume:
+        if not cfg.run_dir:
+            raise RoutemixError("--resume continues a run: pass the --run-dir of that run.")
+        resume_checkpoint(cfg.run_dir)  # missing or corrupt: a clear error before anything is written
+    datamodule = ClassificationDataModule(
+        cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, batch_size=cfg.batch_size,
+        limit=cfg.limit, limit_test=cfg.limit_test, classes=cfg.classes, image_size=cfg.image_size,
+        ten_crop=cfg.ten_crop, num_workers=cfg.workers, seed=cfg.seed,
+    )
+    datamodule.setup("fit")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # the network's initialisation
+    model = build_classifier(cfg.model, num_classes=datamodule.num_classes, in_channels=datamodule.in_channels, input_size=datamodule.input_size)
+
+    run_dir = Path(cfg.run_dir or f"runs/train-{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.run_dir = str(run_dir)
+    write_json(run_dir / "config.json", asdict(cfg))
+
+    module = ClassifierModule(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, milestones=cfg.milestones, gamma=cfg.gamma)
+    start = time.perf_counter()
+    fit(module, datamodule, max_epochs=cfg.epochs, run_dir=run_dir, progress=cfg.progress, accelerator=accelerator_for(cfg.device), resume=cfg.resume)
+    seconds = time.perf_counter() - start
+    save_classifier(run_dir / "model.pt", model, cfg.model, input_size=datamodule.input_size, config=asdict(cfg))
+    result = evaluate_model(model, datamodule, ten_crop=cfg.ten_crop, device=torch_device(cfg.device), progress=cfg.progress)
+    write_json(run_dir / "metrics.json", {"model": cfg.model, "dataset": cfg.dataset, "epochs": cfg.epochs, "seconds": seconds, "test": result.as_dict()})
+    return TrainResult(run_dir, result, seconds, count_parameters(model))
