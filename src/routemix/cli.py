@@ -122,6 +122,19 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_routing(args: argparse.Namespace) -> int:
+    from routemix.bench.routing import MODELS, format_table, run, summarize
+
+    models = tuple(args.models.split(",")) if args.models else MODELS
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise RoutemixError(f"bench routing trains {', '.join(MODELS)}; not {', '.join(unknown)}.")
+    results = run(data_dir=args.data_dir, seeds=tuple(_parse_seeds(args.seeds)), models=models, epochs=args.epochs,
+                  train_images=args.train_images, test_images=args.test_images, out=args.out, progress=not args.no_progress)
+    print(format_table(summarize(results, models)))
+    return 0
+
+
 def _cmd_bench_speed(args: argparse.Namespace) -> int:
     from routemix.bench.speed import format_table, run
 
@@ -297,6 +310,17 @@ def build_parser() -> argparse.ArgumentParser:
         seeded.set_defaults(handler=handler)
         if name == "nmm-digits":
             seeded.add_argument("--variants", help="comma-separated subset of the variants (default: all)")
+
+    routing = benches.add_parser("routing", help="Table 3.2 on Fashion-MNIST: the BaseCNN family over seeds, short budget")
+    routing.add_argument("--data-dir", help="root holding FashionMNIST (default: $ROUTEMIX_DATA or the user cache)")
+    routing.add_argument("--seeds", default="0-2", help="seed range or list (default 0-2)")
+    routing.add_argument("--models", help="comma-separated subset (default: all eight)")
+    routing.add_argument("--epochs", type=int, default=4, help="epochs per run (default 4)")
+    routing.add_argument("--train-images", type=int, default=10_000, help="fixed training subset (default 10000)")
+    routing.add_argument("--test-images", type=int, help="test on the first N test images (default: all 10000)")
+    routing.add_argument("--out", default="runs/bench-routing.json", help="results, appended run by run; a rerun continues")
+    routing.add_argument("--no-progress", action="store_true")
+    routing.set_defaults(handler=_cmd_bench_routing)
 
     speed = benches.add_parser("speed", help="step time of P-path models: batched vs naive loops vs no routing")
     speed.add_argument("--bases", default="basecnn,resnet20", help="base networks (default basecnn,resnet20)")
