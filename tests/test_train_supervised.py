@@ -410,3 +410,35 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
     save_classifier(tmp_path / "model.pt", colour, "basecnn", input_size=32, config={"dataset": "cifar10"})
     assert "is for model basecnn, not widecnn" in error_of(["eval", str(tmp_path / "model.pt"), "--model", "widecnn"], capsys)
     assert "trained on 3-channel images, but fashion_mnist has 1" in error_of(["eval", str(tmp_path / "model.pt"), "--dataset", "fashion_mnist"], capsys)
+
+
+def write_cifar10(root: Path, monkeypatch, *, per_batch: int = 8) -> Path:
+    """CIFAR-10 in torchvision's on-disk format (pickled batches), random pixels and labels."""
+    from torchvision.datasets import CIFAR10, cifar
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        entry = {"data": rng.integers(0, 255, (per_batch, 3072), dtype=np.uint8), "labels": rng.integers(0, 10, per_batch).tolist()}
+        (folder / name).write_bytes(pickle.dumps(entry))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
+    monkeypatch.setattr(CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: True)
+    return root
+
+
+@pytest.mark.parametrize("config", ["table3_2/basecnn_2cc.yaml", "table3_3/resnet20_3cp_cifar10.yaml"])
+def test_thesis_config_runs_unchanged_on_synthetic_cifar10(config, tmp_path, monkeypatch, capsys):
+    """A user with CIFAR-10 runs the thesis recipe as written; here one epoch of it on 40 fake images."""
+    root = write_cifar10(tmp_path / "data", monkeypatch)
+    run_dir = tmp_path / "run"
+    args = ["train", "--config", str(CONFIGS / config), "--data-dir", str(root), "--epochs", "1",
+            "--run-dir", str(run_dir), "--no-progress"]
+    assert main(args) == 0
+    saved = json.loads((run_dir / "config.json").read_text())
+    recipe = load_config_file(CONFIGS / config)
+    assert {k: saved[k] for k in ("model", "dataset", "batch_size", "lr", "momentum", "weight_decay", "milestones")} == \
+        {k: recipe[k] for k in ("model", "dataset", "batch_size", "lr", "momentum", "weight_decay", "milestones")}
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["n"] == 8
+    assert "top-1 error" in capsys.readouterr().out

@@ -37,6 +37,7 @@ case, whose computation is that of the plain CNN (tested against an ``nn.Sequent
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -179,9 +180,12 @@ class Ensemble(Classifier):
 
     def forward_logits(self, x: Tensor) -> Tensor:
         logits = torch.stack([member(x) for member in self.members], dim=1)
-        if self.training:
-            return logits
-        return torch.logsumexp(torch.log_softmax(logits, dim=-1), dim=1) - torch.log(torch.tensor(float(len(self.members))))
+        return logits if self.training else ensemble_log_probs(logits)
+
+
+def ensemble_log_probs(logits: Tensor) -> Tensor:
+    """Members' logits ``(B, M, K)`` -> log of their mean softmax ``(B, K)``, the ensemble's prediction."""
+    return torch.logsumexp(torch.log_softmax(logits, dim=-1), dim=1) - math.log(logits.shape[1])
 
 
 def _cnn(layout: CNNLayout, **defaults):

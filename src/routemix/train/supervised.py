@@ -39,17 +39,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from routemix.errors import RoutemixError, unknown_name
+from routemix.models.basecnn import ensemble_log_probs
 from routemix.train.common import accelerator_for, make_trainer, resume_checkpoint, torch_device
 from routemix.train.evaluate import EvalResult, batch_metrics, build_classifier, check_classifier_name, classify, evaluate_model, gate_log_keys, save_classifier
 
 CIFAR_WEIGHT_DECAY = 5e-4
 IMAGENET_WEIGHT_DECAY = 1e-4
-
-
-def ensemble_log_probs(logits: Tensor) -> Tensor:
-    """Members' logits (B, M, K) -> log of their mean softmax (B, K), the ensemble's prediction."""
-    m = logits.shape[1]
-    return torch.logsumexp(torch.log_softmax(logits, dim=-1), dim=1) - torch.log(torch.tensor(float(m), device=logits.device))
 
 
 def classification_loss(logits: Tensor, labels: Tensor) -> Tensor:
