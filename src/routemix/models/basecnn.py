@@ -38,6 +38,7 @@ case, whose computation is that of the plain CNN (tested against an ``nn.Sequent
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -118,46 +119,53 @@ class MultiPathCNN(Classifier):
         p = num_paths
         gates = {"gate_hidden": gate_hidden}
 
-        def mixer(channels: int) -> list[nn.Module]:  # what sits where BaseCNN-X-CC has a cross-connection
-            if routing == "cc":
-                return [CrossConnection(p, p, channels, **gates)]
-            if routing == "stitch":
-                return [CrossStitch(p)]
-            return []
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        routes = 0
 
-        layers: list[nn.Module] = []
+        def add_mixer(channels: int) -> None:  # what sits where BaseCNN-X-CC has a cross-connection
+            nonlocal routes
+            if routing in ("cc", "stitch"):
+                routes += 1
+                layers[f"route{routes}"] = CrossConnection(p, p, channels, **gates) if routing == "cc" else CrossStitch(p)
+
         if routing == "cc":
-            layers.append(OneToManyConnection(p, in_channels, **gates))
+            layers["widen"] = OneToManyConnection(p, in_channels, **gates)
         elif routing != "cp":
-            layers.append(RepeatPaths(p))
-        channels = in_channels
+            layers["widen"] = RepeatPaths(p)
+        channels, k = in_channels, 0
         for s, stage in enumerate(layout.stages):
             for c, width in enumerate(stage):
+                k += 1
                 if routing == "cp" and c == 0:  # Fig. 3.2: CP routers replace the first conv of each stage
-                    if s == 0:
-                        layers.append(OneToManyPrediction(p, channels, width, bias=False, norm=True, **gates))
-                    else:
-                        layers.append(CrossPrediction(p, p, channels, width, bias=False, norm=True, **gates))
+                    router = OneToManyPrediction(p, channels, width, bias=False, norm=True, **gates) if s == 0 else \
+                        CrossPrediction(p, p, channels, width, bias=False, norm=True, **gates)
+                    layers[f"conv{k}"] = router
                 else:
-                    layers += [PathConv2d(p, channels, width, 3, bias=False), PathBatchNorm2d(p, width), nn.ReLU()]
+                    layers[f"conv{k}"] = PathConv2d(p, channels, width, 3, bias=False)
+                    layers[f"bn{k}"] = PathBatchNorm2d(p, width)
+                    layers[f"relu{k}"] = nn.ReLU()
                 if se_reduction:
-                    layers.append(PathSqueezeExcitation(p, width, se_reduction))
+                    layers[f"se{k}"] = PathSqueezeExcitation(p, width, se_reduction)
                 channels = width
             if s < len(layout.stages) - 1 or layout.pool_last:
-                layers.append(PerPath(nn.MaxPool2d(2)))
-            layers += mixer(channels)  # after the pooling, where mixing costs a quarter
-        layers.append(PathFlatten())
+                layers[f"pool{s + 1}"] = PerPath(nn.MaxPool2d(2))
+            add_mixer(channels)  # after the pooling, where mixing costs a quarter
+        layers["flatten"] = PathFlatten()
         features = channels * (input_size // downsample) ** 2
-        for d, width in enumerate(layout.dense):
-            if routing == "cp" and d == 1:  # Fig. 3.2: CP-F32 replaces the second dense layer
-                layers.append(LinearCrossPrediction(p, p, features, width, bias=False, norm=True, **gates))
+        for d, width in enumerate(layout.dense, start=1):
+            if routing == "cp" and d == 2:  # Fig. 3.2: CP-F32 replaces the second dense layer
+                layers[f"fc{d}"] = LinearCrossPrediction(p, p, features, width, bias=False, norm=True, **gates)
             else:
-                layers += [PathLinear(p, features, width, bias=False), PathBatchNorm1d(p, width), nn.ReLU()]
-            if d == 0:
-                layers += mixer(width)
+                layers[f"fc{d}"] = PathLinear(p, features, width, bias=False)
+                layers[f"bn_fc{d}"] = PathBatchNorm1d(p, width)
+                layers[f"relu_fc{d}"] = nn.ReLU()
+            if d == 1:
+                add_mixer(width)
             features = width
-        layers += [PathLinear(p, features, num_classes), AveragePaths()]
-        self.layers = nn.Sequential(*layers)
+        layers["classifier"] = PathLinear(p, features, num_classes)
+        layers["average"] = AveragePaths()
+        # Named layers: gates read as "layers.route2.gate", "layers.conv3.gate" (a CP router), ...
+        self.layers = nn.Sequential(layers)
         init_conv_bn(self)
 
     def forward_logits(self, x: Tensor) -> Tensor:

@@ -19,6 +19,7 @@ averaged at the end. Routing (the thesis places it the same way for both familie
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Sequence
 
 from torch import Tensor, nn
@@ -80,29 +81,34 @@ class PathResNet(Classifier):
         stem_width = widths[0]
         kernel, stride = (7, 2) if stem == "imagenet" else (3, 1)
 
-        body: list[nn.Module] = []
+        # Named layers: gates read as "features.widen.gate", "features.route2.gate", ...
+        body: OrderedDict[str, nn.Module] = OrderedDict()
         if routing == "cp":
-            body += [OneToManyPrediction(p, in_channels, stem_width, kernel, stride, bias=False, norm=True, **gates)]
+            body["conv1"] = OneToManyPrediction(p, in_channels, stem_width, kernel, stride, bias=False, norm=True, **gates)
         else:
             stem_paths = 1 if routing == "cc" else p
-            body += [RepeatPaths(stem_paths), *conv_bn(stem_paths, in_channels, stem_width, kernel, stride), nn.ReLU()]
+            conv, bn = conv_bn(stem_paths, in_channels, stem_width, kernel, stride)
+            body.update(to_paths=RepeatPaths(stem_paths), conv1=conv, bn1=bn, relu1=nn.ReLU())
         if stem == "imagenet":
-            body.append(PerPath(nn.MaxPool2d(3, stride=2, padding=1)))
+            body["pool"] = PerPath(nn.MaxPool2d(3, stride=2, padding=1))
         if routing == "cc":  # a router with one incoming path: the one-to-many cross-connection
-            body.append(CrossConnection(1, p, stem_width, **gates))
+            body["widen"] = CrossConnection(1, p, stem_width, **gates)
 
-        channels = stem_width
-        for s, (count, width) in enumerate(zip(layers, widths)):
-            if routing == "cp" and s > 0:
-                body.append(CrossPrediction(p, p, channels, channels, 3, bias=False, norm=True, **gates))
-            for b in range(count):
-                stride = 2 if s > 0 and b == 0 else 1
-                body.append(block(p, channels, width, stride, **block_kwargs))
+        channels, routes = stem_width, 0
+        for s, (count, width) in enumerate(zip(layers, widths), start=1):
+            if routing == "cp" and s > 1:
+                routes += 1
+                body[f"route{routes}"] = CrossPrediction(p, p, channels, channels, 3, bias=False, norm=True, **gates)
+            for b in range(1, count + 1):
+                stride = 2 if s > 1 and b == 1 else 1
+                body[f"stack{s}_block{b}"] = block(p, channels, width, stride, **block_kwargs)
                 channels = width * block.expansion
             if routing == "cc":
-                body.append(CrossConnection(p, p, channels, **gates))
-        self.features = nn.Sequential(*body)
-        self.head = nn.Sequential(PathGlobalAvgPool(), PathLinear(p, channels, num_classes), AveragePaths())
+                routes += 1
+                body[f"route{routes}"] = CrossConnection(p, p, channels, **gates)
+        self.features = nn.Sequential(body)
+        self.head = nn.Sequential(OrderedDict(pool=PathGlobalAvgPool(), classifier=PathLinear(p, channels, num_classes),
+                                              average=AveragePaths()))
         self.num_features = channels
         init_conv_bn(self)
 
