@@ -112,7 +112,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
         raise RoutemixError(f"no model matches {' '.join(args.patterns)}; `routemix models` lists all of them.")
     print(f"{'name':<24}{'paths':>6}{'parameters':>13}{'GMACs':>10}  input")
     for name in names:
-        info = model_info(name, None if name == "cluster_mlp" else args.num_classes)
+        info = model_info(name, args.num_classes)
         if info.input_shape is None:
             print(f"{name:<24}{info.num_paths:>6}{'-':>13}{'-':>10}  vectors (size set by the data)")
             continue

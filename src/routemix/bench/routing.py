@@ -65,6 +65,8 @@ def run(*, data_dir: str | None, seeds=(0, 1, 2), models=MODELS, epochs: int = 4
     """Every (model, seed) not yet in ``out``; returns all results, old and new."""
     from tqdm.auto import tqdm
 
+    from routemix.train.checkpoint import write_json
+
     done: list[dict] = []
     path = Path(out) if out else None
     if path is not None and path.is_file():
@@ -76,8 +78,6 @@ def run(*, data_dir: str | None, seeds=(0, 1, 2), models=MODELS, epochs: int = 4
         done.append(train_one(model_name, seed, data_dir=data_dir, epochs=epochs, train_images=train_images,
                               test_images=test_images))
         if path is not None:
-            from routemix.train.checkpoint import write_json
-
             write_json(path, done)
     return [r for r in done if r["model"] in models and r["seed"] in seeds]
 

@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from routemix.models.registry import count_parameters, create_model
 
-# Builders whose num_classes has no default; listed with this many outputs.
+# Outputs of a model listed without a class count.
 LISTING_CLASSES = 10
 
 
@@ -27,12 +27,11 @@ class ModelInfo:
     num_paths: int
 
 
-def model_info(name: str, num_classes: int | None = None) -> ModelInfo:
-    """Parameters and forward multiply-adds of ``name`` (default classes: the builder's own)."""
-    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+def model_info(name: str, num_classes: int = LISTING_CLASSES) -> ModelInfo:
+    """Parameters and forward multiply-adds of ``name`` built for ``num_classes`` outputs."""
     with torch.device("meta"):
         try:
-            model = create_model(name, **kwargs) if kwargs else _default(name)
+            model = create_model(name, num_classes=num_classes)
         except TypeError:  # builders that need more than num_classes (the tabular MLP)
             return ModelInfo(name, -1, None, None, 1)
         size = getattr(model, "default_input_size", None) or getattr(model, "input_size", None)
@@ -45,13 +44,3 @@ def model_info(name: str, num_classes: int | None = None) -> ModelInfo:
                 model.eval()(torch.empty(1, *shape))
             macs = counter.get_total_flops() // 2
     return ModelInfo(name, count_parameters(model), macs, shape, getattr(model, "num_paths", 1))
-
-
-def _default(name: str):
-    from routemix.models.registry import get_model_builder
-
-    builder = get_model_builder(name)
-    try:
-        return builder()
-    except TypeError:
-        return create_model(name, num_classes=LISTING_CLASSES)

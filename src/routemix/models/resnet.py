@@ -109,7 +109,6 @@ class PathResNet(Classifier):
         self.features = nn.Sequential(body)
         self.head = nn.Sequential(OrderedDict(pool=PathGlobalAvgPool(), classifier=PathLinear(p, channels, num_classes),
                                               average=AveragePaths()))
-        self.num_features = channels
         init_conv_bn(self)
 
     def forward_logits(self, x: Tensor) -> Tensor:

@@ -59,8 +59,6 @@ class _MixPaths(torch.autograd.Function):
 def same_layout(t: Tensor, like: Tensor) -> Tensor:
     """``t`` with the dimension order in memory of ``like`` (same rank): a copy only when it differs."""
     order = sorted(range(like.dim()), key=lambda d: (-like.stride(d), d))  # outermost dimension first
-    if order == list(range(like.dim())) and t.is_contiguous():
-        return t
     physical = t.permute(order)
     if physical.is_contiguous():
         return t
