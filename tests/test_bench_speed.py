@@ -21,3 +21,12 @@ def test_timing_rows_and_table():
     assert all(r.seconds > 0 and r.batch == 4 for r in rows)
     table = format_table(rows)
     assert "| basecnn | 2 | 4 |" in table and "routed/naive" in table
+
+
+def test_bad_bench_speed_arguments_are_one_line_errors(capsys):
+    from routemix.cli import main
+
+    for args in (["--paths", "2,x"], ["--paths", "1"], ["--bases", "vgg"]):
+        assert main(["bench", "speed", "--no-memory", "--no-progress", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("routemix: error:") and "Traceback" not in err

@@ -138,7 +138,10 @@ def _cmd_bench_routing(args: argparse.Namespace) -> int:
 def _cmd_bench_speed(args: argparse.Namespace) -> int:
     from routemix.bench.speed import format_table, run
 
-    paths = [int(p) for p in args.paths.split(",")]
+    try:
+        paths = [int(p) for p in args.paths.split(",")]
+    except ValueError:
+        raise RoutemixError(f"--paths takes comma-separated path counts like 2,3,4, got {args.paths!r}.") from None
     if any(p < 2 for p in paths):
         raise RoutemixError(f"--paths takes path counts of 2 or more, got {args.paths}.")
     rows = run(tuple(args.bases.split(",")), tuple(paths), steps=args.steps, repeats=args.repeats, batch=args.batch,

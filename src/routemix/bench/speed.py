@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from routemix.errors import RoutemixError
 from routemix.models import count_parameters, create_model
 from routemix.models.basecnn import BASECNN, MultiPathCNN
 from routemix.models.resnet_cifar import cifar_resnet
@@ -224,6 +225,9 @@ def run(bases=("basecnn", "resnet20"), paths=(2, 3, 4), *, steps: int = 5, repea
         device: str = "cpu", memory: bool = True, progress: bool = True) -> list[Timing]:
     from tqdm.auto import tqdm
 
+    unknown = [b for b in bases if b not in BASES]
+    if unknown:
+        raise RoutemixError(f"bench speed times {', '.join(BASES)}; not {', '.join(unknown)}.")
     jobs = [(b, p) for b in bases for p in paths]
     rows: list[Timing] = []
     for base, p in tqdm(jobs, desc="speed", disable=not progress):
