@@ -8,7 +8,8 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @pytest.fixture(autouse=True)
 def _few_threads():
-    torch.set_num_threads(2)
+    # two threads at most; fewer when OMP_NUM_THREADS says so (several test runs sharing the cores)
+    torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 @pytest.fixture

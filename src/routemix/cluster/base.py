@@ -1,0 +1,135 @@
+"""What every neural clustering estimator shares, so each method writes only its own model.
+
+:class:`DeepClusterer` does the scikit-learn side once: parameter and input validation, input
+scaling, seeding, numbering clusters by size, ``predict`` / ``predict_proba`` / ``labels_``. A
+method subclasses it and implements two hooks:
+
+* ``_fit_data(data, seed)`` trains on a float32 tensor, ``(N, D)`` for vector data or
+  ``(N, C, H, W)`` for images, and stores its fitted state in attributes ending in ``_``,
+  ``n_iter_`` (epochs run) among them;
+* ``_predict_proba_data(data)`` returns cluster probabilities ``(N, n_clusters)`` as a numpy array
+  (one-hot rows for a method that only gives hard assignments).
+
+**Images through the estimator API.** scikit-learn estimators take 2-D arrays, so images come
+as flattened rows together with ``image_shape=(C, H, W)``; the estimator reshapes them and uses
+its image network. Pixel values are rescaled to [0, 1] with the minimum and maximum of the
+training data (so uint8 0-255 and float 0-1 images give the same result). Vector data is
+standardised per feature (``StandardScaler``), as for :class:`~routemix.cluster.NMMClustering`.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+# The parameters every deep clusterer takes; subclasses add their own to this dict.
+COMMON_CONSTRAINTS: dict = {
+    "n_clusters": [Interval(Integral, 1, None, closed="left")],
+    "image_shape": [None, tuple, list],
+    "max_iter": [Interval(Integral, 1, None, closed="left")],
+    "batch_size": [Interval(Integral, 2, None, closed="left")],
+    "random_state": ["random_state"],
+    "device": [StrOptions({"cpu", "cuda", "auto"})],
+    "verbose": ["verbose"],
+}
+
+
+def check_image_shape(image_shape, n_features: int) -> tuple[int, int, int]:
+    """``image_shape`` as a (C, H, W) tuple of positive ints whose product is ``n_features``."""
+    shape = tuple(image_shape)
+    if len(shape) != 3 or not all(isinstance(s, Integral) and s > 0 for s in shape):
+        raise ValueError(f"image_shape must be (channels, height, width) of positive ints, got {image_shape!r}.")
+    if int(np.prod(shape)) != n_features:
+        raise ValueError(
+            f"image_shape={shape} holds {int(np.prod(shape))} values per image but X has {n_features} "
+            "features: pass images flattened to rows of C*H*W values."
+        )
+    return tuple(int(s) for s in shape)
+
+
+class DeepClusterer(ClusterMixin, BaseEstimator):
+    """Base class of the neural clustering estimators (see the module docstring).
+
+    Attributes set by ``fit`` for every subclass: ``labels_`` (cluster of each training
+    sample, numbered by decreasing cluster size on the training data, so always ``0 .. m-1``),
+    ``n_features_in_``, ``n_clusters_found_`` (clusters that won at least one training sample)
+    and ``cluster_order_`` (the permutation from the model's output units to those numbers).
+    """
+
+    _parameter_constraints: dict = COMMON_CONSTRAINTS
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = getattr(self, "device", "cpu") != "cpu"
+        return tags
+
+    # --- hooks -------------------------------------------------------------------------------
+
+    def _fit_data(self, data: torch.Tensor, seed: int) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _predict_proba_data(self, data: torch.Tensor) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # --- shared plumbing ---------------------------------------------------------------------
+
+    def _validate_input(self, X, *, reset: bool) -> np.ndarray:
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2 if reset else 1, reset=reset)
+        if reset:
+            if X.shape[0] < self.n_clusters:
+                raise ValueError(
+                    f"n_samples={X.shape[0]} should be >= n_clusters={self.n_clusters}: "
+                    "pass more samples or ask for fewer clusters."
+                )
+            if self.image_shape is not None:
+                check_image_shape(self.image_shape, X.shape[1])
+        return X
+
+    def _fit_scaling(self, X: np.ndarray) -> None:
+        if self.image_shape is not None:
+            low, high = float(X.min()), float(X.max())
+            self.pixel_range_ = (low, high if high > low else low + 1.0)
+        else:
+            self.scaler_ = StandardScaler().fit(X)
+
+    def _to_tensor(self, X: np.ndarray) -> torch.Tensor:
+        """Scaled float32 tensor: (N, D) for vectors, (N, C, H, W) in [0, 1] for images."""
+        if self.image_shape is not None:
+            low, high = self.pixel_range_
+            data = torch.as_tensor(np.asarray(X, dtype=np.float32)).sub(low).div_(high - low)
+            return data.reshape(-1, *check_image_shape(self.image_shape, X.shape[1]))
+        return torch.as_tensor(self.scaler_.transform(X), dtype=torch.float32)
+
+    def fit(self, X, y=None):
+        """Fit the clustering to ``X`` (n_samples, n_features); ``y`` is ignored."""
+        self._validate_params()
+        X = self._validate_input(X, reset=True)
+        self._fit_scaling(X)
+        data = self._to_tensor(X)
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self._fit_data(data, seed)
+        proba = self._predict_proba_data(data)
+        sizes = np.bincount(proba.argmax(axis=1), minlength=proba.shape[1])
+        self.cluster_order_ = np.argsort(-sizes, kind="stable")
+        self.n_clusters_found_ = int((sizes > 0).sum())
+        self.labels_ = proba[:, self.cluster_order_].argmax(axis=1)
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Probability of every cluster for each sample, shape (n_samples, n_clusters)."""
+        check_is_fitted(self)
+        X = self._validate_input(X, reset=False)
+        return self._predict_proba_data(self._to_tensor(X))[:, self.cluster_order_]
+
+    def predict(self, X) -> np.ndarray:
+        """Most probable cluster of each sample."""
+        return self.predict_proba(X).argmax(axis=1)
