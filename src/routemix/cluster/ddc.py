@@ -1,0 +1,171 @@
+"""``DDCClustering``: Deep Divergence-based Clustering (Kampffmeyer et al., Neural Networks 2019)
+behind scikit-learn's estimator contract, with the DDC-VOTE ensemble of sec. 4.6."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from sklearn.utils._param_validation import Interval
+
+from routemix.cluster.base import COMMON_CONSTRAINTS, DeepClusterer
+from routemix.losses.ddc import DDCLoss
+from routemix.models.ddc_nets import ddc_lenet, ddc_mlp
+from routemix.train import clustering as training
+from routemix.train import ddc as ddc_training
+
+# Sec. 4.6: Adam with learning rate 1e-3 for the convolutional network, 1e-5 for the fully
+# connected one.
+IMAGE_LEARNING_RATE = 1e-3
+VECTOR_LEARNING_RATE = 1e-5
+# Sec. 4.6: DDC-VOTE combines the three runs with the lowest loss.
+VOTERS = 3
+
+
+def align_to_anchor(anchor: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Permutation ``p`` (``p[c]`` = anchor cluster of cluster ``c``) that maps ``labels`` onto
+    ``anchor`` with the most agreements (Hungarian algorithm, sec. 4.6); no ground truth used."""
+    agreement = np.bincount(labels * n_clusters + anchor, minlength=n_clusters * n_clusters)
+    rows, cols = linear_sum_assignment(agreement.reshape(n_clusters, n_clusters), maximize=True)
+    permutation = np.empty(n_clusters, dtype=int)
+    permutation[rows] = cols
+    return permutation
+
+
+def majority_vote(aligned_labels: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Cluster with the most votes per sample; ``aligned_labels`` (voters, N), the anchor first.
+    Ties go to the anchor (half an extra vote, which never outweighs a whole one)."""
+    votes = np.zeros((aligned_labels.shape[1], n_clusters))
+    rows = np.arange(aligned_labels.shape[1])
+    for labels in aligned_labels:
+        np.add.at(votes, (rows, labels), 1.0)
+    votes[rows, aligned_labels[0]] += 0.5
+    return votes.argmax(axis=1)
+
+
+class DDCClustering(DeepClusterer):
+    """Cluster vectors or images with Deep Divergence-based Clustering.
+
+    A network maps each sample to a hidden representation and k softmax memberships; it is
+    trained from random (He) initialisation, with no pre-training, by minimising eq. (4): the
+    Cauchy-Schwarz divergence terms on the kernel matrix of the hidden representation, the
+    ``triu(A A^T)`` orthogonality term and the simplex-corner term (see
+    :mod:`routemix.losses.ddc` for the exact form and the choices the paper left open).
+
+    Vector data (standardised) goes through the 200-200-500-k network, images (``image_shape``
+    given, pixels scaled to [0, 1]) through the LeNet-style network (sec. 3.3,
+    :mod:`routemix.models.ddc_nets`). Adam, batches of 100, reshuffled every epoch (sec. 4.6).
+
+    Parameters
+    ----------
+    n_clusters : number of clusters k (output units).
+    image_shape : ``(C, H, W)`` when the rows of X are flattened images (at least 16x16).
+    max_iter : training epochs. The paper trains 70 000 iterations of 100 samples, which is 100
+        epochs of MNIST's 70 000 images: the default.
+    batch_size : samples per step (100, sec. 4.6; capped at the number of samples).
+    learning_rate : Adam learning rate; ``None`` picks the paper's, 1e-3 for the image network and
+        1e-5 for the vector network (sec. 4.6).
+    bandwidth_fraction : kernel bandwidth sigma as a fraction of the median pairwise distance of
+        the hidden representation in each batch (0.15, sec. 4.6).
+    n_runs : independent trainings (different seeds). 1 is plain DDC. With more, the runs are
+        ranked by their final eq. (4) loss on the training data (mean over batches, no labels);
+        the lowest is the anchor and DDC-VOTE (sec. 4.6) combines the best three: the other two
+        are aligned to the anchor by the Hungarian algorithm on their agreement with it, and
+        each sample takes the cluster most of them vote for (the anchor's on a three-way tie).
+        The paper runs 20. With ``n_runs > 1`` the prediction is a hard vote, so
+        ``predict_proba`` returns one-hot rows.
+    random_state : seed of the initialisations and batch orders.
+    device : ``"cpu"`` (deterministic for a fixed ``random_state``), ``"cuda"`` or ``"auto"``.
+    verbose : show a progress bar.
+
+    Attributes
+    ----------
+    labels_, n_features_in_, n_clusters_found_, cluster_order_ : see :class:`DeepClusterer`.
+    loss_ : final eq. (4) loss of the anchor run on the training data.
+    run_losses_ : the final loss of every run, in the order they were trained.
+    n_iter_ : epochs run by the anchor run.
+    module_ : the anchor run's trained :class:`routemix.train.ddc.DDCModule`.
+    voters_ : the modules that vote (the anchor first; only the anchor when ``n_runs=1``).
+    voter_permutations_ : per voter, the map from its output units to the anchor's.
+    """
+
+    _parameter_constraints: dict = {
+        **COMMON_CONSTRAINTS,
+        "learning_rate": [Interval(Real, 0, None, closed="neither"), None],
+        "bandwidth_fraction": [Interval(Real, 0, None, closed="neither")],
+        "n_runs": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        *,
+        image_shape=None,
+        max_iter: int = 100,
+        batch_size: int = 100,
+        learning_rate: float | None = None,
+        bandwidth_fraction: float = 0.15,
+        n_runs: int = 1,
+        random_state=None,
+        device: str = "cpu",
+        verbose: bool = False,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.image_shape = image_shape
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.bandwidth_fraction = bandwidth_fraction
+        self.n_runs = n_runs
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+    def _build_module(self, data: torch.Tensor) -> ddc_training.DDCModule:
+        if data.dim() == 4:
+            network = ddc_lenet(num_classes=self.n_clusters, in_channels=data.shape[1], input_size=tuple(data.shape[2:]))
+            default_lr = IMAGE_LEARNING_RATE
+        else:
+            network = ddc_mlp(num_classes=self.n_clusters, in_features=data.shape[1])
+            default_lr = VECTOR_LEARNING_RATE
+        lr = default_lr if self.learning_rate is None else self.learning_rate
+        loss = DDCLoss(self.n_clusters, bandwidth_fraction=self.bandwidth_fraction)
+        return ddc_training.DDCModule(network, loss, learning_rate=lr)
+
+    def _train_run(self, data: torch.Tensor, seed: int, batch_size: int) -> tuple[float, ddc_training.DDCModule, int]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = self._build_module(data)
+            loader = training.make_loader(data, batch_size=batch_size, shuffle=True, seed=seed)
+            trainer = training.fit(
+                module, loader, max_epochs=self.max_iter, progress=bool(self.verbose),
+                accelerator=training.accelerator_for(self.device),
+            )
+        module = module.cpu().eval()
+        return ddc_training.evaluate_loss(module, data, batch_size=batch_size), module, trainer.current_epoch
+
+    def _fit_data(self, data: torch.Tensor, seed: int) -> None:
+        batch_size = min(self.batch_size, len(data))
+        rng = np.random.RandomState(seed)
+        seeds = [seed] + [int(s) for s in rng.randint(np.iinfo(np.int32).max, size=self.n_runs - 1)]
+        runs = [self._train_run(data, run_seed, batch_size) for run_seed in seeds]
+        self.run_losses_ = np.array([loss for loss, _, _ in runs])
+        ranked = [runs[i] for i in np.argsort(self.run_losses_, kind="stable")[:VOTERS]]
+        self.loss_, self.module_, self.n_iter_ = ranked[0]
+        self.voters_ = [module for _, module, _ in ranked] if self.n_runs > 1 else [self.module_]
+        anchor = ddc_training.predict_proba(self.module_, data).argmax(axis=1)
+        self.voter_permutations_ = [
+            align_to_anchor(anchor, ddc_training.predict_proba(module, data).argmax(axis=1), self.n_clusters)
+            for module in self.voters_
+        ]
+
+    def _predict_proba_data(self, data: torch.Tensor) -> np.ndarray:
+        if len(self.voters_) == 1:
+            return ddc_training.predict_proba(self.module_, data)
+        aligned = np.stack([
+            permutation[ddc_training.predict_proba(module, data).argmax(axis=1)]
+            for module, permutation in zip(self.voters_, self.voter_permutations_)
+        ])
+        return np.eye(self.n_clusters)[majority_vote(aligned, self.n_clusters)]
