@@ -155,11 +155,13 @@ class DDCClustering(DeepClusterer):
         ranked = [runs[i] for i in np.argsort(self.run_losses_, kind="stable")[:VOTERS]]
         self.loss_, self.module_, self.n_iter_ = ranked[0]
         self.voters_ = [module for _, module, _ in ranked] if self.n_runs > 1 else [self.module_]
-        anchor = ddc_training.predict_proba(self.module_, data).argmax(axis=1)
-        self.voter_permutations_ = [
-            align_to_anchor(anchor, ddc_training.predict_proba(module, data).argmax(axis=1), self.n_clusters)
-            for module in self.voters_
-        ]
+        self.voter_permutations_ = [np.arange(self.n_clusters)]
+        if len(self.voters_) > 1:
+            anchor = ddc_training.predict_proba(self.module_, data).argmax(axis=1)
+            self.voter_permutations_ += [
+                align_to_anchor(anchor, ddc_training.predict_proba(module, data).argmax(axis=1), self.n_clusters)
+                for module in self.voters_[1:]
+            ]
 
     def _predict_proba_data(self, data: torch.Tensor) -> np.ndarray:
         if len(self.voters_) == 1:
