@@ -1,4 +1,4 @@
-"""Write configs/table3_*/*.yaml and configs/README.md from the thesis' tables (``routemix.bench.thesis``).
+"""Write configs/table3_*/*.yaml and configs/README.md from the thesis' tables (``routemix.bench.published``).
 
 Each row of thesis Tables 3.2-3.4 that has a registry name becomes one config for
 ``routemix train --config FILE``; its keys are ``routemix train`` options. The published errors go
@@ -11,19 +11,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from routemix.bench.thesis import thesis_table
+from routemix.bench.published import published_table
 from routemix.train.supervised import CIFAR_WEIGHT_DECAY, IMAGENET_WEIGHT_DECAY
 
 HERE = Path(__file__).resolve().parent
 
-# The published tables live once, as data, in routemix/bench/reference/ (thesis_table); a config is
+# The published tables live once, as data, in routemix/bench/reference/ (published_table); a config is
 # written for every row that has a registry name. Recipes: Table 3.2, sec. 3.4.1: batch 128, decay at
 # 80 and 150 (200 epochs) or 150 and 250 (350). Table 3.3, sec. 3.4.2: 350 epochs, batch 64, decay at
 # 150 and 250. Table 3.4, sec. 3.4.3: batch 256, decay every 30 epochs; 120 epochs on the full set,
 # 90 on the first 100 classes.
-TABLE_3_2 = [(r["model"], r["network"], r["error_200"], r["error_350"]) for r in thesis_table("table3_2") if r["model"]]
-TABLE_3_3 = [(r["model"], r["network"], r["cifar10"], r["cifar100"]) for r in thesis_table("table3_3") if r["model"]]
-_TABLE_3_4 = [r for r in thesis_table("table3_4") if r["model"]]
+TABLE_3_2 = [(r["model"], r["network"], r["error_200"], r["error_350"]) for r in published_table("table3_2") if r["model"]]
+TABLE_3_3 = [(r["model"], r["network"], r["cifar10"], r["cifar100"]) for r in published_table("table3_3") if r["model"]]
+_TABLE_3_4 = [r for r in published_table("table3_4") if r["model"]]
 TABLE_3_4_FULL, TABLE_3_4_SUBSET = (
     [(r["model"], r["network"], (r["top1"], r["top5"], r["top1_10crop"], r["top5_10crop"])) for r in _TABLE_3_4
      if r["num_classes"] == classes]

@@ -5,7 +5,7 @@ import torch
 import torchvision
 from torch import nn
 
-from routemix.bench.thesis import thesis_table
+from routemix.bench.published import published_table
 from routemix.errors import RoutemixError
 from routemix.models import count_parameters, create_model, list_models
 from routemix.models.basecnn import Ensemble
@@ -22,7 +22,7 @@ COUNT_EXCEPTIONS = {
 
 def _count_cases():
     for table in ("table3_2", "table3_3", "table3_4"):
-        for row in thesis_table(table):
+        for row in published_table(table):
             if row["model"] is None:
                 continue
             classes = int(row.get("num_classes") or 10)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from routemix.bench.thesis import thesis_table
+from routemix.bench.published import published_table
 
 MODELS = ("basecnn", "widecnn", "deepcnn", "basecnn_2", "basecnn_2cp", "basecnn_2cc", "crossstitch_basecnn_2", "sebasecnn")
 NETWORK_NAMES = {"basecnn_2": "BaseCNN-2"}  # rows the thesis does not print
@@ -84,7 +84,7 @@ def run(*, data_dir: str | None, seeds=(0, 1, 2), models=MODELS, epochs: int = 4
 
 def summarize(results: list[dict], models=MODELS) -> list[dict]:
     """One row per model: mean and standard deviation of the test error, with the thesis' row."""
-    thesis = {row["model"]: row for row in thesis_table("table3_2") if row["model"]}
+    thesis = {row["model"]: row for row in published_table("table3_2") if row["model"]}
     rows = []
     for name in models:
         errors = [r["error"] for r in results if r["model"] == name]
