@@ -1,6 +1,6 @@
 """The ``routemix`` command (also ``python -m routemix``).
 
-Subcommands: ``cluster`` (NMM-EM clustering of a dataset), ``train`` and ``eval`` (supervised
+Subcommands: ``cluster`` (clustering of a dataset by NMM-EM or a peer method), ``train`` and ``eval`` (supervised
 classifiers of the model zoo), ``datasets`` and ``models`` (what the registries hold). Each subcommand is one ``_cmd_<name>`` function registered in
 :func:`build_parser`; ``train``, ``eval``, ``viz`` and ``bench`` slot in the same way.
 A user's mistake (:class:`RoutemixError` or a ``ValueError`` from input validation) prints one
@@ -135,6 +135,29 @@ def _cmd_bench_routing(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_clustering(args: argparse.Namespace) -> int:
+    from routemix.bench.clustering import BUDGETS, DATASETS, format_markdown, run, summarize, write_tables
+    from routemix.cluster.registry import METHODS
+    from routemix.data import get_dataset_spec
+
+    datasets = tuple(args.datasets.split(","))
+    methods = tuple(args.methods.split(","))
+    for name in datasets:
+        get_dataset_spec(name)  # unknown names fail here, with suggestions
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise RoutemixError(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(METHODS)}.")
+    if args.budget not in BUDGETS:
+        raise RoutemixError(f"unknown budget {args.budget!r}; available: {', '.join(BUDGETS)}.")
+    results = run(datasets, methods, tuple(_parse_seeds(args.seeds)), budget=args.budget, data_dir=args.data_dir,
+                  device=args.device, out=args.out, progress=not args.no_progress)
+    rows = summarize(results)
+    print(format_markdown(rows))
+    markdown, table = write_tables(rows, args.out)
+    print(f"\nwritten: {markdown}, {table} (raw results: {Path(args.out) / 'results.json'})")
+    return 0
+
+
 def _cmd_bench_speed(args: argparse.Namespace) -> int:
     from routemix.bench.speed import format_table, run
 
@@ -178,14 +201,19 @@ def _cmd_bench_nmm2d(args: argparse.Namespace) -> int:
 
 
 def _parse_seeds(text: str) -> list[int]:
-    """'0-5' or '0,1,2' -> list of ints."""
+    """'3' -> [0, 1, 2] (a count), '0-5' -> a range, '0,1,2' -> a list."""
     try:
         if "-" in text:
             low, high = text.split("-")
             return list(range(int(low), int(high) + 1))
-        return [int(s) for s in text.split(",")]
+        if "," in text:
+            return [int(s) for s in text.split(",")]
+        count = int(text)
     except ValueError:
-        raise RoutemixError(f"--seeds takes a range like 0-2 or a list like 0,1,2, got {text!r}.") from None
+        count = 0
+    if count < 1:
+        raise RoutemixError(f"--seeds takes a count like 3, a range like 0-2 or a list like 0,1,2, got {text!r}.")
+    return list(range(count))
 
 
 def _cmd_bench_nmm_digits(args: argparse.Namespace) -> int:
@@ -217,20 +245,22 @@ def _cmd_bench_nmm_priors(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="routemix", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
+    from routemix.cluster.registry import METHODS
+
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    cluster = commands.add_parser("cluster", help="cluster a dataset with NMM-EM and compare with k-means")
+    cluster = commands.add_parser("cluster", help="cluster a dataset (NMM-EM or a peer method) and compare with k-means")
     cluster.add_argument("dataset", help="registered name (see `routemix datasets`) or a .csv/.npy file")
-    cluster.add_argument("--method", default="nmm", help="clustering method (default: nmm)")
+    cluster.add_argument("--method", default="nmm", help=f"clustering method: {', '.join(METHODS)} (default: nmm)")
     cluster.add_argument("--clusters", "-k", type=int, help="number of clusters (default: the number of classes)")
-    cluster.add_argument("--epochs", type=int, help="training epochs (default: 200 vector data, 250 images)")
-    cluster.add_argument("--batch-size", type=int, default=128)
-    cluster.add_argument("--gamma", type=float, default=5.0, help="temperature of eq. 4.12 (default 5, for batch 128)")
-    cluster.add_argument("--em-lr", type=float, help="Adam LR of the EM step (default 1e-3 vectors, 5e-5 images)")
-    cluster.add_argument("--consistency-lr", type=float, help="Adam LR of the consistency step (default 2e-3 / 1e-4)")
-    cluster.add_argument("--em-only", action="store_true", help="EM optimisation only (eq. 4.23), no consistency step")
-    cluster.add_argument("--normalization", choices=("batch", "running", "none"), default="batch")
-    cluster.add_argument("--priors", action="store_true", help="estimate cluster priors (uneven clusters)")
+    cluster.add_argument("--epochs", type=int, help="training epochs (default: the method's; nmm: 200 vector data, 250 images)")
+    cluster.add_argument("--batch-size", type=int, help="samples per step (default: the method's; nmm: 128)")
+    cluster.add_argument("--gamma", type=float, default=5.0, help="nmm: temperature of eq. 4.12 (default 5, for batch 128)")
+    cluster.add_argument("--em-lr", type=float, help="nmm: Adam LR of the EM step (default 1e-3 vectors, 5e-5 images)")
+    cluster.add_argument("--consistency-lr", type=float, help="nmm: Adam LR of the consistency step (default 2e-3 / 1e-4)")
+    cluster.add_argument("--em-only", action="store_true", help="nmm: EM optimisation only (eq. 4.23), no consistency step")
+    cluster.add_argument("--normalization", choices=("batch", "running", "none"), default="batch", help="nmm: score normalisation")
+    cluster.add_argument("--priors", action="store_true", help="nmm: estimate cluster priors (uneven clusters)")
     cluster.add_argument("--seed", type=int, default=0)
     cluster.add_argument("--split", choices=("all", "train", "test"), default="all", help="image sets: which split (default: all)")
     cluster.add_argument("--data-dir", help="root of the image datasets (default: $ROUTEMIX_DATA or the user cache)")
@@ -240,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--limit", type=int, help="use only the first N samples (quick runs)")
     cluster.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     cluster.add_argument("--run-dir", help="output directory (default: runs/cluster-DATASET-METHOD-TIME)")
-    cluster.add_argument("--resume", action="store_true", help="images: continue from RUN_DIR/checkpoints/last.ckpt")
+    cluster.add_argument("--resume", action="store_true", help="nmm on images: continue from RUN_DIR/checkpoints/last.ckpt")
     cluster.add_argument("--no-kmeans", action="store_true", help="skip the k-means comparison")
     cluster.add_argument("--no-progress", action="store_true", help="no progress bar")
     cluster.set_defaults(handler=_cmd_cluster)
@@ -307,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("nmm-priors", "cluster priors on uneven clusters (digits, blobs)", _cmd_bench_nmm_priors),
     ):
         seeded = benches.add_parser(name, help=help_text)
-        seeded.add_argument("--seeds", default="0-2", help="seed range or list (default 0-2)")
+        seeded.add_argument("--seeds", default="0-2", help="seed count, range or list (default 0-2)")
         seeded.add_argument("--out", help="write the rows as JSON here")
         seeded.add_argument("--no-progress", action="store_true")
         seeded.set_defaults(handler=handler)
@@ -316,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     routing = benches.add_parser("routing", help="Table 3.2 on Fashion-MNIST: the BaseCNN family over seeds, short budget")
     routing.add_argument("--data-dir", help="root holding FashionMNIST (default: $ROUTEMIX_DATA or the user cache)")
-    routing.add_argument("--seeds", default="0-2", help="seed range or list (default 0-2)")
+    routing.add_argument("--seeds", default="0-2", help="seed count, range or list (default 0-2)")
     routing.add_argument("--models", help="comma-separated subset (default: all eight)")
     routing.add_argument("--epochs", type=int, default=4, help="epochs per run (default 4)")
     routing.add_argument("--train-images", type=int, default=10_000, help="fixed training subset (default 10000)")
@@ -324,6 +354,17 @@ def build_parser() -> argparse.ArgumentParser:
     routing.add_argument("--out", default="runs/bench-routing.json", help="results, appended run by run; a rerun continues")
     routing.add_argument("--no-progress", action="store_true")
     routing.set_defaults(handler=_cmd_bench_routing)
+
+    clustering = benches.add_parser("clustering", help="every clustering method on the same data, beside the papers' numbers")
+    clustering.add_argument("--datasets", default="digits,mnist,fashion_mnist", help="comma-separated (default: digits,mnist,fashion_mnist)")
+    clustering.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated (default: {','.join(METHODS)})")
+    clustering.add_argument("--seeds", default="3", help="seed count, range or list (default 3: seeds 0, 1, 2)")
+    clustering.add_argument("--budget", default="cpu", help="cpu (subsets and few epochs: about an hour per image set on 2 cores) or full (the papers' settings)")
+    clustering.add_argument("--data-dir", help="root holding MNIST/FashionMNIST (default: $ROUTEMIX_DATA or the user cache)")
+    clustering.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    clustering.add_argument("--out", default="runs/bench-clustering", help="folder for results.json (a rerun continues), table.md, table.csv")
+    clustering.add_argument("--no-progress", action="store_true")
+    clustering.set_defaults(handler=_cmd_bench_clustering)
 
     speed = benches.add_parser("speed", help="step time of P-path models: batched vs naive loops vs no routing")
     speed.add_argument("--bases", default="basecnn,resnet20", help="base networks (default basecnn,resnet20)")

@@ -133,3 +133,31 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """Most probable cluster of each sample."""
         return self.predict_proba(X).argmax(axis=1)
+
+
+# Table 4.2 networks by image side; other sides get the MNIST layout at their own size.
+_CLUSTERNET_BY_SIDE = {28: "clusternet_mnist", 32: "clusternet_cifar", 96: "clusternet_stl10"}
+
+
+def thesis_network(n_clusters: int, *, image_shape=None, n_features: int | None = None, hidden_layer_sizes=(256, 256)):
+    """The NMM-EM network and input of the thesis, shared by every method that uses them.
+
+    Returns ``(network, preprocess, augmentation)``: for images (``image_shape=(C, H, W)``) the
+    Table 4.2 CNN for that side on the 2-plane Sobel input (sec. 4.5.2) with the augmentation T
+    of sec. 4.4.3; for vectors the Linear-BN-ReLU MLP on the input as it is, with no
+    augmentation (the caller picks a tabular one).
+    """
+    from torch import nn
+
+    from routemix.data.transforms import SobelInput, image_augmentation
+    from routemix.models import create_model
+
+    if image_shape is None:
+        network = create_model("cluster_mlp", num_classes=n_clusters, in_features=n_features, hidden_sizes=tuple(int(h) for h in hidden_layer_sizes))
+        return network, nn.Identity(), None
+    channels, height, width = image_shape
+    if height != width:
+        raise ValueError(f"the thesis networks take square images; got image_shape={tuple(image_shape)}.")
+    name = _CLUSTERNET_BY_SIDE.get(height, "clusternet_mnist")
+    network = create_model(name, num_classes=n_clusters, in_channels=2, input_size=height)
+    return network, SobelInput(), image_augmentation(channels, (height, width))

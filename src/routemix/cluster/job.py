@@ -1,9 +1,13 @@
 """One clustering run from the command line: load, fit, score against k-means, write a run dir.
 
+``--method`` picks any method of :mod:`routemix.cluster.registry`. NMM-EM on images runs its
+own Lightning loop here (validation curves, checkpoints, ``--resume``); every other method, and
+NMM-EM on vectors, runs through its scikit-learn style estimator, images as flattened rows.
+
 The run directory holds ``config.json`` (resolved settings and the command), ``metrics.json``
 (ACC/NMI/ARI and seconds for the method and k-means), ``labels.csv`` (the predicted cluster of
-every sample, in dataset order), ``model.pt`` (the trained network and loss state, loadable with
-``weights_only=True``) and, for image sets, Lightning's ``checkpoints/last.ckpt`` and
+every sample, in dataset order), ``model.pt`` for the neural methods (the trained network and its
+state, loadable with ``weights_only=True``) and, for NMM-EM on image sets, Lightning's ``checkpoints/last.ckpt`` and
 ``logs/version_N/metrics.csv`` (learning curves; a resumed run adds the next version).
 """
 
@@ -18,17 +22,18 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
-from routemix.data import LoadedDataset, get_dataset_spec, load_dataset
+from routemix.data import LoadedDataset, load_dataset
 from routemix.data.registry import is_tabular_path
-from routemix.data.transforms import SobelInput, image_augmentation
+from routemix.cluster.base import thesis_network
+from routemix.cluster.registry import get_method, make_estimator
 from routemix.errors import RoutemixError
 from routemix.losses import NMMLoss
 from routemix.metrics import clustering_scores
-from routemix.models import create_model
 from routemix.train import clustering as training
 from routemix.train.checkpoint import save_checkpoint, write_json, write_text
 
-METHODS = ("nmm",)
+# Options of NMM-EM alone, with the value that means "not given".
+NMM_OPTIONS = {"gamma": 5.0, "em_lr": None, "consistency_lr": None, "two_fold": True, "normalization": "batch", "priors": False}
 
 
 @dataclass
@@ -36,8 +41,8 @@ class ClusterConfig:
     dataset: str
     method: str = "nmm"
     clusters: int | None = None
-    epochs: int | None = None  # None: 200 for vector data, 250 for images (thesis)
-    batch_size: int = 128
+    epochs: int | None = None  # None: the method's default (NMM-EM: 200 vector data, 250 images, thesis)
+    batch_size: int | None = None  # None: the method's default (NMM-EM: 128)
     gamma: float = 5.0
     em_lr: float | None = None  # None: 1e-3 vector data, 5e-5 images (thesis)
     consistency_lr: float | None = None  # None: 2e-3 vector data, 1e-4 images (thesis)
@@ -84,39 +89,46 @@ def _check_data(dataset: LoadedDataset, clusters: int) -> None:
         raise RoutemixError(f"dataset {dataset.name!r} has {n} samples, fewer than the {clusters} clusters asked for: use --clusters {n} or fewer.")
 
 
-def _fit_vector(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
-    from routemix.cluster.nmm import NMMClustering
-
-    estimator = NMMClustering(
-        cfg.clusters, max_iter=cfg.epochs, batch_size=cfg.batch_size, gamma=cfg.gamma,
-        learning_rate=cfg.em_lr, consistency_learning_rate=cfg.consistency_lr, two_fold=cfg.two_fold,
-        normalization=cfg.normalization, priors=cfg.priors, random_state=cfg.seed,
-        device=cfg.device, verbose=cfg.progress,
+def _fit_estimator(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
+    """Any method through its estimator; images go in as flattened rows with ``image_shape``."""
+    spec = get_method(cfg.method)
+    image = dataset.kind == "image"
+    data = dataset.data.reshape(len(dataset), -1).numpy()
+    # float64 for vectors, as scikit-learn loaders give it, so the CLI and the Python API agree for one seed;
+    # images stay float32 in [0, 1] (MNIST in float64 is 440 MB)
+    data = data.astype(np.float32) / 255.0 if image else data.astype(np.float64)
+    params = {}
+    if spec.deep and cfg.batch_size is not None:
+        params["batch_size"] = cfg.batch_size
+    if cfg.method == "nmm":
+        params.update(gamma=cfg.gamma, learning_rate=cfg.em_lr, consistency_learning_rate=cfg.consistency_lr,
+                      two_fold=cfg.two_fold, normalization=cfg.normalization, priors=cfg.priors)
+    estimator = make_estimator(
+        cfg.method, cfg.clusters, n_features=data.shape[1], image_shape=tuple(dataset.data.shape[1:]) if image else None,
+        max_iter=cfg.epochs, random_state=cfg.seed, device=cfg.device, verbose=cfg.progress, **params,
     )
-    # float64, as scikit-learn loaders give it, so the CLI and the Python API agree for one seed
-    labels = estimator.fit_predict(dataset.data.numpy().astype(np.float64))
-    state = {
-        "kind": "nmm_vector",
-        "network": estimator.module_.network.state_dict(),
-        "loss": estimator.module_.loss.state_dict(),
-        "scaler_mean": torch.as_tensor(estimator.scaler_.mean_),
-        "scaler_scale": torch.as_tensor(estimator.scaler_.scale_),
-        "cluster_order": torch.as_tensor(estimator.cluster_order_),
-    }
+    labels = estimator.fit_predict(data)
+    module = getattr(estimator, "module_", None)
+    if not isinstance(module, torch.nn.Module):
+        return labels, None  # the scikit-learn baselines: labels and metrics only
+    state = {"kind": f"{cfg.method}_{'image' if image else 'vector'}", "network": module.state_dict(),
+             "cluster_order": torch.as_tensor(estimator.cluster_order_)}
+    if hasattr(estimator, "scaler_"):
+        state.update(scaler_mean=torch.as_tensor(estimator.scaler_.mean_), scaler_scale=torch.as_tensor(estimator.scaler_.scale_))
+    if hasattr(estimator, "pixel_range_"):
+        state["pixel_range"] = list(estimator.pixel_range_)
     return labels, state
 
 
 def _fit_images(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
-    spec = get_dataset_spec(dataset.name)
-    channels, height, width = dataset.data.shape[1:]
     torch.manual_seed(cfg.seed)  # network initialisation and augmentation draws
-    network = create_model(spec.default_model, num_classes=cfg.clusters, in_channels=2, input_size=height)
+    network, preprocess, augment = thesis_network(cfg.clusters, image_shape=tuple(dataset.data.shape[1:]))
     loss = NMMLoss(cfg.clusters, cfg.gamma, normalization=cfg.normalization, priors=cfg.priors)
     module = training.NMMModule(
         network, loss, em_lr=cfg.em_lr, consistency_lr=cfg.consistency_lr, two_fold=cfg.two_fold,
-        augment=image_augmentation(channels, (height, width)), preprocess=SobelInput(),
+        augment=augment, preprocess=preprocess,
     )
-    train_loader = training.make_loader(dataset.data, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
+    train_loader = training.make_loader(dataset.data, batch_size=cfg.batch_size or 128, shuffle=True, seed=cfg.seed)
     val_loader = None
     if dataset.labels is not None:
         val_loader = training.make_loader(dataset.data, dataset.labels, batch_size=1024, shuffle=False)
@@ -126,13 +138,17 @@ def _fit_images(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
     )
     module = module.cpu()
     labels = training.predict_proba(module, dataset.data).argmax(axis=1)
-    state = {"kind": "nmm_image", "model": spec.default_model, "network": network.state_dict(), "loss": loss.state_dict()}
+    state = {"kind": "nmm_image", "network": network.state_dict(), "loss": loss.state_dict()}
     return labels, state
 
 
 def run_cluster_job(cfg: ClusterConfig) -> ClusterResult:
-    if cfg.method not in METHODS:
-        raise RoutemixError(f"unknown method {cfg.method!r}; available: {', '.join(METHODS)}.")
+    get_method(cfg.method)  # an unknown name is an error before any data is loaded
+    if cfg.method != "nmm":
+        given = [name for name, unset in NMM_OPTIONS.items() if getattr(cfg, name) != unset]
+        if given:
+            flags = ", ".join("--em-only" if n == "two_fold" else f"--{n.replace('_', '-')}" for n in given)
+            raise RoutemixError(f"{flags}: options of NMM-EM (--method nmm), which --method {cfg.method} does not take.")
     dataset = load_dataset(
         cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, split=cfg.split,
         label_column=cfg.label_column, n_samples=cfg.n_samples, random_state=cfg.seed,
@@ -147,14 +163,16 @@ def run_cluster_job(cfg: ClusterConfig) -> ClusterResult:
     _check_data(dataset, cfg.clusters)
     image = dataset.kind == "image"
     if cfg.resume:
-        if not (image and cfg.run_dir):
-            raise RoutemixError("--resume continues an image run: pass the --run-dir of that run.")
+        if not (image and cfg.run_dir and cfg.method == "nmm"):
+            raise RoutemixError("--resume continues an NMM-EM image run: pass the --run-dir of that run.")
         last = Path(cfg.run_dir) / "checkpoints" / "last.ckpt"
         if not last.is_file():  # checked before anything is written into the run dir
             raise RoutemixError(f"--resume: no checkpoint at {last}; pass the --run-dir of an earlier run, or drop --resume.")
-    cfg.epochs = cfg.epochs or (250 if image else 200)
-    cfg.em_lr = cfg.em_lr or (5e-5 if image else 1e-3)
-    cfg.consistency_lr = cfg.consistency_lr or (1e-4 if image else 2e-3)
+    nmm_images = image and cfg.method == "nmm"
+    if cfg.method == "nmm":
+        cfg.epochs = cfg.epochs or (250 if image else 200)
+        cfg.em_lr = cfg.em_lr or (5e-5 if image else 1e-3)
+        cfg.consistency_lr = cfg.consistency_lr or (1e-4 if image else 2e-3)
 
     name = Path(cfg.dataset).stem if is_tabular_path(cfg.dataset) else cfg.dataset
     run_dir = Path(cfg.run_dir or f"runs/cluster-{name}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -162,12 +180,13 @@ def run_cluster_job(cfg: ClusterConfig) -> ClusterResult:
     write_json(run_dir / "config.json", asdict(cfg))
 
     start = time.perf_counter()
-    labels, state = (_fit_images if image else _fit_vector)(cfg, dataset, run_dir)
+    labels, state = (_fit_images if nmm_images else _fit_estimator)(cfg, dataset, run_dir)
     seconds = time.perf_counter() - start
-    save_checkpoint(run_dir / "model.pt", {**state, "config": asdict(cfg)})
+    if state is not None:
+        save_checkpoint(run_dir / "model.pt", {**state, "config": asdict(cfg)})
 
     rows = [{"method": cfg.method, "seconds": seconds, **_scores(dataset, labels)}]
-    if cfg.kmeans:
+    if cfg.kmeans and cfg.method != "kmeans":
         start = time.perf_counter()
         flat = dataset.data.reshape(len(dataset), -1).float().numpy()
         kmeans_labels = KMeans(cfg.clusters, n_init=10, random_state=cfg.seed).fit_predict(flat)
