@@ -49,7 +49,7 @@ def _input_shape(name: str) -> tuple[int, ...]:
     return (2, 3, 32, 32) if not name.startswith(("resnet18", "resnet34", "resnet50", "resnet101", "wide_", "resnext")) else (2, 3, 64, 64)
 
 
-ZOO = [name for name in list_models() if name != "cluster_mlp"]  # the MLP takes vectors: test_clusternets.py
+ZOO = [name for name in list_models() if not name.endswith("_mlp")]  # MLPs take vectors: test_clusternets.py, test_ddc.py
 
 
 @pytest.mark.parametrize("name", ZOO)
@@ -59,6 +59,8 @@ def test_every_model_gives_logits_and_every_parameter_learns(name):
     kwargs = {"num_classes": 7, "in_channels": shape[1]}
     if name.startswith(("clusternet", "vgg13")):
         kwargs["input_size"] = shape[-1]
+    if name == "ddc_lenet":
+        kwargs["input_size"] = shape[-2:]
     model = create_model(name, **kwargs).train()
     out = model(torch.randn(*shape))
     members = out.shape[1] if isinstance(model, Ensemble) else None

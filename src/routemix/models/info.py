@@ -39,7 +39,7 @@ def model_info(name: str, num_classes: int = LISTING_CLASSES) -> ModelInfo:
         macs = None
         shape = None
         if size and channels:
-            shape = (channels, size, size)
+            shape = (channels, *size) if isinstance(size, tuple) else (channels, size, size)
             with FlopCounterMode(display=False) as counter:
                 model.eval()(torch.empty(1, *shape))
             macs = counter.get_total_flops() // 2
