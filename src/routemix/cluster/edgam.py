@@ -37,6 +37,12 @@ class EDGaMClustering(DeepClusterer):
     ``mu^T`` are kept (``cluster_centers_``); ``predict_proba`` is the E-step (eq. 3) of a sample's
     embedding under them, independent of the other samples passed with it.
 
+    Measured (one CPU thread; 100 of the paper's 1000 epochs, which take ~1 s each on digits):
+    on digits, Table 6's etas give ACC 0.41-0.54 (3 seeds) with soft assignments (mean max
+    lambda ~0.2-0.3) because the cluster loss shrinks the embedding faster than the tiny entropy
+    weight sharpens it; ``entropy_weight=0.1`` reproduces Fig. 4's course (betas -> 0, max lambda
+    -> 1) but reaches only ACC 0.44-0.61, below k-means on the raw features (~0.79).
+
     Parameters
     ----------
     n_clusters : K.
