@@ -50,7 +50,9 @@ class MoEClustering(DeepClusterer):
 
     Epoch budget. ``max_iter`` epochs are split in the thesis' proportions 1000:1000:1000:100:100
     (autoencoder, retrained autoencoder, manager, clustering stage, specialisation stage), each
-    stage at least one epoch; at the default 100 that is 31/31/30/4/4. ``n_iter_`` is their sum
+    stage at least one epoch; at the default 100 that is 32/31/31/3/3. At such budgets the joint
+    stage is short (the experts get a few hundred steps), so on small data the labels are mostly
+    the pre-trained manager's; give more epochs (or a higher ``learning_rate``) for useful experts. ``n_iter_`` is their sum
     and ``epochs_`` the split.
 
     Parameters
