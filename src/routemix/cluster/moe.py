@@ -52,8 +52,8 @@ class MoEClustering(DeepClusterer):
     (autoencoder, retrained autoencoder, manager, clustering stage, specialisation stage), each
     stage at least one epoch; at the default 100 that is 32/31/31/3/3. At such budgets the joint
     stage is short (the experts get a few hundred steps), so on small data the labels are mostly
-    the pre-trained manager's; give more epochs (or a higher ``learning_rate``) for useful experts. ``n_iter_`` is their sum
-    and ``epochs_`` the split.
+    the pre-trained manager's; give more epochs (or a higher ``learning_rate``) for useful
+    experts. ``n_iter_`` is their sum and ``epochs_`` the split.
 
     Parameters
     ----------
