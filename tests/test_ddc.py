@@ -29,14 +29,21 @@ def column(*values):
     return torch.tensor(values, dtype=torch.float64)[:, None]
 
 
-def test_bandwidth_is_15_percent_of_median_distance():
+def test_literal_bandwidth_is_15_percent_of_median_distance():
     # distances 1, 3, 7, 2, 6, 4 -> sorted 1 2 3 4 6 7 -> median (3 + 4) / 2 = 3.5
-    assert median_bandwidth(column(0, 1, 3, 7)).item() == pytest.approx(0.15 * 3.5)
+    assert median_bandwidth(column(0, 1, 3, 7), rule="distance").item() == pytest.approx(0.15 * 3.5)
     # odd number of pairs: distances 1, 3, 2 -> median 2
-    assert median_bandwidth(column(0, 1, 3)).item() == pytest.approx(0.3)
+    assert median_bandwidth(column(0, 1, 3), rule="distance").item() == pytest.approx(0.3)
     # 2-D: a 3 x 4 rectangle, distances 3, 4, 5, 5, 4, 3 -> median 4
     corners = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0], [3.0, 4.0]])
-    assert median_bandwidth(corners, fraction=0.5).item() == pytest.approx(2.0)
+    assert median_bandwidth(corners, fraction=0.5, rule="distance").item() == pytest.approx(2.0)
+
+
+def test_default_bandwidth_squared_is_15_percent_of_median_squared_distance():
+    # squared distances 1, 9, 49, 4, 36, 16 -> sorted 1 4 9 16 36 49 -> median (9 + 16) / 2 = 12.5
+    assert median_bandwidth(column(0, 1, 3, 7)).item() == pytest.approx(math.sqrt(0.15 * 12.5))
+    with pytest.raises(ValueError, match="rule"):
+        median_bandwidth(column(0, 1), rule="variance")
 
 
 def test_kernel_uses_two_sigma_squared():
@@ -47,34 +54,37 @@ def test_kernel_uses_two_sigma_squared():
 
 def test_divergence_of_well_separated_clusters_is_near_its_minimum():
     hidden = column(0, 1, 10, 11)
-    sigma = median_bandwidth(hidden)  # distances 1 1 9 10 10 11 -> median 9.5
-    assert sigma.item() == pytest.approx(0.15 * 9.5)
+    sigma = median_bandwidth(hidden)  # squared distances 1 1 81 100 100 121 -> median 90.5
+    assert sigma.item() == pytest.approx(math.sqrt(0.15 * 90.5))
     kernel = gaussian_kernel(hidden, sigma)
     value = cauchy_schwarz_term(one_hot([0, 0, 1, 1], 2), kernel).item()
-    s2 = 2 * (0.15 * 9.5) ** 2
+    s2 = 2 * 0.15 * 90.5
     within = 2 + 2 * math.exp(-1 / s2)  # a_i^T K a_i of either cluster
     between = sum(math.exp(-d * d / s2) for d in (10, 11, 9, 10))
-    assert value == pytest.approx(0.5 * between / within, rel=1e-6)
-    assert 0 <= value < 1e-8  # the minimum is 0
+    assert value == pytest.approx(between / within, rel=1e-6)  # one pair of clusters
+    assert 0 <= value < 0.03  # near the minimum, 0 (the wide kernel still sees across the gap)
     # the same points split across the clusters, {0, 10} and {1, 11}: far from it
     mixed = cauchy_schwarz_term(one_hot([0, 1, 0, 1], 2), kernel).item()
-    assert mixed == pytest.approx(0.5 * 2 * math.exp(-1 / s2) / 2, rel=1e-6)
+    mixed_between = 2 * math.exp(-1 / s2) + math.exp(-81 / s2) + math.exp(-121 / s2)
+    mixed_within = 2 + 2 * math.exp(-100 / s2)
+    assert mixed == pytest.approx(mixed_between / mixed_within, rel=1e-6)
+    assert mixed > 0.5 > 10 * value
 
 
 def test_divergence_of_identical_clusters_is_its_maximum():
-    # two clusters with the same points: a_1^T K a_2 = a_1^T K a_1, the ratio is 1, times 1/k
+    # two clusters with the same points: a_1^T K a_2 = a_1^T K a_1, the ratio is 1
     hidden = column(0, 10, 0, 10)
     kernel = gaussian_kernel(hidden, median_bandwidth(hidden))
-    assert cauchy_schwarz_term(one_hot([0, 0, 1, 1], 2), kernel).item() == pytest.approx(0.5)
+    assert cauchy_schwarz_term(one_hot([0, 0, 1, 1], 2), kernel).item() == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("k", [2, 3, 5])
-def test_divergence_of_uniform_assignment_is_k_minus_1_over_2(k):
+def test_divergence_of_uniform_assignment_is_one(k):
     hidden = torch.randn(12, 4, generator=torch.Generator().manual_seed(k), dtype=torch.float64)
     kernel = gaussian_kernel(hidden, median_bandwidth(hidden))
     uniform = torch.full((12, k), 1.0 / k, dtype=torch.float64)
-    # every ratio is 1: (1/k) * k(k-1)/2
-    assert cauchy_schwarz_term(uniform, kernel).item() == pytest.approx((k - 1) / 2)
+    # every ratio is 1, and so is their mean over the k(k-1)/2 pairs
+    assert cauchy_schwarz_term(uniform, kernel).item() == pytest.approx(1.0)
 
 
 def test_divergence_of_a_single_cluster_is_zero():
@@ -108,9 +118,9 @@ def test_corner_term_is_lower_at_corners_than_at_centre():
     kernel = torch.eye(2, dtype=torch.float64)
     corners = cauchy_schwarz_term(simplex_corner_similarity(one_hot([0, 1], 2)), kernel).item()
     # m = [[1, e^-2], [e^-2, 1]]: m_1^T m_2 = 2 e^-2, m_i^T m_i = 1 + e^-4
-    assert corners == pytest.approx(0.5 * 2 * math.exp(-2) / (1 + math.exp(-4)))
+    assert corners == pytest.approx(2 * math.exp(-2) / (1 + math.exp(-4)))
     centre = cauchy_schwarz_term(simplex_corner_similarity(torch.full((2, 2), 0.5, dtype=torch.float64)), kernel).item()
-    assert centre == pytest.approx(0.5)
+    assert centre == pytest.approx(1.0)
     assert corners < centre
 
 
@@ -119,7 +129,7 @@ def test_loss_is_the_sum_of_its_three_terms():
     hidden, scores = torch.randn(20, 6, generator=generator), torch.randn(20, 4, generator=generator)
     out = DDCLoss(4)(hidden, scores)
     a = torch.softmax(scores, dim=1)
-    kernel = gaussian_kernel(hidden, 0.15 * torch.quantile(torch.pdist(hidden), 0.5))
+    kernel = gaussian_kernel(hidden, (0.15 * torch.quantile(torch.pdist(hidden).square(), 0.5)).sqrt())
     expected_l1 = cauchy_schwarz_term(a, kernel)
     expected_l3 = cauchy_schwarz_term(simplex_corner_similarity(a), kernel)
     torch.testing.assert_close(out.divergence, expected_l1)
@@ -241,7 +251,7 @@ def test_images_use_the_lenet_and_uint8_pixels():
     images[20:, :, 8:, :] = 255
     images = np.clip(images + rng.integers(0, 40, images.shape), 0, 255).astype(np.uint8)
     X = images.reshape(40, -1).astype(np.float64)
-    model = small(n_clusters=2, image_shape=(1, 16, 16), batch_size=20, max_iter=5, random_state=0).fit(X)
+    model = small(n_clusters=2, image_shape=(1, 16, 16), batch_size=20, max_iter=10, random_state=0).fit(X)
     assert isinstance(model.module_.network, DDCLeNet)
     assert cluster_accuracy(np.repeat([0, 1], 20), model.labels_) == 1.0
     with pytest.raises(ValueError, match="16x16"):
