@@ -12,6 +12,7 @@ from routemix.cli import main
 from routemix.cluster.registry import METHODS, get_method, make_estimator
 from routemix.errors import RoutemixError
 from routemix.metrics import cluster_accuracy
+from routemix.train.checkpoint import load_checkpoint
 
 
 @pytest.mark.parametrize("name", ["kmeans", "gmm", "spectral"])
@@ -47,6 +48,17 @@ def test_cluster_cli_runs_a_peer_method(tmp_path, capsys):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert [r["method"] for r in metrics["results"]] == ["iic", "kmeans"]
     assert (run_dir / "model.pt").is_file()
+
+
+def test_cluster_cli_peer_method_on_an_image_set(shared_data, tmp_path):
+    run_dir = tmp_path / "ddc"
+    args = ["cluster", "mnist", "--data-dir", str(shared_data), "--method", "ddc", "--limit", "300", "--epochs", "1",
+            "--run-dir", str(run_dir), "--no-progress", "--no-kmeans"]
+    assert main(args) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["n_samples"] == 300 and 0 <= metrics["results"][0]["acc"] <= 1
+    state = load_checkpoint(run_dir / "model.pt")
+    assert state["kind"] == "ddc_image" and state["pixel_range"] == [0.0, 1.0]  # the job passes pixels / 255
 
 
 def test_cluster_cli_baseline_has_no_model_file_and_no_second_kmeans(tmp_path):
