@@ -88,6 +88,7 @@ def umap_embedding(codes: np.ndarray, n_components: int, random_state: int) -> n
     reducer = umap.UMAP(
         n_neighbors=umap_neighbours(n_samples), n_components=max(1, n_components), metric="manhattan",
         random_state=random_state, init="spectral" if n_samples > 4 * n_components + 10 else "random",
+        n_jobs=1,  # what a fixed random_state implies anyway; saying it keeps umap-learn from warning so
     )
     threads = torch.get_num_threads()
     try:
