@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from routemix.losses import NMMLoss, consistency_kl
 from routemix.metrics import clustering_scores
-from routemix.train.common import accelerator_for, make_trainer, quiet_lightning, resume_checkpoint  # noqa: F401  (re-exported)
+from routemix.train.common import accelerator_for, batched_inference, make_trainer, quiet_lightning, resume_checkpoint  # noqa: F401  (re-exported)
 
 
 class NMMModule(L.LightningModule):
@@ -152,15 +152,9 @@ def fit(
     return trainer
 
 
-@torch.no_grad()
 def predict_proba(module: NMMModule, data: torch.Tensor, *, batch_size: int = 1024) -> np.ndarray:
     """Posteriors (N, K) of ``data`` with the running statistics (inference at any batch size)."""
-    was_training = module.training
-    module.eval()
-    device = next(module.parameters()).device
-    out = [module.loss.predict_proba(module.scores(chunk.to(device))).cpu() for chunk in data.split(batch_size)]
-    module.train(was_training)
-    return torch.cat(out).numpy()
+    return batched_inference(module, lambda x: module.loss.predict_proba(module.scores(x)), data, batch_size=batch_size).numpy()
 
 
 @torch.no_grad()

@@ -33,6 +33,20 @@ def torch_device(device: str) -> torch.device:
     return torch.device("cuda" if accelerator_for(device) == "gpu" else "cpu")
 
 
+@torch.no_grad()
+def batched_inference(module: torch.nn.Module, fn, data: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
+    """``fn(chunk)`` over ``data`` in chunks, on ``module``'s device, in evaluation mode (batch
+    norm with running statistics, no dropout), results concatenated on the CPU; ``module``'s
+    training mode is restored afterwards. Inference at any batch size, for every trainer."""
+    was_training = module.training
+    module.eval()
+    device = next(module.parameters()).device
+    try:
+        return torch.cat([fn(chunk.to(device)).cpu() for chunk in data.split(batch_size)])
+    finally:
+        module.train(was_training)
+
+
 def quiet_lightning() -> None:
     """Silence Lightning's start-up banners; the CLI prints what matters itself."""
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from routemix.losses.ddc import DDCLoss, DDCOutput
+from routemix.train.common import batched_inference
 
 
 class DDCModule(L.LightningModule):
@@ -53,15 +54,9 @@ class DDCModule(L.LightningModule):
         return out.loss
 
 
-@torch.no_grad()
 def predict_proba(module: DDCModule, data: torch.Tensor, *, batch_size: int = 1024) -> np.ndarray:
     """Softmax cluster memberships (N, k) of ``data`` (batch norm with running statistics)."""
-    was_training = module.training
-    module.eval()
-    device = next(module.parameters()).device
-    out = [torch.softmax(module(chunk.to(device)), dim=1).cpu() for chunk in data.split(batch_size)]
-    module.train(was_training)
-    return torch.cat(out).numpy()
+    return batched_inference(module, lambda x: torch.softmax(module(x), dim=1), data, batch_size=batch_size).numpy()
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ from torch import nn
 
 from routemix.losses.edgam import EDGaMLoss, MixtureOutput, UnfoldedGaussianMixture, e_step
 from routemix.models.autoencoders import glorot_init_
+from routemix.train.common import batched_inference
 
 
 class EDGaMModule(L.LightningModule):
@@ -73,15 +74,9 @@ class EDGaMModule(L.LightningModule):
         return out.loss
 
 
-@torch.no_grad()
 def embed(module: EDGaMModule, data: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
     """Embeddings ``z`` (N, c) of ``data`` in evaluation mode (no dropout, running batch-norm statistics)."""
-    was_training = module.training
-    module.eval()
-    device = next(module.parameters()).device
-    z = torch.cat([module.autoencoder.encode(chunk.to(device)).cpu() for chunk in data.split(batch_size)])
-    module.train(was_training)
-    return z
+    return batched_inference(module, module.autoencoder.encode, data, batch_size=batch_size)
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from routemix.losses.iic import iic_loss
+from routemix.train.common import batched_inference
 
 
 class IICModule(L.LightningModule):
@@ -40,9 +41,6 @@ class IICModule(L.LightningModule):
         return torch.optim.Adam(self.network.parameters(), lr=self.lr)
 
 
-@torch.no_grad()
 def predict_proba(module: IICModule, data: torch.Tensor, *, batch_size: int = 1024) -> np.ndarray:
     """Cluster probabilities (N, K) in evaluation mode."""
-    module.eval()
-    device = next(module.parameters()).device
-    return torch.cat([module(chunk.to(device)).cpu() for chunk in data.split(batch_size)]).numpy()
+    return batched_inference(module, module, data, batch_size=batch_size).numpy()

@@ -24,6 +24,7 @@ from torch import nn
 
 from routemix.losses.entropy import MoELoss, assignment_kl, vae_distortion
 from routemix.models.vae import VAE, Manager
+from routemix.train.common import batched_inference
 
 
 def moe_image_augmentation() -> nn.Module:
@@ -175,24 +176,12 @@ class MoEModule(L.LightningModule):
         return loss if loss.requires_grad else None
 
 
-@torch.no_grad()
 def encode_means(vae: VAE, data: torch.Tensor, *, batch_size: int = 1024) -> np.ndarray:
     """Posterior means of ``data`` (N, latent_dim) in eval mode: the codes the pre-training
     analyses (PCA, UMAP) use (sec. 4.4.1)."""
-    was_training = vae.training
-    vae.eval()
-    device = next(vae.parameters()).device
-    out = [vae.encode(chunk.to(device))[0].cpu() for chunk in data.split(batch_size)]
-    vae.train(was_training)
-    return torch.cat(out).numpy()
+    return batched_inference(vae, lambda x: vae.encode(x)[0], data, batch_size=batch_size).numpy()
 
 
-@torch.no_grad()
 def manager_proba(manager: Manager, data: torch.Tensor, *, batch_size: int = 1024) -> np.ndarray:
     """The manager's assignment probabilities softmax(manager(x)) (N, K), in eval mode."""
-    was_training = manager.training
-    manager.eval()
-    device = next(manager.parameters()).device
-    out = [torch.softmax(manager(chunk.to(device)), dim=1).cpu() for chunk in data.split(batch_size)]
-    manager.train(was_training)
-    return torch.cat(out).double().numpy()
+    return batched_inference(manager, lambda x: torch.softmax(manager(x), dim=1), data, batch_size=batch_size).double().numpy()
