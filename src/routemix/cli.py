@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     clustering.add_argument("--datasets", default="digits,mnist,fashion_mnist", help="comma-separated (default: digits,mnist,fashion_mnist)")
     clustering.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated (default: {','.join(METHODS)})")
     clustering.add_argument("--seeds", default="3", help="seed count, range or list (default 3: seeds 0, 1, 2)")
-    clustering.add_argument("--budget", default="cpu", help="cpu (subsets and few epochs: about an hour per image set on 2 cores) or full (the papers' settings)")
+    clustering.add_argument("--budget", default="cpu", help="cpu (10k-image subsets and few epochs: about 30 min per image set on 2 cores) or full (the papers' settings)")
     clustering.add_argument("--data-dir", help="root holding MNIST/FashionMNIST (default: $ROUTEMIX_DATA or the user cache)")
     clustering.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     clustering.add_argument("--out", default="runs/bench-clustering", help="folder for results.json (a rerun continues), table.md, table.csv")

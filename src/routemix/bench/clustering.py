@@ -9,8 +9,8 @@ memory and the published ACC/NMI for the same dataset and method (``reference/cl
 with the table each number comes from).
 
 **Budgets.** The papers train for hundreds of epochs on a GPU. So that the whole benchmark runs
-on a 2-core CPU (digits in minutes, MNIST and Fashion-MNIST in about an hour each for all
-methods), the ``cpu`` budget caps each image set at a fixed subset (the first ``limit`` images,
+on a 2-core CPU (all 24 fits: digits in 8 minutes, MNIST and Fashion-MNIST in about 30 each,
+measured), the ``cpu`` budget caps each image set at a fixed subset (the first ``limit`` images,
 the same for every method and seed) and each deep method at a few epochs; ``full`` is every
 image at each method's default (the papers' settings), for a machine with a GPU. A budget is
 part of the result: rows from different budgets are never mixed.
