@@ -378,6 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--no-progress", action="store_true")
     speed.set_defaults(handler=_cmd_bench_speed)
 
+    from routemix.viz.command import add_viz_parser
+
+    add_viz_parser(commands)
+
     models = commands.add_parser("models", help="list the registered models with parameter counts and multiply-adds")
     models.add_argument("patterns", nargs="*", help="only names matching these shell patterns, e.g. 'resnet20*'")
     models.add_argument("--num-classes", type=int, default=10)

@@ -1,0 +1,3 @@
+"""Figures of clusters (filled in by issue 5)."""
+
+FIGURES: list = []

@@ -1,0 +1,3 @@
+"""Figures of routing (filled in by issue 5)."""
+
+FIGURES: list = []
