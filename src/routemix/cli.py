@@ -50,7 +50,7 @@ def _parse_milestones(text: str) -> list[int]:
 _TRAIN_OPTIONS = (
     "model", "dataset", "epochs", "batch_size", "lr", "momentum", "weight_decay", "milestones", "gamma", "seed",
     "classes", "image_size", "ten_crop", "data_dir", "download", "limit", "limit_test", "workers", "device",
-    "run_dir", "resume",
+    "run_dir", "resume", "gate_reg", "gate_reg_weight", "gate_reg_priors", "gate_reg_routers",
 )
 
 
@@ -132,6 +132,23 @@ def _cmd_bench_routing(args: argparse.Namespace) -> int:
     results = run(data_dir=args.data_dir, seeds=tuple(_parse_seeds(args.seeds)), models=models, epochs=args.epochs,
                   train_images=args.train_images, test_images=args.test_images, out=args.out, progress=not args.no_progress)
     print(format_table(summarize(results, models)))
+    return 0
+
+
+def _cmd_bench_gates(args: argparse.Namespace) -> int:
+    from routemix.bench.gates import VARIANTS, format_table, plot_gate_response, run, summarize
+
+    variants = tuple(v.strip() for v in args.variants.split(",")) if args.variants else VARIANTS
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise RoutemixError(f"bench gates compares {', '.join(VARIANTS)}; not {', '.join(unknown)}.")
+    results = run(data_dir=args.data_dir, seeds=tuple(_parse_seeds(args.seeds)), variants=variants, model=args.model,
+                  epochs=args.epochs, train_images=args.train_images, test_images=args.test_images, weight=args.weight,
+                  out=args.out, progress=not args.no_progress)
+    print(format_table(summarize(results, variants)))
+    if results:
+        for path in plot_gate_response(results, Path(args.out).with_suffix("")):
+            print(f"figure: {path}")
     return 0
 
 
@@ -298,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=("auto", "cpu", "cuda"))
     train.add_argument("--run-dir", help="output directory (default: runs/train-MODEL-DATASET-TIME)")
     train.add_argument("--resume", action="store_true", default=None, help="continue from RUN_DIR/checkpoints/last.ckpt")
+    train.add_argument("--gate-reg", choices=("none", "local", "global"),
+                       help="regularise the routers' gates with the NMM-EM loss: local (thesis ch. 5.1, one mixture per "
+                            "gating vector) or global (ch. 5.2, one per router); default none")
+    train.add_argument("--gate-reg-weight", type=float, help="weight of the gate loss against the task loss (default 0.01, ch. 5.1)")
+    train.add_argument("--gate-reg-priors", action=argparse.BooleanOptionalAction, default=None,
+                       help="learn cluster priors in the gate loss (default: yes, as ch. 5.1 recommends)")
+    train.add_argument("--gate-reg-routers", help="comma-separated shell patterns of the gate networks to regularise (default: all)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(handler=_cmd_train)
 
@@ -354,6 +378,19 @@ def build_parser() -> argparse.ArgumentParser:
     routing.add_argument("--out", default="runs/bench-routing.json", help="results, appended run by run; a rerun continues")
     routing.add_argument("--no-progress", action="store_true")
     routing.set_defaults(handler=_cmd_bench_routing)
+
+    gates = benches.add_parser("gates", help="thesis ch. 5.1: gates trained with no, local and global NMM-EM regularisation")
+    gates.add_argument("--data-dir", help="root holding FashionMNIST (default: $ROUTEMIX_DATA or the user cache)")
+    gates.add_argument("--seeds", default="0-2", help="seed count, range or list (default 0-2)")
+    gates.add_argument("--variants", help="comma-separated subset of none,local,global (default: all)")
+    gates.add_argument("--model", default="basecnn_2cc", help="a routed model of the zoo (default basecnn_2cc, two paths as in Fig. 5.1)")
+    gates.add_argument("--epochs", type=int, default=4, help="epochs per run (default 4, as bench routing)")
+    gates.add_argument("--train-images", type=int, default=10_000, help="fixed training subset (default 10000)")
+    gates.add_argument("--test-images", type=int, help="test on the first N test images (default: all 10000)")
+    gates.add_argument("--weight", type=float, default=0.01, help="weight of the gate loss (default 0.01, ch. 5.1)")
+    gates.add_argument("--out", default="runs/bench-gates.json", help="results, appended run by run (a rerun continues); the figure goes beside it")
+    gates.add_argument("--no-progress", action="store_true")
+    gates.set_defaults(handler=_cmd_bench_gates)
 
     clustering = benches.add_parser("clustering", help="every clustering method on the same data, beside the papers' numbers")
     clustering.add_argument("--datasets", default="digits,mnist,fashion_mnist", help="comma-separated (default: digits,mnist,fashion_mnist)")

@@ -1,4 +1,4 @@
-"""Clustering metrics: accuracy under the best one-to-one matching, NMI and ARI.
+"""Clustering metrics (accuracy under the best one-to-one matching, NMI, ARI) and gate statistics.
 
 Clustering accuracy (Table 4.3 of the thesis, following the Hungarian approach) matches predicted
 cluster indices to true labels with a linear sum assignment on the contingency table and counts
@@ -8,7 +8,11 @@ classes, unmatched clusters (or classes) count as errors.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+
 import numpy as np
+import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
@@ -52,3 +56,61 @@ def clustering_scores(labels_true, labels_pred) -> dict[str, float]:
         "nmi": nmi(labels_true, labels_pred),
         "ari": ari(labels_true, labels_pred),
     }
+
+
+# --- gate statistics (thesis ch. 5.1) ------------------------------------------------------------
+
+SKEW_THRESHOLD = 0.9  # a gating vector is skewed when one of its gates averages above this
+
+
+def gate_statistics(gates: Mapping[str, torch.Tensor]) -> list[dict]:
+    """Statistics of every gating vector ``G_i`` (eq. 3.5) over a set of samples.
+
+    ``gates`` maps each router's gate network to its gates for all N samples, ``(N, P_in, P_out)``
+    (rows sum to 1). One dict per (router, incoming path i) with, over the N samples:
+
+    * ``mean``, ``std``: per outgoing path j, the mean and spread of gate ``g_ij``;
+    * ``low``, ``high``: per j, the 5th and 95th percentiles of ``g_ij`` (how far a gate stretches:
+      the thesis' Fig. 5.1 shows a gate that stays below 0.4 without the regulariser and reaches
+      above 0.5 with it);
+    * ``entropy``: the entropy of the mean gating vector, divided by ``log P_out`` so that 1 means
+      every outgoing path gets the same share on average and 0 means one path gets everything;
+    * ``skewed``: whether one gate averages above :data:`SKEW_THRESHOLD` (0.9) over the data. This
+      is the thesis' "a particular gate predominantly activates for all samples" (ch. 5.1) made
+      a number: the vector sends over 90% of its input to one outgoing path, whatever the input.
+      (A vector that is one-hot per sample but spreads its choices over the data is not skewed:
+      that is routing, not collapse.)
+    """
+    stats = []
+    for name, values in gates.items():
+        values = values.detach().double().cpu()
+        if values.dim() != 3 or values.shape[0] == 0:
+            raise ValueError(f"gates of {name!r} must be (N, P_in, P_out) with N >= 1, got {tuple(values.shape)}.")
+        mean = values.mean(0)
+        std = values.std(0, correction=0)
+        low, high = values.quantile(torch.tensor([0.05, 0.95], dtype=values.dtype), dim=0)
+        num_out = values.shape[2]
+        for i in range(values.shape[1]):
+            m = mean[i]
+            entropy = float(-(m * m.clamp_min(1e-12).log()).sum() / math.log(num_out)) if num_out > 1 else 0.0
+            stats.append({
+                "router": name, "incoming": i, "mean": m.tolist(), "std": std[i].tolist(),
+                "low": low[i].tolist(), "high": high[i].tolist(), "entropy": entropy,
+                "skewed": bool(m.max() > SKEW_THRESHOLD),
+            })
+    return stats
+
+
+def summarize_gate_statistics(stats: list[dict]) -> dict[str, float]:
+    """Network-level figures from :func:`gate_statistics`: the share of skewed gating vectors,
+    their mean normalised entropy, the mean spread (std) of a gate over the data, and the mean 95th
+    percentile of each vector's least-used gate (does the minority gate ever win?)."""
+    if not stats:
+        return {}
+    return {
+        "skewed_share": float(np.mean([s["skewed"] for s in stats])),
+        "entropy": float(np.mean([s["entropy"] for s in stats])),
+        "spread": float(np.mean([np.mean(s["std"]) for s in stats])),
+        "minority_high": float(np.mean([s["high"][int(np.argmin(s["mean"]))] for s in stats])),
+    }
+

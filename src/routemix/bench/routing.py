@@ -36,8 +36,13 @@ def milestones_for(epochs: int) -> list[int]:
 
 
 def train_one(model_name: str, seed: int, *, data_dir: str | None, epochs: int, train_images: int,
-              test_images: int | None = None, progress: bool = False) -> dict:
-    """Train one network with one seed; its test error and wall time."""
+              test_images: int | None = None, progress: bool = False, gate_reg: str = "none",
+              gate_weight: float = 0.01, gate_samples: int = 0) -> dict:
+    """Train one network with one seed; its test error, wall time, mean gates and gate statistics.
+
+    ``gate_reg`` / ``gate_weight`` add the gate regulariser (:mod:`routemix.losses.gates`);
+    ``gate_samples > 0`` also returns the gates of the first that many test images, per image.
+    """
     import lightning as L
 
     from routemix.data.classification import ClassificationDataModule
@@ -50,14 +55,43 @@ def train_one(model_name: str, seed: int, *, data_dir: str | None, epochs: int, 
     data.setup("fit")
     L.seed_everything(seed, workers=True, verbose=False)
     model = build_classifier(model_name, num_classes=10, in_channels=1, input_size=32)
-    module = ClassifierModule(model, lr=0.1, momentum=0.9, milestones=milestones_for(epochs))
+    regularizer = None
+    if gate_reg != "none":
+        from routemix.losses.gates import GateClusteringLoss
+
+        regularizer = GateClusteringLoss.for_model(model, scope=gate_reg)
+    module = ClassifierModule(model, lr=0.1, momentum=0.9, milestones=milestones_for(epochs),
+                              gate_regularizer=regularizer, gate_weight=gate_weight)
     trainer = make_trainer(max_epochs=epochs, progress=progress, accelerator="cpu", val_every_n_epochs=epochs + 1)
     start = time.perf_counter()
     trainer.fit(module, datamodule=data)
     seconds = time.perf_counter() - start
     result = evaluate_model(model, data)
-    return {"model": model_name, "seed": seed, "error": 100 * result.top1_error, "seconds": seconds,
-            "epochs": epochs, "train_images": train_images, "gates": result.gates}
+    row = {"model": model_name, "seed": seed, "error": 100 * result.top1_error, "seconds": seconds,
+           "epochs": epochs, "train_images": train_images, "gates": result.gates}
+    if gate_reg != "none" or gate_samples:
+        row.update(gate_reg=gate_reg, gate_weight=gate_weight, gate_stats=result.gate_stats)
+    if gate_samples:
+        row["gate_samples"] = _test_gates(model, data, gate_samples)
+    return row
+
+
+def _test_gates(model, data, count: int) -> dict[str, list]:
+    """Per-image gates ``(count, P_in, P_out)`` of the first ``count`` test images, as lists."""
+    import torch
+
+    from routemix.train.evaluate import classify
+
+    batches, have = [], 0
+    for images, _ in data.eval_dataloader():
+        batches.append(images)
+        have += len(images)
+        if have >= count:
+            break
+    images = torch.cat(batches)[:count]
+    with torch.no_grad():
+        _, gates = classify(model.eval(), data.prepare(images, train=False))
+    return {name: g.tolist() for name, g in gates.items()}
 
 
 def run(*, data_dir: str | None, seeds=(0, 1, 2), models=MODELS, epochs: int = 4, train_images: int = 10_000,

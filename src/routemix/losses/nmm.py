@@ -77,6 +77,12 @@ class NMMLoss(nn.Module):
             there yet (docs/RESULTS.md), so it is off by default.
         prior_momentum: update rate of the running priors.
         eps: added to the variance, so that a batch whose scores do not vary gives a* = 0, not NaN.
+        num_mixtures: M independent mixtures of ``num_clusters`` clusters each, scored together:
+            scores of shape (B, M, K), each (mixture, cluster) with its own normalisation
+            statistics and priors, posteriors normalised over K within each mixture, and the loss
+            the *sum* over mixtures of eq. 4.22, so each mixture gets the gradient it would get
+            alone. This is how the gate regulariser scores the P_in gate networks of a router
+            (:mod:`routemix.losses.gates`). With the default M = 1, scores are (B, K).
     """
 
     def __init__(
@@ -89,41 +95,55 @@ class NMMLoss(nn.Module):
         priors: bool = False,
         prior_momentum: float = 0.01,
         eps: float = 1e-5,
+        num_mixtures: int = 1,
     ) -> None:
         super().__init__()
         if num_clusters < 1:
             raise ValueError(f"num_clusters must be at least 1, got {num_clusters}.")
+        if num_mixtures < 1:
+            raise ValueError(f"num_mixtures must be at least 1, got {num_mixtures}.")
         if not gamma > 0:
             raise ValueError(f"gamma must be positive, got {gamma}.")
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}.")
         self.num_clusters = num_clusters
+        self.num_mixtures = num_mixtures
         self.gamma = float(gamma)
         self.normalization = normalization
         self.momentum = momentum
         self.priors = priors
         self.prior_momentum = prior_momentum
         self.eps = eps
-        self.register_buffer("running_mean", torch.zeros(num_clusters))
-        self.register_buffer("running_var", torch.ones(num_clusters))
-        self.register_buffer("log_prior", torch.full((num_clusters,), -math.log(num_clusters)))
+        # one entry per (mixture, cluster), flattened mixture-major
+        self.register_buffer("running_mean", torch.zeros(num_mixtures * num_clusters))
+        self.register_buffer("running_var", torch.ones(num_mixtures * num_clusters))
+        self.register_buffer("log_prior", torch.full((num_mixtures * num_clusters,), -math.log(num_clusters)))
 
     def extra_repr(self) -> str:
+        mixtures = f", num_mixtures={self.num_mixtures}" if self.num_mixtures > 1 else ""
         return (
-            f"num_clusters={self.num_clusters}, gamma={self.gamma}, "
+            f"num_clusters={self.num_clusters}{mixtures}, gamma={self.gamma}, "
             f"normalization={self.normalization!r}, priors={self.priors}"
         )
 
+    def _score_shape(self) -> tuple[int, ...]:
+        return (self.num_clusters,) if self.num_mixtures == 1 else (self.num_mixtures, self.num_clusters)
+
     def normalize(self, scores: torch.Tensor, update_stats: bool = True) -> torch.Tensor:
         """Eq. 4.11: normalise each cluster's scores over the batch, no affine parameters.
+        ``scores`` is (B, K), or (B, M, K) for M mixtures.
 
         ``update_stats=False`` uses the batch statistics without touching the running ones, for
         a second look at the same batch (the consistency step of Algorithm 3).
         """
-        if scores.dim() != 2 or scores.shape[1] != self.num_clusters:
-            raise ValueError(
-                f"expected scores of shape (batch, {self.num_clusters}), got {tuple(scores.shape)}."
-            )
+        shape = self._score_shape()
+        if tuple(scores.shape[1:]) != shape:
+            expected = ", ".join(map(str, ("batch", *shape)))
+            raise ValueError(f"expected scores of shape ({expected}), got {tuple(scores.shape)}.")
+        # every (mixture, cluster) is one feature of the batch norm
+        return self._normalize_flat(scores.flatten(1), update_stats).view_as(scores)
+
+    def _normalize_flat(self, scores: torch.Tensor, update_stats: bool) -> torch.Tensor:
         if self.normalization == "none":
             return scores
         if not self.training:
@@ -142,8 +162,8 @@ class NMMLoss(nn.Module):
     def log_posterior(self, normalized: torch.Tensor) -> torch.Tensor:
         """Eq. 4.20 (eq. 4.18 with priors) in log space: ``log_softmax(a* [+ log pi])``."""
         if self.priors:
-            normalized = normalized + self.log_prior
-        return torch.log_softmax(normalized, dim=1)
+            normalized = normalized + self.log_prior.view(self._score_shape())
+        return torch.log_softmax(normalized, dim=-1)
 
     def posterior(self, normalized: torch.Tensor) -> torch.Tensor:
         """Eq. 4.20 (eq. 4.18 with priors): cluster posteriors from normalised scores."""
@@ -165,7 +185,7 @@ class NMMLoss(nn.Module):
                     f"scores {tuple(scores.shape)}; they must match."
                 )
             log_likelihood = log_likelihood + self.log_density(self.normalize(augmented_scores, update_stats=False))
-        loss = -(posterior * log_likelihood).sum(dim=1).mean()
+        loss = -(posterior * log_likelihood).flatten(1).sum(dim=1).mean()  # sum over clusters (and mixtures)
         if self.training and self.priors:
             self._update_priors(posterior)
         density_mean = torch.sigmoid(normalized.detach() / self.gamma).mean(dim=0)
@@ -174,8 +194,8 @@ class NMMLoss(nn.Module):
     @torch.no_grad()
     def _update_priors(self, posterior: torch.Tensor) -> None:
         batch_prior = posterior.mean(dim=0).clamp_min(1e-8)
-        prior = (1 - self.prior_momentum) * self.log_prior.exp() + self.prior_momentum * batch_prior
-        self.log_prior.copy_((prior / prior.sum()).log())
+        prior = (1 - self.prior_momentum) * self.log_prior.exp().view_as(batch_prior) + self.prior_momentum * batch_prior
+        self.log_prior.copy_((prior / prior.sum(dim=-1, keepdim=True)).log().flatten())
 
     @torch.no_grad()
     def predict_proba(self, scores: torch.Tensor) -> torch.Tensor:

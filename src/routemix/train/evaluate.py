@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from routemix.errors import RoutemixError
+from routemix.metrics import SKEW_THRESHOLD, gate_statistics, summarize_gate_statistics
 
 CHECKPOINT_KEYS = ("model", "num_classes", "in_channels", "input_size", "state_dict")
 
@@ -136,7 +137,8 @@ def gate_log_keys(gates: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
 
 @dataclass
 class EvalResult:
-    """Error rates in [0, 1] over ``n`` images and the mean gates, name -> (P_in, P_out) lists."""
+    """Error rates in [0, 1] over ``n`` images, the mean gates (name -> (P_in, P_out) lists) and the
+    statistics of every gating vector (:func:`routemix.metrics.gate_statistics`)."""
 
     n: int
     loss: float
@@ -144,14 +146,16 @@ class EvalResult:
     top5_error: float | None
     gates: dict[str, list[list[float]]] = field(default_factory=dict)
     ten_crop: bool = False
+    gate_stats: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "loss": self.loss, "top1_error": self.top1_error, "top5_error": self.top5_error, "ten_crop": self.ten_crop, "gates": self.gates}
+        return {"n": self.n, "loss": self.loss, "top1_error": self.top1_error, "top5_error": self.top5_error, "ten_crop": self.ten_crop,
+                "gates": self.gates, "gate_stats": self.gate_stats, "gate_summary": summarize_gate_statistics(self.gate_stats)}
 
 
 @torch.no_grad()
 def evaluate_model(model: nn.Module, datamodule, *, ten_crop: bool = False, device: str | torch.device = "cpu", progress: bool = False) -> EvalResult:
-    """Error rates and mean gates of ``model`` (eval mode) on ``datamodule``'s test split."""
+    """Error rates, mean gates and gate statistics of ``model`` (eval mode) on ``datamodule``'s test split."""
     device = torch.device(device)
     model = model.to(device).eval()
     loader = datamodule.eval_dataloader(ten_crop=ten_crop)
@@ -160,7 +164,7 @@ def evaluate_model(model: nn.Module, datamodule, *, ten_crop: bool = False, devi
 
         loader = tqdm(loader, desc="evaluating", leave=False)
     sums: dict[str, float] = {}
-    gate_sums: dict[str, Tensor] = {}
+    gate_values: dict[str, list[Tensor]] = {}
     n = 0
     for images, labels in loader:
         images = datamodule.prepare(images.to(device, non_blocking=True), train=False)
@@ -170,17 +174,19 @@ def evaluate_model(model: nn.Module, datamodule, *, ten_crop: bool = False, devi
         for key, value in batch_metrics(log_probs, labels).items():
             sums[key] = sums.get(key, 0.0) + value.item() * b
         for name, g in gates.items():
-            gate_sums[name] = gate_sums.get(name, 0.0) + g.double().sum(0).cpu()
+            gate_values.setdefault(name, []).append(g.float().cpu())
         n += b
     if n == 0:
         raise RoutemixError(f"the test split of {datamodule.dataset_name} is empty.")
+    gates = {name: torch.cat(parts) for name, parts in gate_values.items()}
     return EvalResult(
         n=n,
         loss=sums["loss"] / n,
         top1_error=sums["top1_error"] / n,
         top5_error=sums["top5_error"] / n if "top5_error" in sums else None,
-        gates={name: (total / n).tolist() for name, total in gate_sums.items()},
+        gates={name: g.double().mean(0).tolist() for name, g in gates.items()},
         ten_crop=ten_crop,
+        gate_stats=gate_statistics(gates),
     )
 
 
@@ -254,5 +260,13 @@ def format_result(result: EvalResult, title: str) -> str:
             lines.append(f"  {name}")
             for i, row in enumerate(matrix):
                 lines.append(f"    path {i}: " + " ".join(f"{v:6.3f}" for v in row))
+    if result.gate_stats:
+        lines.append(f"\ngate statistics over the test images (skewed: one gate above {SKEW_THRESHOLD} on average; entropy of the "
+                     "mean gating vector, 1 = paths used evenly; 5-95% range of each gate)")
+        for s in result.gate_stats:
+            ranges = " ".join(f"{lo:.2f}-{hi:.2f}" for lo, hi in zip(s["low"], s["high"]))
+            lines.append(f"  {s['router']} path {s['incoming']}: entropy {s['entropy']:.3f}{'  SKEWED' if s['skewed'] else ''}  range {ranges}")
+        summary = summarize_gate_statistics(result.gate_stats)
+        lines.append(f"  {100 * summary['skewed_share']:.0f}% of {len(result.gate_stats)} gating vectors skewed, mean entropy {summary['entropy']:.3f}")
     return "\n".join(lines)
 

@@ -39,6 +39,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from routemix.errors import RoutemixError, unknown_name
+from routemix.losses.gates import DEFAULT_WEIGHT as DEFAULT_GATE_WEIGHT
+from routemix.losses.gates import SCOPES as GATE_REG_SCOPES
+from routemix.metrics import gate_statistics, summarize_gate_statistics
+from routemix.nn.gates import GateTrace
 from routemix.models.basecnn import ensemble_log_probs
 from routemix.train.common import accelerator_for, make_trainer, resume_checkpoint, torch_device
 from routemix.train.evaluate import EvalResult, batch_metrics, build_classifier, check_classifier_name, classify, evaluate_model, gate_log_keys, save_classifier
@@ -63,7 +67,13 @@ class ClassifierModule(L.LightningModule):
     ``val/loss``, ``val/top1_error``, ``val/top5_error`` (K >= 5); and for routed models the mean
     gates ``train/gate/{router}/{i}_{j}`` (augmented training images, training mode) and
     ``val/gate/{router}/{i}_{j}`` (test images, eval mode, what ``routemix eval`` reports): the
-    epoch mean of ``gates[router].mean(0)``, a (P_in, P_out) matrix whose rows sum to 1.
+    epoch mean of ``gates[router].mean(0)``, a (P_in, P_out) matrix whose rows sum to 1; and the
+    gate statistics of :func:`routemix.metrics.summarize_gate_statistics` over the validation
+    set, ``val/gate_skewed_share``, ``val/gate_entropy``, ``val/gate_spread``, ``val/gate_minority_high``.
+
+    ``gate_regularizer`` (a :class:`~routemix.losses.gates.GateClusteringLoss`) adds
+    ``gate_weight`` times the NMM-EM loss of the gates' relevance scores to the task loss (thesis
+    ch. 5.1); ``train/loss`` is then the sum, ``train/task_loss`` and ``train/gate_loss`` its parts.
     """
 
     def __init__(
@@ -75,9 +85,13 @@ class ClassifierModule(L.LightningModule):
         weight_decay: float = CIFAR_WEIGHT_DECAY,
         milestones: tuple[int, ...] | list[int] = (80, 150),
         gamma: float = 0.1,
+        gate_regularizer: nn.Module | None = None,
+        gate_weight: float = DEFAULT_GATE_WEIGHT,
     ) -> None:
         super().__init__()
         self.model = model
+        self.gate_regularizer, self.gate_weight = gate_regularizer, gate_weight
+        self._val_gates: dict[str, list[Tensor]] = {}
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.milestones, self.gamma = list(milestones), gamma
 
@@ -91,8 +105,17 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         images, labels = batch
-        logits, gates = self.model(images, return_gates=True)
-        loss = classification_loss(logits, labels)
+        if self.gate_regularizer is None:
+            logits, gates = self.model(images, return_gates=True)
+            loss = classification_loss(logits, labels)
+        else:
+            with GateTrace(self.model) as trace:
+                logits = self.model(images)
+            gates = dict(trace.gates)
+            task_loss, gate_loss = classification_loss(logits, labels), self.gate_regularizer(trace.scores)
+            loss = task_loss + self.gate_weight * gate_loss
+            self.log_dict({"train/task_loss": task_loss.detach(), "train/gate_loss": gate_loss.detach()},
+                          on_step=False, on_epoch=True, batch_size=len(labels))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at step {self.global_step}; lower the learning rate.")
         prediction = ensemble_log_probs(logits) if logits.dim() == 3 else logits
@@ -111,6 +134,16 @@ class ClassifierModule(L.LightningModule):
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
         if gates:
             self.log_dict(gate_log_keys(gates, "val"), on_step=False, on_epoch=True, batch_size=len(labels))
+            for name, g in gates.items():
+                self._val_gates.setdefault(name, []).append(g.detach().float().cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_gates:
+            return
+        gates = {name: torch.cat(parts) for name, parts in self._val_gates.items()}
+        self._val_gates.clear()
+        summary = summarize_gate_statistics(gate_statistics(gates))
+        self.log_dict({f"val/gate_{key}": value for key, value in summary.items()}, on_epoch=True)
 
 
 def fit(
@@ -163,6 +196,10 @@ class TrainConfig:
     limit: int | None = None  # first N training images (quick runs)
     limit_test: int | None = None  # first N test images
     workers: int | None = None  # DataLoader workers for imagenet (default: min(8, CPUs))
+    gate_reg: str = "none"  # none, local (thesis ch. 5.1) or global (ch. 5.2): routemix.losses.gates
+    gate_reg_weight: float = DEFAULT_GATE_WEIGHT
+    gate_reg_priors: bool = True  # cluster priors in the gates' NMM-EM loss (ch. 5.1 recommends them)
+    gate_reg_routers: str | None = None  # comma-separated shell patterns of gate networks (default: all)
     device: str = "auto"
     progress: bool = True
     resume: bool = False
@@ -175,6 +212,7 @@ _FIELD_TYPES = {
     "weight_decay": float, "milestones": list, "gamma": float, "seed": int, "classes": int,
     "image_size": int, "ten_crop": bool, "data_dir": str, "download": bool, "limit": int,
     "limit_test": int, "workers": int, "device": str, "progress": bool, "run_dir": str,
+    "gate_reg": str, "gate_reg_weight": float, "gate_reg_priors": bool, "gate_reg_routers": str,
 }
 CONFIG_KEYS = tuple(_FIELD_TYPES)  # what a YAML config may set
 
@@ -262,6 +300,10 @@ def validate_config(cfg: TrainConfig) -> None:
     milestones = cfg.milestones or []
     if any(m < 1 for m in milestones) or milestones != sorted(set(milestones)):
         raise RoutemixError(f"milestones must be increasing positive epochs, got {milestones}.")
+    if cfg.gate_reg not in ("none", *GATE_REG_SCOPES):
+        raise RoutemixError(f"gate_reg must be none, {' or '.join(GATE_REG_SCOPES)}, got {cfg.gate_reg!r}.")
+    if not cfg.gate_reg_weight >= 0:
+        raise RoutemixError(f"gate_reg_weight must be non-negative, got {cfg.gate_reg_weight}.")
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise RoutemixError(f"device must be auto, cpu or cuda, got {cfg.device!r}.")
 
@@ -285,6 +327,23 @@ def resolve_config(overrides: dict[str, Any], config_file: str | None = None) ->
         raise RoutemixError(f"--resume: {overrides['run_dir']} was trained on {saved['dataset']}, not {settings.get('dataset')}.")
     cfg = TrainConfig(**{k: v for k, v in settings.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
     return cfg
+
+
+def gate_regularizer_for(cfg: TrainConfig, model: nn.Module) -> nn.Module | None:
+    """The gate regulariser ``cfg`` asks for (None for ``gate_reg="none"``), with a clear error for
+    a model without routers or router patterns that match nothing."""
+    from routemix.losses.gates import GateClusteringLoss, gate_networks
+
+    if cfg.gate_reg == "none":
+        return None
+    patterns = [p.strip() for p in cfg.gate_reg_routers.split(",") if p.strip()] if cfg.gate_reg_routers else None
+    try:
+        gates = gate_networks(model, patterns)
+    except ValueError as error:
+        raise RoutemixError(f"--gate-reg-routers: {error}") from None
+    if not gates:
+        raise RoutemixError(f"--gate-reg {cfg.gate_reg}: model {cfg.model} has no router to regularise; use a routed model such as basecnn_2cc.")
+    return GateClusteringLoss(gates, scope=cfg.gate_reg, priors=cfg.gate_reg_priors)
 
 
 @dataclass
@@ -324,7 +383,8 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     cfg.run_dir = str(run_dir)
     write_json(run_dir / "config.json", asdict(cfg))
 
-    module = ClassifierModule(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, milestones=cfg.milestones, gamma=cfg.gamma)
+    module = ClassifierModule(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, milestones=cfg.milestones,
+                              gamma=cfg.gamma, gate_regularizer=gate_regularizer_for(cfg, model), gate_weight=cfg.gate_reg_weight)
     start = time.perf_counter()
     fit(module, datamodule, max_epochs=cfg.epochs, run_dir=run_dir, progress=cfg.progress, accelerator=accelerator_for(cfg.device), resume=cfg.resume)
     seconds = time.perf_counter() - start
