@@ -205,6 +205,45 @@ def check_data_fits(state: dict[str, Any], network: nn.Module, datamodule, where
         raise RoutemixError(f"{where}: model {name} has {state['num_classes']} classes, {datamodule.dataset_name} has {datamodule.num_classes}.")
 
 
+def test_datamodule(
+    state: dict[str, Any],
+    network: nn.Module,
+    *,
+    where: str,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    download: bool = False,
+    batch_size: int = 256,
+    limit: int | None = None,
+    classes: int | None = None,
+    image_size: int | None = None,
+    ten_crop: bool = False,
+    workers: int | None = None,
+):
+    """The test split a classifier checkpoint is evaluated (or drawn) on, set up and checked to fit
+    the network. The dataset, data root, class subset and image size default to those it was
+    trained with; ``where`` names the checkpoint in errors."""
+    from routemix.data.classification import ClassificationDataModule
+
+    config = state.get("config") or {}
+    dataset = dataset or config.get("dataset")
+    if dataset is None:
+        raise RoutemixError(f"{where} does not say which dataset it was trained on: pass --dataset.")
+    same = dataset == config.get("dataset")
+    datamodule = ClassificationDataModule(
+        dataset, data_dir=data_dir or (config.get("data_dir") if same else None), download=download,
+        batch_size=batch_size, eval_batch_size=batch_size, limit_test=limit,
+        classes=classes if classes is not None else (config.get("classes") if same else None),
+        image_size=image_size or state["input_size"] or config.get("image_size") or 224,
+        ten_crop=ten_crop, num_workers=workers,
+    )
+    if state["in_channels"] != datamodule.in_channels:  # before loading anything
+        check_data_fits(state, network, datamodule, where)
+    datamodule.setup("test")
+    check_data_fits(state, network, datamodule, where)
+    return datamodule
+
+
 def evaluate_checkpoint(
     path: str | os.PathLike,
     *,
@@ -223,26 +262,14 @@ def evaluate_checkpoint(
 ) -> tuple[EvalResult, dict[str, Any]]:
     """Evaluate a ``model.pt`` (or run directory) on a dataset's test split; the dataset, data root,
     class subset and image size default to those the model was trained with."""
-    from routemix.data.classification import ClassificationDataModule
     from routemix.train.common import torch_device
 
     network, state = load_classifier(path, model=model)
-    config = state.get("config") or {}
-    dataset = dataset or config.get("dataset")
-    if dataset is None:
-        raise RoutemixError(f"{_checkpoint_path(path)} does not say which dataset it was trained on: pass --dataset.")
-    same = dataset == config.get("dataset")
-    datamodule = ClassificationDataModule(
-        dataset, data_dir=data_dir or (config.get("data_dir") if same else None), download=download,
-        batch_size=batch_size, eval_batch_size=batch_size, limit_test=limit,
-        classes=classes if classes is not None else (config.get("classes") if same else None),
-        image_size=image_size or state["input_size"] or config.get("image_size") or 224,
-        ten_crop=ten_crop, num_workers=workers,
+    datamodule = test_datamodule(
+        state, network, where=f"checkpoint {_checkpoint_path(path)}", dataset=dataset, data_dir=data_dir,
+        download=download, batch_size=batch_size, limit=limit, classes=classes, image_size=image_size,
+        ten_crop=ten_crop, workers=workers,
     )
-    if state["in_channels"] != datamodule.in_channels:  # before loading anything
-        check_data_fits(state, network, datamodule, f"checkpoint {_checkpoint_path(path)}")
-    datamodule.setup("test")
-    check_data_fits(state, network, datamodule, f"checkpoint {_checkpoint_path(path)}")
     result = evaluate_model(network, datamodule, ten_crop=ten_crop, device=torch_device(device), progress=progress)
     return result, state
 

@@ -119,9 +119,8 @@ def load_for_figures(
     split it is drawn with: by default the dataset, data root, class subset and image size it was
     trained with, read and normalised as ``routemix eval`` does. ``routed=True``: a model without
     routers is an error (before any data is read)."""
-    from routemix.data.classification import ClassificationDataModule
     from routemix.train.common import torch_device
-    from routemix.train.evaluate import check_data_fits, load_classifier
+    from routemix.train.evaluate import load_classifier, test_datamodule
 
     path = _checkpoint_file(checkpoint)
     network, state = load_classifier(path)
@@ -131,21 +130,8 @@ def load_for_figures(
         check_routed(network, state["model"])
     if not data:
         return loaded
-    config = state.get("config") or {}
-    name = dataset or config.get("dataset")
-    if name is None:
-        raise RoutemixError(f"{path} does not say which dataset it was trained on: pass --dataset.")
-    same = name == config.get("dataset")
-    datamodule = ClassificationDataModule(
-        name, data_dir=data_dir or (config.get("data_dir") if same else None), batch_size=EVAL_BATCH,
-        eval_batch_size=EVAL_BATCH, limit_test=limit, classes=config.get("classes") if same else None,
-        image_size=state["input_size"] or config.get("image_size") or 224,
-    )
-    where = f"checkpoint {path}"
-    if state["in_channels"] != datamodule.in_channels:  # before reading any data
-        check_data_fits(state, network, datamodule, where)
-    datamodule.setup("test")
-    check_data_fits(state, network, datamodule, where)
+    datamodule = test_datamodule(state, network, where=f"checkpoint {path}", dataset=dataset, data_dir=data_dir,
+                                 batch_size=EVAL_BATCH, limit=limit)
     import torch
 
     batches = list(datamodule.eval_dataloader())
