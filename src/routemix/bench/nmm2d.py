@@ -136,19 +136,18 @@ def run_study(data_dir=None, *, seed: int = 0, epochs: int = 10, cnn_epochs: int
 @torch.no_grad()
 def plot_contours(result: Study2DResult, path: str | Path) -> Path:
     """Fig. 4.5: density contours ``sigmoid(a*/gamma)`` of three clusters, without (top) and with
-    (bottom) relevance-score normalisation, over the 2-D points."""
+    (bottom) relevance-score normalisation, over the 2-D points (panels drawn by
+    :func:`routemix.viz.clusters.draw_density`, as ``routemix viz cluster-density`` draws them)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from routemix.viz.clusters import draw_density, plane_grid
+
     points = result.points
-    low, high = points.min(axis=0), points.max(axis=0)
-    pad = 0.05 * (high - low)
-    xs = np.linspace(low[0] - pad[0], high[0] + pad[0], 200)
-    ys = np.linspace(low[1] - pad[1], high[1] + pad[1], 200)
-    grid_x, grid_y = np.meshgrid(xs, ys)
-    grid = torch.as_tensor(np.stack([grid_x.ravel(), grid_y.ravel()], axis=1), dtype=torch.float32)
+    grid_x, grid_y, grid = plane_grid(points)
+    grid = torch.as_tensor(grid)
     rows = [("none", "(a) without normalising relevance scores"), ("batch", "(b) with normalised relevance scores")]
     fig, axes = plt.subplots(2, len(SHOWN_CLUSTERS), figsize=(12, 7.5), constrained_layout=True)
     subsample = np.random.default_rng(0).choice(len(points), min(3000, len(points)), replace=False)
@@ -159,13 +158,11 @@ def plot_contours(result: Study2DResult, path: str | Path) -> Path:
         density = torch.sigmoid(normalized / loss.gamma).numpy()[:, list(SHOWN_CLUSTERS)]
         levels = np.linspace(density.min(), density.max(), 21)  # one colour scale per row
         for col, cluster in enumerate(SHOWN_CLUSTERS):
-            ax = axes[row, col]
-            contour = ax.contourf(grid_x, grid_y, density[:, col].reshape(grid_x.shape), levels=levels, cmap="viridis")
-            ax.scatter(points[subsample, 0], points[subsample, 1], s=1, c="white", alpha=0.3, linewidths=0)
             mean = result.runs[normalization]["density_means"][cluster]
-            ax.set_title(f"cluster {cluster + 1}  (batch mean of h: {mean:.3f})", fontsize=10)
-            ax.set_xlabel("x1")
-            ax.set_ylabel("x2")
+            contour = draw_density(
+                axes[row, col], grid_x, grid_y, density[:, col], points[subsample], levels=levels,
+                title=f"cluster {cluster + 1}  (batch mean of h: {mean:.3f})",
+            )
         axes[row, 0].annotate(title, xy=(0, 1.12), xycoords="axes fraction", fontsize=11, fontweight="bold")
         fig.colorbar(contour, ax=axes[row, :], shrink=0.9, format="%.2f", label="h_j(x) = sigmoid(a*_j / gamma)")
     fig.suptitle(f"Fig. 4.5 reproduction: cluster densities on {result.source}", fontsize=12)
