@@ -326,7 +326,7 @@ def plane_grid(points: np.ndarray, resolution: int = 200, pad: float = 0.05):
 
 def draw_density(ax, grid_x, grid_y, density: np.ndarray, points: np.ndarray, *, levels, title: str):
     """Fig. 4.5 panel: filled contours of one cluster's density over the plane, points on top."""
-    contour = ax.contourf(grid_x, grid_y, density.reshape(grid_x.shape), levels=levels, cmap="viridis")
+    contour = ax.contourf(grid_x, grid_y, density.reshape(grid_x.shape), levels=levels, cmap="viridis", extend="both")
     ax.scatter(points[:, 0], points[:, 1], s=1.5, c="white", alpha=0.35, linewidths=0)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("x1")
@@ -399,7 +399,10 @@ def draw_cluster_density(args: argparse.Namespace) -> list[Path]:
         title="(Fig. 4.4b) assignments: argmax posterior",
     )
     density = on_grid["density"][:, clusters]
-    levels = np.linspace(density.min(), density.max(), 21)  # one colour scale for every panel
+    # one colour scale for every panel, spanning the densities at the data points: far from the data
+    # the densities run on to extremes that would leave the data region in one colour
+    at_data = on_data["density"][:, clusters]
+    levels = np.linspace(at_data.min(), max(at_data.max(), at_data.min() + 1e-6), 21)
     data_mean = on_data["density"].mean(axis=0)
     from mpl_toolkits.axes_grid1 import make_axes_locatable
 
@@ -415,7 +418,7 @@ def draw_cluster_density(args: argparse.Namespace) -> list[Path]:
     fig.suptitle(f"Cluster densities of NMM-EM on {dataset.name} (thesis Fig. 4.4b, 4.5)", fontsize=12)
     caption = (
         f"First panel: each point coloured by its cluster over the most probable cluster of the plane; then density contours of clusters "
-        f"{', '.join(map(str, clusters))} (running statistics, eq. 4.11-4.12; shared colour scale). {run.describe(dataset)}."
+        f"{', '.join(map(str, clusters))} (running statistics, eq. 4.11-4.12; one colour scale spanning the densities at the data points). {run.describe(dataset)}."
     )
     return save_figure(fig, args.out / "cluster-density", caption, args.formats)
 
