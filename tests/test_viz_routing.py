@@ -128,7 +128,8 @@ def test_gate_max_function_and_the_synthesis_raises_its_objective(checkpoints, t
     loaded = routing.load_for_figures(checkpoints["basecnn_2cc"], limit=2, device="cpu")
     gate = "layers.route3.gate"
     _, start, _ = routing.synthesize_gate_input(loaded, gate, 0, 1, steps=0)
-    image, end, value = routing.synthesize_gate_input(loaded, gate, 0, 1, steps=25, blur=0)
+    # unregularised, so the score alone moves: on this untrained network the L2 pull towards grey outweighs it
+    image, end, value = routing.synthesize_gate_input(loaded, gate, 0, 1, steps=25, blur=0, l2=0)
     assert end > start and 0 <= value <= 1
     assert image.shape == (1, 32, 32) and 0 <= float(image.min()) and float(image.max()) <= 1
     assert all(p.requires_grad for p in loaded.network.parameters())  # unfrozen again

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from routemix.errors import RoutemixError
-from routemix.viz.common import Figure, new_figure, save_figure
+from routemix.viz.common import Figure, new_figure, save_figure, synthesize_inputs
 
 # methods whose network ends in K output scores (a softmax, or NMM-EM's eq. 4.20, follows)
 SCORE_METHODS = ("nmm", "iic", "ddc")
@@ -483,39 +483,7 @@ def draw_tsne(args: argparse.Namespace) -> list[Path]:
     return save_figure(fig, args.out / "tsne", caption, args.formats)
 
 
-# --- gradient ascent on the input (Simonyan et al. 2014, thesis [87]) ---------------------------
-
-
-def synthesize_inputs(objective: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...], *, steps: int = 200, lr: float = 0.05,
-                      l2: float = 1e-3, jitter: int = 1, blur_every: int = 4, blur_sigma: float = 0.5, seed: int = 0,
-                      device: torch.device | str = "cpu") -> torch.Tensor:
-    """Inputs (N, C, H, W) in [0, 1] that maximise ``objective(x)`` (N values, one per input).
-
-    Gradient ascent from a random grey image with the network frozen (thesis [87], Simonyan et al.
-    2014), Adam with step ``lr``. Regularisation, for readable images: the L2 penalty of [87]
-    (``l2 * ||x - 0.5||²``, pulling towards mid-grey), pixels clipped to [0, 1] after each step,
-    a random shift of up to ``jitter`` pixels before each step and a Gaussian blur
-    (``blur_sigma``) every ``blur_every`` steps (both as Yosinski et al. 2015), which suppress the
-    high-frequency patterns the Sobel input would otherwise amplify.
-    """
-    from kornia.filters import gaussian_blur2d
-
-    generator = torch.Generator().manual_seed(seed)
-    x = (0.5 + 0.1 * torch.randn(shape, generator=generator)).clamp(0, 1).to(device).requires_grad_(True)
-    optimizer = torch.optim.Adam([x], lr=lr)
-    with torch.enable_grad():
-        for step in range(steps):
-            optimizer.zero_grad()
-            shift = torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist() if jitter else [0, 0]
-            value = objective(torch.roll(x, shifts=tuple(shift), dims=(-2, -1)))
-            loss = -value.sum() + l2 * (x - 0.5).pow(2).sum()
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                if blur_every and (step + 1) % blur_every == 0 and step + 1 < steps:
-                    x.copy_(gaussian_blur2d(x, (3, 3), (blur_sigma, blur_sigma)))
-                x.clamp_(0, 1)
-    return x.detach().cpu()
+# --- gradient ascent on the input: routemix.viz.common.synthesize_inputs -----------------------
 
 
 def _synthesis_channels(run: ClusterRun, channels: int) -> int:
@@ -569,6 +537,7 @@ def draw_cluster_top(args: argparse.Namespace) -> list[Path]:
     synthetic = synthesize_inputs(
         lambda x: run.scores(x)[torch.arange(len(chosen), device=run.device), chosen],
         (len(clusters), _synthesis_channels(run, channels), height, width), steps=args.steps, seed=args.seed, device=run.device,
+        network=run.network,
     )
     fig, axes = new_figure(len(clusters), top + 1, figsize=(1.15 * (top + 1) + 1.4, 1.3 * len(clusters) + 1.2), squeeze=False)
     labels = None if dataset.labels is None else np.asarray(dataset.labels)[subset]
@@ -645,7 +614,7 @@ def _maximise_filters(run: ClusterRun, conv: nn.Conv2d, filters: list[int], shap
         return captured["out"][torch.arange(len(filters), device=run.device), index].mean(dim=(1, 2))
 
     try:
-        return synthesize_inputs(objective, (len(filters), *shape), steps=steps, seed=seed, device=run.device)
+        return synthesize_inputs(objective, (len(filters), *shape), network=run.network, steps=steps, seed=seed, device=run.device)
     finally:
         handle.remove()
 

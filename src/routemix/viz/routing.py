@@ -25,10 +25,10 @@ Choices the thesis leaves open:
   (the input of a one-to-many router) is the only tensor of its layer, so it is 1.
 - Gate maximisation (Fig. 3.8) follows Simonyan et al. (2013, the thesis' [87]): gradient ascent on
   the gate's relevance score ``A_ij`` before the softmax (eq. 3.4), the network frozen in eval mode.
-  We start from small Gaussian noise around the mean image (std 0.1 in normalised units), take Adam
-  steps (lr 0.05) on ``A_ij - l2 * mean(x^2)`` (``--l2``, default 0.01), blur the image with a
-  Gaussian of ``--blur`` pixels (default 0.5) every 4 steps to suppress high-frequency patterns
-  (Yosinski et al. 2015), and clip it to the valid pixel range after every step. Raising ``A_ij``
+  The ascent and its regularisation are those of every synthesised image in routemix
+  (:func:`routemix.viz.common.synthesize_inputs`: noise around mid-grey, Adam, an L2 pull towards
+  grey (``--l2``), one-pixel jitter, a Gaussian blur of ``--blur`` pixels every 4 steps, pixels
+  clipped to [0, 1]). Raising ``A_ij``
   can raise the other scores of its row too, so the gate itself may end lower than the best test
   images' (seen on a briefly trained BaseCNN-2-CC); ``--objective gate`` ascends ``log g_ij``
   instead, the score less the log-sum-exp of its row.
@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from routemix.errors import RoutemixError
-from routemix.viz.common import FORMATS, Figure, new_figure, save_figure
+from routemix.viz.common import FORMATS, Figure, new_figure, save_figure, synthesize_inputs
 
 if TYPE_CHECKING:
     import numpy as np
@@ -246,63 +246,37 @@ def synthesize_gate_input(
     outgoing: int,
     *,
     steps: int = 300,
-    lr: float = 0.05,
-    l2: float = 0.01,
+    l2: float = 1e-3,
     blur: float = 0.5,
-    blur_every: int = 4,
     seed: int = 0,
     objective: str = "score",
 ) -> tuple["Tensor", float, float]:
     """An input that maximises gate (``incoming``, ``outgoing``) (0-based) of ``gate`` (Fig. 3.8, after
-    Simonyan et al. 2013): gradient ascent with the network frozen on its score ``A_ij`` before the
-    softmax (``objective="score"``, the thesis') or on ``log g_ij`` (``"gate"``, the score minus the
-    log-sum-exp of its row, which cannot rise by raising every score of the row), with the
-    regularisation of the module docstring. Returns the image (C, H, W) in [0, 1], its score and
-    its gate value."""
+    Simonyan et al. 2013): gradient ascent (:func:`routemix.viz.common.synthesize_inputs`) with the
+    network frozen on its score ``A_ij`` before the softmax (``objective="score"``, the thesis') or
+    on ``log g_ij`` (``"gate"``, the score minus the log-sum-exp of its row, which cannot rise by
+    raising every score of the row). Returns the image (C, H, W) in [0, 1], its score and its gate
+    value."""
     import torch
-    from torchvision.transforms.v2.functional import gaussian_blur
 
     from routemix.nn.gates import GateTrace
 
     if objective not in OBJECTIVES:
         raise RoutemixError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}.")
-    network, spec = loaded.network, loaded.datamodule.spec
-    shape = tuple(loaded.images.shape[1:])
-    mean = torch.tensor(spec.mean, device=loaded.device).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std, device=loaded.device).view(1, -1, 1, 1)
-    low, high = (0 - mean) / std, (1 - mean) / std  # the valid pixel range in normalised units
-    generator = torch.Generator().manual_seed(seed)
-    x = (0.1 * torch.randn(1, *shape, generator=generator)).to(loaded.device).requires_grad_()
-    optimizer = torch.optim.Adam([x], lr=lr)
-    kernel = 2 * math.ceil(2 * blur) + 1
-    frozen = [p.requires_grad for p in network.parameters()]
-    for p in network.parameters():
-        p.requires_grad_(False)
+    network = loaded.network.eval()
 
-    def score_of(image):
+    def gate_of(pixels):  # pixels in [0, 1] -> (score, log gate, gate) of the chosen gate
         with GateTrace(network) as trace:
-            network(image)
-        scores = trace.scores[gate][0, incoming]
-        target = scores[outgoing] if objective == "score" else torch.log_softmax(scores, -1)[outgoing]
-        return target, scores[outgoing], trace.gates[gate][0, incoming, outgoing]
+            network(loaded.prepare(pixels))
+        scores = trace.scores[gate][:, incoming]
+        return scores[:, outgoing], torch.log_softmax(scores, -1)[:, outgoing], trace.gates[gate][:, incoming, outgoing]
 
-    try:
-        network.eval()
-        for step in range(steps):
-            optimizer.zero_grad()
-            target, _, _ = score_of(x)
-            (-target + l2 * x.pow(2).mean()).backward()
-            optimizer.step()
-            with torch.no_grad():
-                if blur > 0 and (step + 1) % blur_every == 0:
-                    x.copy_(gaussian_blur(x, [kernel, kernel], [blur, blur]))
-                x.copy_(torch.maximum(torch.minimum(x, high), low))
-        with torch.no_grad():
-            _, score, value = score_of(x)
-    finally:
-        for p, flag in zip(network.parameters(), frozen):
-            p.requires_grad_(flag)
-    return (x.detach() * std + mean)[0].clamp(0, 1).cpu(), float(score), float(value)
+    target = 0 if objective == "score" else 1
+    image = synthesize_inputs(lambda x: gate_of(x)[target], (1, *loaded.images.shape[1:]), network=network, steps=steps,
+                              l2=l2, blur_sigma=blur, seed=seed, device=loaded.device)
+    with torch.no_grad():
+        score, _, value = gate_of(image.to(loaded.device))
+    return image[0], float(score), float(value)
 
 
 # --- routing diagram (Fig. 3.7) ------------------------------------------------------------------
@@ -598,7 +572,7 @@ def gate_max(
     outgoing: int = 1,
     count: int = 10,
     steps: int = 300,
-    l2: float = 0.01,
+    l2: float = 1e-3,
     blur: float = 0.5,
     seed: int = 0,
     objective: str = "score",
@@ -869,7 +843,7 @@ def _gate_max_arguments(parser: argparse.ArgumentParser) -> None:
     _gate_arguments(parser)
     parser.add_argument("--count", type=int, default=10, help="images in each row (default 10)")
     parser.add_argument("--steps", type=int, default=300, help="Adam steps of the synthesised input (default 300)")
-    parser.add_argument("--l2", type=float, default=0.01, help="L2 penalty on the synthesised input (default 0.01)")
+    parser.add_argument("--l2", type=float, default=1e-3, help="L2 penalty on the synthesised input's distance from grey (default 0.001)")
     parser.add_argument("--blur", type=float, default=0.5, help="Gaussian blur in pixels every 4 steps, 0 for none (default 0.5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthesised input's noise (default 0)")
     parser.add_argument("--objective", choices=OBJECTIVES, default="score",
