@@ -178,14 +178,14 @@ def format_markdown(rows: list[dict]) -> str:
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         table = [r for r in rows if r["dataset"] == dataset]
         parts.append(f"**{dataset}** ({table[0]['n_samples']} samples)\n")
-        parts.append("| method | ACC | NMI | ARI | epochs | s/fit | fit MB | paper ACC | paper NMI |")
-        parts.append("|---|---|---|---|---|---|---|---|---|")
+        parts.append("| method | seeds | ACC | NMI | ARI | epochs | s/fit | fit MB | paper ACC | paper NMI |")
+        parts.append("|---|---|---|---|---|---|---|---|---|---|")
         for r in table:
             mark = ""
             if r["paper_source"]:
                 mark = f" [{sources.setdefault(r['paper_source'], len(sources) + 1)}]"
             parts.append(
-                f"| {r['method']} | {r['acc']:.3f} ± {r['acc_std']:.3f} | {r['nmi']:.3f} ± {r['nmi_std']:.3f} | "
+                f"| {r['method']} | {r['seeds']} | {r['acc']:.3f} ± {r['acc_std']:.3f} | {r['nmi']:.3f} ± {r['nmi_std']:.3f} | "
                 f"{r['ari']:.3f} ± {r['ari_std']:.3f} | {r['epochs'] if r['epochs'] is not None else '-'} | "
                 f"{r['seconds']:.1f} | {r['fit_mb']:.0f} | {_cell(r['paper_acc'])}{mark} | {_cell(r['paper_nmi'])} |"
             )
