@@ -103,7 +103,7 @@ def hdbscan_labels(embedding: np.ndarray) -> np.ndarray:
     """Sec. 4.4.3: HDBSCAN with the Manhattan metric, ``min_cluster_size = N/50`` (at least 2)
     and ``"leaf"`` cluster selection. Labels ``0..K-1``; ``-1`` marks noise points."""
     min_size = max(2, len(embedding) // 50)
-    return HDBSCAN(min_cluster_size=min_size, metric="manhattan", cluster_selection_method="leaf").fit(embedding).labels_
+    return HDBSCAN(min_cluster_size=min_size, metric="manhattan", cluster_selection_method="leaf", copy=True).fit(embedding).labels_
 
 
 def gmm_posteriors(embedding: np.ndarray, n_clusters: int, random_state: int) -> np.ndarray:
