@@ -111,7 +111,7 @@ def test_regulariser_alone_makes_a_gate_cluster_its_inputs():
     assert max(agreement, 1 - agreement) > 0.95
 
 
-def test_training_with_the_regulariser_logs_both_losses_and_changes_only_through_the_gates(tmp_path):
+def test_training_with_the_regulariser_logs_both_losses_and_changes_the_gates(tmp_path):
     def trained(regularizer):
         torch.manual_seed(0)
         model = create_model("basecnn_2cc", num_classes=10, in_channels=3, input_size=8)
