@@ -239,6 +239,15 @@ def score_test_images(loaded: LoadedClassifier, gate: str) -> "Tensor":
     return batched_inference(loaded.network, scores, loaded.images, batch_size=EVAL_BATCH)
 
 
+def chosen_gate_values(loaded: LoadedClassifier, router: str | None, incoming: int, outgoing: int):
+    """The gate a figure draws, as ``(order, gate, i, j, values)``: the gate networks in the order they
+    run, the chosen one's name, its 0-based (i, j), and that gate's value on every test image (N,)."""
+    order = gate_order(loaded)
+    gate = resolve_gate(router, order)
+    i, j = check_gate_index(loaded, gate, incoming, outgoing)
+    return order, gate, i, j, score_test_images(loaded, gate).softmax(-1)[:, i, j]
+
+
 def synthesize_gate_input(
     loaded: LoadedClassifier,
     gate: str,
@@ -590,10 +599,7 @@ def gate_max(
     if count < 1 or steps < 0:
         raise RoutemixError(f"--count must be at least 1 and --steps at least 0, got {count} and {steps}.")
     loaded = load_for_figures(checkpoint, dataset=dataset, data_dir=data_dir, limit=limit, device=device, routed=True)
-    order = gate_order(loaded)
-    gate = resolve_gate(router, order)
-    i, j = check_gate_index(loaded, gate, incoming, outgoing)
-    values = score_test_images(loaded, gate).softmax(-1)[:, i, j]
+    order, gate, i, j, values = chosen_gate_values(loaded, router, incoming, outgoing)
     count = min(count, len(values) // 2) or 1
     ranked = values.argsort(descending=True)
     rows = (("highest", ranked[:count]), ("lowest", ranked.flip(0)[:count]))
@@ -663,10 +669,8 @@ def gate_hist(
     bad = [c for c in classes if not 0 <= c < num_classes]
     if bad or not classes:
         raise RoutemixError(f"--classes {','.join(map(str, classes))}: {loaded.model} has classes 0 to {num_classes - 1}.")
-    order = gate_order(loaded)
-    gate = resolve_gate(router, order)
-    i, j = check_gate_index(loaded, gate, incoming, outgoing)
-    values = score_test_images(loaded, gate).softmax(-1)[:, i, j].numpy()
+    order, gate, i, j, values = chosen_gate_values(loaded, router, incoming, outgoing)
+    values = values.numpy()
     labels = loaded.labels.numpy()
     chosen = [values[labels == c] for c in classes]
     if not any(len(v) for v in chosen):
