@@ -152,6 +152,23 @@ def _cmd_bench_gates(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_sparse(args: argparse.Namespace) -> int:
+    from routemix.bench.sparse import VARIANTS, format_table, model_for, run, summarize, time_steps
+
+    variants = tuple(v.strip() for v in args.variants.split(",")) if args.variants else tuple(VARIANTS)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise RoutemixError(f"bench sparse compares {', '.join(VARIANTS)}; not {', '.join(unknown)}.")
+    if args.paths not in (2, 4, 8) or args.k not in (1, 2):
+        raise RoutemixError(f"bench sparse needs --paths 2, 4 or 8 and --k 1 or 2 (the registered sparse models); got {args.paths} and {args.k}.")
+    results = run(data_dir=args.data_dir, paths=args.paths, k=args.k, seeds=tuple(_parse_seeds(args.seeds)), variants=variants,
+                  epochs=args.epochs, train_images=args.train_images, test_images=args.test_images, weight=args.weight,
+                  out=args.out, progress=not args.no_progress)
+    timings = None if args.no_timing else time_steps(sorted({model_for(v, args.paths, args.k) for v in variants}))
+    print(format_table(summarize(results, timings), args.paths))
+    return 0
+
+
 def _cmd_bench_clustering(args: argparse.Namespace) -> int:
     from routemix.bench.clustering import BUDGETS, DATASETS, format_markdown, run, summarize, write_tables
     from routemix.cluster.registry import METHODS
@@ -315,9 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=("auto", "cpu", "cuda"))
     train.add_argument("--run-dir", help="output directory (default: runs/train-MODEL-DATASET-TIME)")
     train.add_argument("--resume", action="store_true", default=None, help="continue from RUN_DIR/checkpoints/last.ckpt")
-    train.add_argument("--gate-reg", choices=("none", "local", "global"),
+    train.add_argument("--gate-reg", choices=("none", "local", "global", "balance"),
                        help="regularise the routers' gates with the NMM-EM loss: local (thesis ch. 5.1, one mixture per "
-                            "gating vector) or global (ch. 5.2, one per router); default none")
+                            "gating vector) or global (ch. 5.2, one per router); or balance, the load-balancing loss of "
+                            "sparse mixtures of experts (for sparse_basecnn_*); default none")
     train.add_argument("--gate-reg-weight", type=float, help="weight of the gate loss against the task loss (default 0.01, ch. 5.1)")
     train.add_argument("--gate-reg-priors", action=argparse.BooleanOptionalAction, default=None,
                        help="learn cluster priors in the gate loss (default: yes, as ch. 5.1 recommends)")
@@ -391,6 +409,21 @@ def build_parser() -> argparse.ArgumentParser:
     gates.add_argument("--out", default="runs/bench-gates.json", help="results, appended run by run (a rerun continues); the figure goes beside it")
     gates.add_argument("--no-progress", action="store_true")
     gates.set_defaults(handler=_cmd_bench_gates)
+
+    sparse = benches.add_parser("sparse", help="sec. 5.3: sparse top-k routing by clustering vs soft routing vs a load-balancing loss")
+    sparse.add_argument("--data-dir", help="root holding FashionMNIST (default: $ROUTEMIX_DATA or the user cache)")
+    sparse.add_argument("--paths", type=int, default=4, help="paths per layer: 2, 4 or 8 (default 4)")
+    sparse.add_argument("--k", type=int, default=1, help="paths per sample in the sparse layers: 1 or 2 (default 1)")
+    sparse.add_argument("--seeds", default="0-1", help="seed count, range or list (default 0-1)")
+    sparse.add_argument("--variants", help="comma-separated subset of soft,sparse,sparse+balance,clustered,clustered+nmm (default: all)")
+    sparse.add_argument("--epochs", type=int, default=4, help="epochs per run (default 4, as bench routing)")
+    sparse.add_argument("--train-images", type=int, default=10_000, help="fixed training subset (default 10000)")
+    sparse.add_argument("--test-images", type=int, help="test on the first N test images (default: all 10000)")
+    sparse.add_argument("--weight", type=float, default=0.01, help="weight of the gate loss, NMM-EM or load balancing (default 0.01)")
+    sparse.add_argument("--out", default="runs/bench-sparse.json", help="results, appended run by run (a rerun continues)")
+    sparse.add_argument("--no-timing", action="store_true", help="skip the side-by-side step-time measurement")
+    sparse.add_argument("--no-progress", action="store_true")
+    sparse.set_defaults(handler=_cmd_bench_sparse)
 
     clustering = benches.add_parser("clustering", help="every clustering method on the same data, beside the papers' numbers")
     clustering.add_argument("--datasets", default="digits,mnist,fashion_mnist", help="comma-separated (default: digits,mnist,fashion_mnist)")

@@ -40,12 +40,14 @@ def train_one(model_name: str, seed: int, *, data_dir: str | None, epochs: int, 
               gate_weight: float = 0.01, gate_samples: int = 0) -> dict:
     """Train one network with one seed; its test error, wall time, mean gates and gate statistics.
 
-    ``gate_reg`` / ``gate_weight`` add the gate regulariser (:mod:`routemix.losses.gates`);
+    ``gate_reg`` / ``gate_weight`` add a gate regulariser (``local``, ``global`` or ``balance``:
+    :func:`routemix.losses.gates.gate_regularizer`);
     ``gate_samples > 0`` also returns the gates of the first that many test images, per image.
     """
     import lightning as L
 
     from routemix.data.classification import ClassificationDataModule
+    from routemix.losses.gates import gate_regularizer
     from routemix.train.common import make_trainer
     from routemix.train.evaluate import build_classifier, evaluate_model
     from routemix.train.supervised import ClassifierModule
@@ -55,11 +57,7 @@ def train_one(model_name: str, seed: int, *, data_dir: str | None, epochs: int, 
     data.setup("fit")
     L.seed_everything(seed, workers=True, verbose=False)
     model = build_classifier(model_name, num_classes=10, in_channels=1, input_size=32)
-    regularizer = None
-    if gate_reg != "none":
-        from routemix.losses.gates import GateClusteringLoss
-
-        regularizer = GateClusteringLoss.for_model(model, scope=gate_reg)
+    regularizer = gate_regularizer(model, gate_reg)
     module = ClassifierModule(model, lr=0.1, momentum=0.9, milestones=milestones_for(epochs),
                               gate_regularizer=regularizer, gate_weight=gate_weight)
     trainer = make_trainer(max_epochs=epochs, progress=progress, accelerator="cpu", val_every_n_epochs=epochs + 1)

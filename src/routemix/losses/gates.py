@@ -37,6 +37,9 @@ the task loss. ``routemix bench gates`` measures whether that is enough.
 
 Gate networks with one outgoing path are skipped (a softmax over one path is constant 1).
 The thesis lowers the weight as the number of paths grows: each mixture's loss grows with P.
+
+For comparison, :class:`LoadBalancingLoss` is the auxiliary loss that sparsely-gated mixtures of
+experts use instead (``balance``); :func:`gate_regularizer` builds any of the three by name.
 """
 
 from __future__ import annotations
@@ -45,11 +48,13 @@ import fnmatch
 from collections.abc import Mapping, Sequence
 
 from torch import Tensor, nn
+from torch.nn.functional import one_hot
 
 from routemix.losses.nmm import NMMLoss
 from routemix.nn.gates import GateNetwork
 
 SCOPES = ("local", "global")
+REGULARIZERS = ("none", *SCOPES, "balance")
 DEFAULT_WEIGHT = 0.01  # ch. 5.1: "a weighting coefficient ... of 0.01 for our experiments"
 
 
@@ -114,3 +119,58 @@ class GateClusteringLoss(nn.Module):
                 a = a.flatten(0, 1)
             total = total + loss(a).loss
         return total
+
+
+class LoadBalancingLoss(nn.Module):
+    """The load-balancing loss of sparsely-gated mixtures of experts (Switch Transformer, Fedus et
+    al. 2022, eq. 4-6), for every gating vector of the given gate networks.
+
+    For a gating vector with P outgoing paths over a batch: ``f_j``, the share of samples whose
+    most probable path is j, and ``m_j``, the mean gate probability of j; the loss is
+    ``P * sum_j f_j m_j``, 1 when both are uniform, P when one path takes everything. ``f`` is not
+    differentiable; the gradient reaches the gates through ``m``, pushing probability away from
+    the busiest paths. Summed over routers, averaged over a router's incoming paths. The gates are
+    ``softmax(A)`` of the raw scores (eq. 3.5), i.e. those of softmax-allocated routers.
+
+    ``forward(scores)`` takes ``{name: A}`` as :class:`GateClusteringLoss` does.
+    """
+
+    def __init__(self, gates: Mapping[str, tuple[int, int]]) -> None:
+        super().__init__()
+        if not gates:
+            raise ValueError("no gate network to balance: the model has no router with more than one outgoing path.")
+        self.names = list(gates)
+
+    @classmethod
+    def for_model(cls, model: nn.Module, routers: Sequence[str] | None = None) -> "LoadBalancingLoss":
+        return cls(gate_networks(model, routers))
+
+    def extra_repr(self) -> str:
+        return f"routers={len(self.names)}"
+
+    def forward(self, scores: Mapping[str, Tensor]) -> Tensor:
+        missing = [name for name in self.names if name not in scores]
+        if missing:
+            raise ValueError(f"no relevance scores for gate network(s) {', '.join(missing)}; pass what GateTrace collected.")
+        total = 0.0
+        for name in self.names:
+            gates = scores[name].softmax(dim=-1)  # (B, P_in, P_out)
+            num_out = gates.shape[-1]
+            first_choice = one_hot(gates.argmax(dim=-1), num_out).to(gates.dtype).mean(dim=0)  # f: (P_in, P_out)
+            mean_gate = gates.mean(dim=0)  # m
+            total = total + num_out * (first_choice * mean_gate).sum(dim=-1).mean()
+        return total
+
+
+def gate_regularizer(model: nn.Module, kind: str, *, routers: Sequence[str] | None = None,
+                     priors: bool = True) -> nn.Module | None:
+    """The regulariser called ``kind`` (one of :data:`REGULARIZERS`) for ``model``'s gate networks
+    (those matching the shell patterns ``routers``, default all); ``None`` for ``"none"``.
+    ``priors`` applies to the NMM-EM ones."""
+    if kind not in REGULARIZERS:
+        raise ValueError(f"gate regulariser must be one of {REGULARIZERS}, got {kind!r}.")
+    if kind == "none":
+        return None
+    if kind == "balance":
+        return LoadBalancingLoss.for_model(model, routers)
+    return GateClusteringLoss.for_model(model, routers, scope=kind, priors=priors)

@@ -172,6 +172,6 @@ def init_conv_bn(model: nn.Module) -> None:
             weight = module.weight
             fan_out = weight.shape[0] // module.groups * weight[0, 0].numel()
             nn.init.normal_(weight, 0.0, math.sqrt(2.0 / fan_out))
-        elif isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):
+        elif isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)) and module.affine:
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)

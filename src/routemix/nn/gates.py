@@ -38,14 +38,21 @@ class GateNetwork(nn.Module):
     Row ``[b, i]`` of the output is the gate vector ``G_i`` of eq. 3.5 for sample ``b``: the soft
     probabilities of routing incoming path i to each outgoing path. :meth:`scores` gives the
     relevance scores ``A_i`` before the softmax (eq. 3.4), the input of the clustering regulariser.
+
+    ``normalize_scores=True`` makes the gates NMM-EM posteriors: each score ``A_ij`` is normalised
+    over the batch without affine parameters (eq. 4.11, running statistics at inference) before the
+    softmax, ``G_i = softmax(A_i*)`` (eq. 4.20). The clustering-based sparse router uses it
+    (:mod:`routemix.nn.sparse`). :meth:`scores` still returns the raw ``A``.
     """
 
-    def __init__(self, num_in: int, num_out: int, channels: int, hidden: int | None = None) -> None:
+    def __init__(self, num_in: int, num_out: int, channels: int, hidden: int | None = None, *,
+                 normalize_scores: bool = False) -> None:
         super().__init__()
         self.num_in, self.num_out = check_num_paths(num_in), check_num_paths(num_out)
         hidden = default_gate_hidden(channels) if hidden is None else hidden
         self.squeeze = PathLinear(num_in, channels, hidden)  # W_1 of eq. 3.4, one per incoming path
         self.excite = PathLinear(num_in, hidden, num_out)  # W_2 of eq. 3.4
+        self.score_norm = nn.BatchNorm1d(num_in * num_out, affine=False) if normalize_scores else None
 
     def scores(self, x: Tensor) -> Tensor:
         """Relevance scores A (eq. 3.3-3.4), shape ``(B, P_in, P_out)``."""
@@ -53,7 +60,10 @@ class GateNetwork(nn.Module):
         return self.excite(torch.relu(self.squeeze(z)))
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.softmax(self.scores(x), dim=-1)  # eq. 3.5
+        scores = self.scores(x)
+        if self.score_norm is not None:  # eq. 4.11 over the batch, each (i, j) on its own
+            scores = self.score_norm(scores.flatten(1)).view_as(scores)
+        return torch.softmax(scores, dim=-1)  # eq. 3.5 (eq. 4.20 with normalised scores)
 
 
 class GateTrace:

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from routemix.errors import RoutemixError, unknown_name
 from routemix.losses.gates import DEFAULT_WEIGHT as DEFAULT_GATE_WEIGHT
-from routemix.losses.gates import SCOPES as GATE_REG_SCOPES
+from routemix.losses.gates import REGULARIZERS as GATE_REGULARIZERS
 from routemix.metrics import gate_statistics, summarize_gate_statistics
 from routemix.nn.gates import GateTrace
 from routemix.models.basecnn import ensemble_log_probs
@@ -196,7 +196,7 @@ class TrainConfig:
     limit: int | None = None  # first N training images (quick runs)
     limit_test: int | None = None  # first N test images
     workers: int | None = None  # DataLoader workers for imagenet (default: min(8, CPUs))
-    gate_reg: str = "none"  # none, local (thesis ch. 5.1) or global (ch. 5.2): routemix.losses.gates
+    gate_reg: str = "none"  # none, local (thesis ch. 5.1), global (ch. 5.2) or balance (MoE load loss): routemix.losses.gates
     gate_reg_weight: float = DEFAULT_GATE_WEIGHT
     gate_reg_priors: bool = True  # cluster priors in the gates' NMM-EM loss (ch. 5.1 recommends them)
     gate_reg_routers: str | None = None  # comma-separated shell patterns of gate networks (default: all)
@@ -300,8 +300,8 @@ def validate_config(cfg: TrainConfig) -> None:
     milestones = cfg.milestones or []
     if any(m < 1 for m in milestones) or milestones != sorted(set(milestones)):
         raise RoutemixError(f"milestones must be increasing positive epochs, got {milestones}.")
-    if cfg.gate_reg not in ("none", *GATE_REG_SCOPES):
-        raise RoutemixError(f"gate_reg must be none, {' or '.join(GATE_REG_SCOPES)}, got {cfg.gate_reg!r}.")
+    if cfg.gate_reg not in GATE_REGULARIZERS:
+        raise RoutemixError(f"gate_reg must be one of {', '.join(GATE_REGULARIZERS)}, got {cfg.gate_reg!r}.")
     if not cfg.gate_reg_weight >= 0:
         raise RoutemixError(f"gate_reg_weight must be non-negative, got {cfg.gate_reg_weight}.")
     if cfg.device not in ("auto", "cpu", "cuda"):
@@ -332,7 +332,7 @@ def resolve_config(overrides: dict[str, Any], config_file: str | None = None) ->
 def gate_regularizer_for(cfg: TrainConfig, model: nn.Module) -> nn.Module | None:
     """The gate regulariser ``cfg`` asks for (None for ``gate_reg="none"``), with a clear error for
     a model without routers or router patterns that match nothing."""
-    from routemix.losses.gates import GateClusteringLoss, gate_networks
+    from routemix.losses.gates import gate_networks, gate_regularizer
 
     if cfg.gate_reg == "none":
         return None
@@ -343,7 +343,7 @@ def gate_regularizer_for(cfg: TrainConfig, model: nn.Module) -> nn.Module | None
         raise RoutemixError(f"--gate-reg-routers: {error}") from None
     if not gates:
         raise RoutemixError(f"--gate-reg {cfg.gate_reg}: model {cfg.model} has no router to regularise; use a routed model such as basecnn_2cc.")
-    return GateClusteringLoss(gates, scope=cfg.gate_reg, priors=cfg.gate_reg_priors)
+    return gate_regularizer(model, cfg.gate_reg, routers=patterns, priors=cfg.gate_reg_priors)
 
 
 @dataclass

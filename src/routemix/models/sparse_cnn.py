@@ -1,0 +1,95 @@
+"""BaseCNN with sparse routing: every convolution divided among P paths, top-k per sample (sec. 5.3).
+
+The thesis' open direction "divide to paths, compute, and accumulate layer-wise", built on
+BaseCNN (Table 3.1) so that it compares with BaseCNN-X-CC of the same P. Each of BaseCNN's six
+convolutions becomes a :class:`~routemix.nn.sparse.SparseRouting` layer: a gate network reads
+the incoming feature map, the sample goes to its k most probable of P parallel 3x3 convolutions
+(each as wide as BaseCNN's), and the chosen paths' outputs, weighted by their gates, are summed.
+Batch norm and ReLU follow the accumulation (batch norm inside a path would count the empty
+slots of the sparse computation as samples), then BaseCNN's pooling and its dense head, shared by
+all samples.
+
+Registered names (P in 2, 4, 8; k in 1, 2):
+
+- ``sparse_basecnn_{P}_top{k}``: the router of sparsely-gated mixtures of experts, top-k of
+  ``softmax(A)``; train it with a load-balancing loss (``--gate-reg balance``) as such models are.
+- ``clustered_basecnn_{P}_top{k}``: the clustering-based router of sec. 5.3, top-k of the NMM-EM
+  posterior ``softmax(A*)`` of batch-normalised scores (eq. 4.11, 4.20); train it with the NMM-EM
+  loss on its gates (``--gate-reg local``).
+
+Per sample, a top-k layer computes k convolutions, so the multiply-adds of the convolutions
+match BaseCNN-k (not BaseCNN-P) while the parameters grow with P: P=4, k=1 holds 1.41M
+parameters and computes like BaseCNN.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import Tensor, nn
+
+from routemix.errors import RoutemixError
+from routemix.models.base import Classifier
+from routemix.models.basecnn import BASECNN, CNNLayout
+from routemix.models.registry import register_model
+from routemix.nn.blocks import init_conv_bn
+from routemix.nn.paths import PathConv2d
+from routemix.nn.sparse import ALLOCATIONS, SparseRouting
+
+
+class SparseCNN(Classifier):
+    """A CNN of :class:`~routemix.models.basecnn.CNNLayout` whose convolutions are sparse P-path layers.
+
+    ``top_k`` paths per sample, ``allocation`` and ``capacity_factor`` as in
+    :class:`~routemix.nn.sparse.SparseRouting`.
+    """
+
+    def __init__(self, layout: CNNLayout = BASECNN, *, num_paths: int = 4, top_k: int = 1, allocation: str = "softmax",
+                 capacity_factor: float | None = 1.25, num_classes: int = 10, in_channels: int = 3,
+                 input_size: int = 32, gate_hidden: int | None = None) -> None:
+        if allocation not in ALLOCATIONS:
+            raise RoutemixError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}.")
+        if input_size % layout.downsample:
+            raise RoutemixError(f"input_size must be a multiple of {layout.downsample} for this network, got {input_size}.")
+        super().__init__(num_classes=num_classes, in_channels=in_channels, num_paths=num_paths, input_size=input_size)
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        channels, k = in_channels, 0
+        for s, stage in enumerate(layout.stages):
+            for width in stage:
+                k += 1
+                layers[f"conv{k}"] = SparseRouting(
+                    PathConv2d(num_paths, channels, width, 3, bias=False), num_paths, channels, top_k,
+                    allocation=allocation, capacity_factor=capacity_factor, gate_hidden=gate_hidden,
+                )
+                layers[f"bn{k}"] = nn.BatchNorm2d(width)
+                layers[f"relu{k}"] = nn.ReLU()
+                channels = width
+            if s < len(layout.stages) - 1 or layout.pool_last:
+                layers[f"pool{s + 1}"] = nn.MaxPool2d(2)
+        layers["flatten"] = nn.Flatten()
+        features = channels * (input_size // layout.downsample) ** 2
+        for d, width in enumerate(layout.dense, start=1):
+            layers[f"fc{d}"] = nn.Linear(features, width, bias=False)
+            layers[f"bn_fc{d}"] = nn.BatchNorm1d(width)
+            layers[f"relu_fc{d}"] = nn.ReLU()
+            features = width
+        layers["classifier"] = nn.Linear(features, num_classes)
+        # gates read as "layers.conv3.gate"
+        self.layers = nn.Sequential(layers)
+        init_conv_bn(self)
+
+    def forward_logits(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+def _sparse_cnn(**defaults):
+    def build(*, num_classes: int = 10, in_channels: int = 3, input_size: int = 32, **kwargs) -> SparseCNN:
+        return SparseCNN(BASECNN, num_classes=num_classes, in_channels=in_channels, input_size=input_size, **{**defaults, **kwargs})
+
+    return build
+
+
+for _paths in (2, 4, 8):
+    for _k in (1, 2):
+        register_model(_sparse_cnn(num_paths=_paths, top_k=_k, allocation="softmax"), f"sparse_basecnn_{_paths}_top{_k}")
+        register_model(_sparse_cnn(num_paths=_paths, top_k=_k, allocation="cluster"), f"clustered_basecnn_{_paths}_top{_k}")

@@ -1,0 +1,183 @@
+"""Sparse multi-path routing: each sample goes to its top-k paths only (thesis sec. 5.3).
+
+The thesis closes with "divide to paths, compute, and accumulate layer-wise": a router sends an
+incoming tensor to one or a few of the P parallel paths of the next layer, the paths compute, and
+their outputs are summed into one tensor again. :class:`SparseRouting` is that layer, computed
+sparsely: a path runs only on the samples routed to it, so the cost per sample grows with k and
+not with P.
+
+How one forward pass works, without a Python loop over paths:
+
+1. **Route.** A :class:`~routemix.nn.gates.GateNetwork` with one incoming path gives gate
+   probabilities ``g`` (B, P) (eq. 3.3-3.5); each sample picks its k most probable paths.
+2. **Divide.** Every path has ``capacity`` slots. The k * B (sample, path) assignments fill the
+   slots of their path in priority order: everybody's first choice before anybody's second, and
+   within one choice rank, batch order (GShard's rule). The result is one multi-path tensor
+   ``(capacity, P, C, H, W)``: slot s of path j holds the s-th sample routed to j, and unused
+   slots are zeros. This is the library's multi-path convention with the slot axis as batch, so
+   any stack of path layers (:class:`~routemix.nn.paths.PathConv2d`, ...) computes all paths at
+   once, as one grouped convolution.
+3. **Compute** the paths on the slots.
+4. **Accumulate.** Sample b's output is ``sum_j g_bj * path_j(x_b)`` over the paths that took it
+   (eq. 3.7 restricted to the chosen paths), scattered back to ``(B, C', H', W')``.
+
+Capacity and overflow. In training, ``capacity = ceil(capacity_factor * k * B / P)``: compute is
+``P * capacity ~ capacity_factor * k * B`` samples' worth whatever P is. An assignment that finds
+its path full is dropped: that path does not compute on the sample and contributes nothing to its
+output (the other chosen paths still do); a sample all of whose choices overflow gets zeros from
+this layer. ``capacity_factor=None`` sizes the slots to the busiest path of the batch, so nothing
+is dropped. In evaluation mode nothing is ever dropped (slots sized to the busiest path), so a
+prediction does not depend on which other samples share its batch.
+
+Combine weights. The accumulated output uses the gate probabilities of the chosen paths as they
+are, not renormalised over the k chosen (Switch Transformer's choice): renormalised, a top-1
+router's weight would be exactly 1 and the gate network would get no gradient from the task.
+
+Allocation. ``allocation="softmax"`` routes by ``softmax(A)`` of the raw relevance scores, as
+sparsely-gated mixtures of experts do. ``allocation="cluster"`` is the clustering-based router of
+sec. 5.3: the scores are first normalised over the batch per path without affine parameters
+(eq. 4.11, running statistics at inference), so a sample goes to the path whose cluster it falls
+under, ``softmax(a*)`` being the NMM-EM posterior (eq. 4.20). Normalised scores keep a constant
+offset from sending every sample to one path, which is the failure the NMM-EM loss cannot see on
+raw scores (see :mod:`routemix.losses.gates`).
+
+Batch norm inside the paths would see the zero slots as samples: normalise after accumulation
+(as :mod:`routemix.models.sparse_cnn` does), where the tensor is an ordinary batch again.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from routemix.nn.gates import GateNetwork
+from routemix.nn.paths import check_num_paths
+
+ALLOCATIONS = ("softmax", "cluster")
+
+
+@dataclass
+class DispatchPlan:
+    """Where each (sample, path) assignment of a batch goes. Assignments are listed in priority
+    order (first choices of all samples, then second choices, ...); ``kept`` marks those that
+    found a free slot. Indices are into the flattened ``(capacity * P)`` slot axis."""
+
+    sample: Tensor  # (k * B,) sample of each assignment
+    path: Tensor  # (k * B,) path it was routed to
+    weight: Tensor  # (k * B,) its combine weight, the gate probability g_bj
+    slot: Tensor  # (k * B,) flattened slot index position * P + path (meaningful where kept)
+    kept: Tensor  # (k * B,) bool: False where the path was full (overflow)
+    capacity: int
+    num_paths: int
+
+    @property
+    def load(self) -> Tensor:
+        """(P,) number of assignments routed to each path, before capacity."""
+        return torch.bincount(self.path, minlength=self.num_paths)
+
+    @property
+    def dropped(self) -> int:
+        """Number of assignments that overflowed their path's capacity."""
+        return int((~self.kept).sum())
+
+
+def top_k_paths(gates: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k most probable paths of every sample and their gate probabilities, best first: two
+    ``(B, k)`` tensors from gates ``(B, P)``."""
+    weights, paths = gates.topk(k, dim=1)
+    return paths, weights
+
+
+def plan_dispatch(paths: Tensor, weights: Tensor, num_paths: int, capacity: int | None) -> DispatchPlan:
+    """Assign the (sample, path) pairs ``paths`` (B, k) to slots of ``capacity`` per path.
+
+    ``capacity=None`` sizes the slots to the busiest path, so nothing overflows.
+    """
+    batch, k = paths.shape
+    path = paths.t().reshape(-1)  # priority order: every first choice, then every second choice
+    sample = torch.arange(batch, device=paths.device).repeat(k)
+    weight = weights.t().reshape(-1)
+    one_hot = nn.functional.one_hot(path, num_paths)
+    position = (one_hot.cumsum(0) * one_hot).sum(1) - 1  # rank of the assignment within its path
+    if capacity is None:
+        capacity = max(int(one_hot.sum(0).max()), 1)
+    kept = position < capacity
+    slot = position * num_paths + path
+    return DispatchPlan(sample, path, weight, slot, kept, capacity, num_paths)
+
+
+def dispatch(x: Tensor, plan: DispatchPlan) -> Tensor:
+    """``x`` (B, ...) -> slots ``(capacity, P, ...)``: slot (s, j) holds the s-th sample routed to
+    path j, zeros where no sample is. Gradients flow back to ``x``."""
+    slots = x.new_zeros(plan.capacity * plan.num_paths, *x.shape[1:])
+    slots = slots.index_copy(0, plan.slot[plan.kept], x[plan.sample[plan.kept]])
+    return slots.view(plan.capacity, plan.num_paths, *x.shape[1:])
+
+
+def combine(y: Tensor, plan: DispatchPlan, batch_size: int) -> Tensor:
+    """Path outputs on the slots ``(capacity, P, ...)`` -> ``(B, ...)``: each sample's output is the
+    gate-weighted sum of the outputs of the paths that took it."""
+    flat = y.reshape(plan.capacity * plan.num_paths, *y.shape[2:])
+    kept = plan.kept
+    weight = plan.weight[kept].view(-1, *([1] * (flat.dim() - 1)))
+    contributions = flat[plan.slot[kept]] * weight
+    out = flat.new_zeros(batch_size, *flat.shape[1:])
+    return out.index_add(0, plan.sample[kept], contributions)
+
+
+class SparseRouting(nn.Module):
+    """Divide a batch among P paths (top-k per sample), compute only there, accumulate.
+
+    Args:
+        paths: a multi-path module taking ``(S, P, C, ...)`` to ``(S, P, C', ...)`` with S arbitrary
+            (for example :class:`~routemix.nn.paths.PathConv2d`). It must map a zero input to zero
+            only if you rely on the zero slots being cheap to ignore: their outputs are never read.
+        num_paths: P.
+        channels: C, the channels (or features) the gate network reads after global average pooling.
+        k: paths per sample (1 <= k <= P).
+        allocation: ``"softmax"`` (route by raw scores) or ``"cluster"`` (by the batch-normalised
+            scores of eq. 4.11); see the module docstring.
+        capacity_factor: slots per path in training are ``ceil(capacity_factor * k * B / P)``;
+            ``None`` never drops. Evaluation never drops.
+        gate_hidden: hidden width of the gate network (default as for the routers).
+
+    Input ``(B, C, H, W)`` or ``(B, C)``; output ``(B, C', ...)``, the accumulated path outputs.
+    The gate network is ``.gate``, so :class:`~routemix.nn.gates.GateTrace`, the gate statistics
+    and the gate regularisers see it like any router's (as a router with one incoming path).
+    """
+
+    def __init__(self, paths: nn.Module, num_paths: int, channels: int, k: int = 1, *, allocation: str = "softmax",
+                 capacity_factor: float | None = 1.25, gate_hidden: int | None = None) -> None:
+        super().__init__()
+        check_num_paths(num_paths)
+        if not 1 <= k <= num_paths:
+            raise ValueError(f"k must be between 1 and the number of paths ({num_paths}), got {k}.")
+        if allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}.")
+        if capacity_factor is not None and not capacity_factor > 0:
+            raise ValueError(f"capacity_factor must be positive or None, got {capacity_factor}.")
+        self.num_paths, self.k, self.allocation, self.capacity_factor = num_paths, k, allocation, capacity_factor
+        self.gate = GateNetwork(1, num_paths, channels, gate_hidden, normalize_scores=allocation == "cluster")
+        self.paths = paths
+
+    def extra_repr(self) -> str:
+        return f"num_paths={self.num_paths}, k={self.k}, allocation={self.allocation!r}, capacity_factor={self.capacity_factor}"
+
+    def capacity(self, batch_size: int) -> int | None:
+        """Slots per path for a batch of ``batch_size`` (None: as many as the busiest path needs)."""
+        if not self.training or self.capacity_factor is None:
+            return None
+        return max(math.ceil(self.capacity_factor * self.k * batch_size / self.num_paths), 1)
+
+    def plan(self, x: Tensor) -> DispatchPlan:
+        """Route ``x``: gate probabilities, top-k paths, slots."""
+        gates = self.gate(x.unsqueeze(1)).squeeze(1)  # (B, P)
+        paths, weights = top_k_paths(gates, self.k)
+        return plan_dispatch(paths, weights, self.num_paths, self.capacity(x.shape[0]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        plan = self.plan(x)
+        return combine(self.paths(dispatch(x, plan)), plan, x.shape[0])
