@@ -229,14 +229,20 @@ def test_gate_regularizers_find_the_sparse_routers():
 # --- routemix bench sparse ---------------------------------------------------------------------
 
 
-def test_path_usage_counts_top_k_assignments():
-    from routemix.bench.sparse import path_usage
+def test_path_usage_counts_top_k_assignments_or_gate_mass():
+    from routemix.metrics import path_usage
 
-    gates = torch.tensor([[[0.7, 0.2, 0.1, 0.0]], [[0.6, 0.3, 0.1, 0.0]], [[0.1, 0.8, 0.06, 0.04]], [[0.5, 0.1, 0.4, 0.0]]])
-    (top1,) = path_usage({"r.gate": gates.tolist()}, k=1)
-    assert top1["share"] == [0.75, 0.25, 0.0, 0.0] and top1["peak"] == 3.0 and top1["used"] == 2
-    (top2,) = path_usage({"r.gate": gates.tolist()}, k=2)
+    gates = torch.tensor([[[0.7, 0.2, 0.1, 0.0]], [[0.6, 0.3, 0.1, 0.0]], [[0.1, 0.8, 0.06, 0.04]], [[0.5, 0.1, 0.36, 0.04]]])
+    (top1,) = path_usage({"r.gate": gates}, {"r.gate": 1})
+    assert top1["share"] == [0.75, 0.25, 0.0, 0.0] and top1["peak"] == 3.0 and top1["used"] == 2 and top1["sparse"]
+    (top2,) = path_usage({"r.gate": gates}, {"r.gate": 2})
     assert top2["share"] == [0.5, 0.375, 0.125, 0.0] and top2["used"] == 3
+    (soft,) = path_usage({"r.gate": gates})  # a soft router: every path computes, shares are gate mass
+    assert soft["share"] == pytest.approx([0.475, 0.35, 0.155, 0.02]) and soft["used"] == 4 and not soft["sparse"]
+    (strict,) = path_usage({"r.gate": gates}, min_share=0.05)
+    assert strict["used"] == 3
+    with pytest.raises(ValueError, match="must be \\(N, P_in, P_out\\)"):
+        path_usage({"r.gate": torch.ones(4, 4)})
 
 
 def test_bench_sparse_trains_every_variant_resumes_and_tabulates(tmp_path, monkeypatch):
@@ -248,7 +254,7 @@ def test_bench_sparse_trains_every_variant_resumes_and_tabulates(tmp_path, monke
     def fake_train_one(model, seed, *, gate_reg, gate_samples, **kwargs):
         calls.append((model, gate_reg, seed))
         collapsed = model.startswith("sparse_") and gate_reg == "none"
-        gates = torch.tensor([1.0, 0, 0, 0]).expand(8, 1, 4) if collapsed else torch.eye(4).repeat(2, 1).view(8, 1, 4)
+        gates = torch.tensor([0.7, 0.1, 0.1, 0.1]).expand(8, 1, 4) if collapsed else torch.eye(4).repeat(2, 1).view(8, 1, 4)
         return {"model": model, "seed": seed, "error": 10.0 + seed, "seconds": 2.0, "epochs": 4, "train_images": 100,
                 "gates": {}, "gate_reg": gate_reg, "gate_stats": [], "gate_samples": {"layers.conv1.gate": gates.tolist()}}
 
@@ -277,11 +283,18 @@ def test_step_timing_reports_flops_that_grow_with_k():
     assert two["conv_mflops"] == pytest.approx(2 * one["conv_mflops"], rel=0.1)  # capacity rounding aside
 
 
-def test_train_command_with_a_sparse_model_and_load_balancing(shared_data, tmp_path):
+def test_train_and_eval_commands_with_a_sparse_model_and_load_balancing(shared_data, tmp_path, capsys):
+    import json
+
     from routemix.cli import main
 
     run_dir = tmp_path / "run"
     assert main(["train", "--model", "sparse_basecnn_2_top1", "--dataset", "fashion_mnist", "--data-dir", str(shared_data),
                  "--epochs", "1", "--limit", "256", "--limit-test", "128", "--gate-reg", "balance",
                  "--run-dir", str(run_dir), "--no-progress"]) == 0
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert json.loads((run_dir / "config.json").read_text())["gate_reg"] == "balance"
+    assert main(["eval", str(run_dir), "--limit", "128", "--no-progress", "--out", str(tmp_path / "eval.json")]) == 0
+    assert "paths used" in capsys.readouterr().out
+    usage = json.loads((tmp_path / "eval.json").read_text())["path_usage"]
+    assert [u["router"] for u in usage] == [f"layers.conv{i}.gate" for i in range(1, 7)]
+    assert all(u["sparse"] and sum(u["share"]) == pytest.approx(1.0) and 1 <= u["used"] <= 2 for u in usage)

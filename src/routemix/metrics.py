@@ -114,3 +114,39 @@ def summarize_gate_statistics(stats: list[dict]) -> dict[str, float]:
         "minority_high": float(np.mean([s["high"][int(np.argmin(s["mean"]))] for s in stats])),
     }
 
+
+
+USED_SHARE = 0.01  # an outgoing path counts as used when it receives at least this share of a router's traffic
+
+
+def path_usage(gates: Mapping[str, torch.Tensor], top_k: Mapping[str, int] | None = None,
+               min_share: float = USED_SHARE) -> list[dict]:
+    """How much of each router's traffic every outgoing path receives, over a set of samples.
+
+    ``gates`` as for :func:`gate_statistics`, ``(N, P_in, P_out)`` per gate network. A router named
+    in ``top_k`` is sparse (:class:`~routemix.nn.sparse.SparseRouting`): each (sample, incoming
+    path) goes to its ``k`` most probable paths, and a path's share is its share of those
+    assignments. Any other router is soft, every path computes on every sample, and a path's share
+    is its share of the gate mass (the mean of ``g_ij`` over samples and incoming paths).
+
+    One dict per router: ``share`` (P_out values summing to 1), ``used`` (how many paths get at
+    least ``min_share``) and ``peak``, the busiest path's share times P_out (1 when the paths are
+    used evenly, P_out when one takes everything). This is what a layer with an upper bound on its
+    paths reports as the paths it needs (thesis ch. 6).
+    """
+    top_k = top_k or {}
+    usage = []
+    for name, values in gates.items():
+        values = torch.as_tensor(values).detach().double().cpu()
+        if values.dim() != 3 or values.shape[0] == 0:
+            raise ValueError(f"gates of {name!r} must be (N, P_in, P_out) with N >= 1, got {tuple(values.shape)}.")
+        num_out = values.shape[-1]
+        rows = values.flatten(0, 1)
+        if name in top_k:
+            chosen = rows.topk(min(top_k[name], num_out), dim=-1).indices.flatten()
+            share = torch.bincount(chosen, minlength=num_out).double() / chosen.numel()
+        else:
+            share = rows.mean(0) / rows.mean(0).sum()
+        usage.append({"router": name, "share": share.tolist(), "used": int((share >= min_share).sum()),
+                      "peak": float(share.max() * num_out), "sparse": name in top_k})
+    return usage

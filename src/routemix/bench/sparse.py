@@ -41,28 +41,10 @@ VARIANTS = {
     "clustered+nmm": ("clustered_basecnn_{P}_top{k}", "local"),
 }
 USAGE_IMAGES = 2000  # test images over which path usage is counted
-USED_SHARE = 0.01  # a path counts as used when it gets at least this share of a router's assignments
 
 
 def model_for(variant: str, paths: int, k: int) -> str:
     return VARIANTS[variant][0].format(P=paths, k=k)
-
-
-def path_usage(gate_samples: dict[str, list], k: int) -> list[dict]:
-    """Per router: the share of the ``k`` top assignments per image that each outgoing path gets.
-
-    ``gate_samples`` maps a gate network to per-image gates ``(N, P_in, P_out)``; for a soft router
-    (P_in > 1) the assignments are counted per incoming path and pooled.
-    """
-    usage = []
-    for router, values in gate_samples.items():
-        gates = torch.as_tensor(values)
-        num_out = gates.shape[-1]
-        chosen = gates.flatten(0, 1).topk(min(k, num_out), dim=-1).indices.flatten()
-        share = torch.bincount(chosen, minlength=num_out).double() / chosen.numel()
-        usage.append({"router": router, "share": share.tolist(), "peak": float(share.max() * num_out),
-                      "used": int((share >= USED_SHARE).sum())})
-    return usage
 
 
 def run(*, data_dir: str | None, paths: int = 4, k: int = 1, seeds=(0, 1), variants=tuple(VARIANTS), epochs: int = 4,
@@ -72,6 +54,7 @@ def run(*, data_dir: str | None, paths: int = 4, k: int = 1, seeds=(0, 1), varia
     from tqdm.auto import tqdm
 
     from routemix.bench.routing import train_one
+    from routemix.metrics import path_usage
     from routemix.train.checkpoint import write_json
 
     unknown = [v for v in variants if v not in VARIANTS]
@@ -89,8 +72,9 @@ def run(*, data_dir: str | None, paths: int = 4, k: int = 1, seeds=(0, 1), varia
                         test_images=test_images, gate_reg=gate_reg, gate_weight=weight, gate_samples=USAGE_IMAGES)
         samples = row.pop("gate_samples")
         row.pop("gates", None)  # mean gates per router: the usage below says more
-        # for the soft network every path computes on every image; count its top-k choices all the same
-        row.update(setting, variant=variant, usage=path_usage(samples, k))
+        sparse = not model_name.startswith("basecnn_")
+        usage = path_usage({name: torch.tensor(g) for name, g in samples.items()}, {name: k for name in samples} if sparse else None)
+        row.update(setting, variant=variant, usage=usage)
         done.append(row)
         same.append(row)
         if path is not None:
@@ -147,8 +131,8 @@ def summarize(results: list[dict], timings: dict[str, dict] | None = None) -> li
         runs = [r for r in results if r["variant"] == variant]
         if not runs:
             continue
-        sparse = not runs[0]["model"].startswith("basecnn_")
         usage = [u for r in runs for u in r["usage"]]
+        sparse = usage[0]["sparse"]
         row = {"variant": variant, "model": runs[0]["model"], "seeds": len(runs),
                "error": float(np.mean([r["error"] for r in runs])), "error_std": float(np.std([r["error"] for r in runs])),
                "errors": [r["error"] for r in runs], "train_seconds": float(np.mean([r["seconds"] for r in runs])),

@@ -181,3 +181,9 @@ class SparseRouting(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         plan = self.plan(x)
         return combine(self.paths(dispatch(x, plan)), plan, x.shape[0])
+
+
+def sparse_top_k(model: nn.Module) -> dict[str, int]:
+    """``{gate network name: k}`` for every :class:`SparseRouting` layer of ``model``: the routers
+    whose gates pick k paths per sample (for :func:`routemix.metrics.path_usage`)."""
+    return {f"{name}.gate" if name else "gate": m.k for name, m in model.named_modules() if isinstance(m, SparseRouting)}

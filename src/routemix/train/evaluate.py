@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from routemix.errors import RoutemixError
-from routemix.metrics import SKEW_THRESHOLD, gate_statistics, summarize_gate_statistics
+from routemix.metrics import SKEW_THRESHOLD, USED_SHARE, gate_statistics, path_usage, summarize_gate_statistics
+from routemix.nn.sparse import sparse_top_k
 
 CHECKPOINT_KEYS = ("model", "num_classes", "in_channels", "input_size", "state_dict")
 
@@ -147,10 +148,12 @@ class EvalResult:
     gates: dict[str, list[list[float]]] = field(default_factory=dict)
     ten_crop: bool = False
     gate_stats: list[dict] = field(default_factory=list)
+    path_usage: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"n": self.n, "loss": self.loss, "top1_error": self.top1_error, "top5_error": self.top5_error, "ten_crop": self.ten_crop,
-                "gates": self.gates, "gate_stats": self.gate_stats, "gate_summary": summarize_gate_statistics(self.gate_stats)}
+                "gates": self.gates, "gate_stats": self.gate_stats, "gate_summary": summarize_gate_statistics(self.gate_stats),
+                "path_usage": self.path_usage}
 
 
 @torch.no_grad()
@@ -187,6 +190,7 @@ def evaluate_model(model: nn.Module, datamodule, *, ten_crop: bool = False, devi
         gates={name: g.double().mean(0).tolist() for name, g in gates.items()},
         ten_crop=ten_crop,
         gate_stats=gate_statistics(gates),
+        path_usage=path_usage(gates, sparse_top_k(model)),
     )
 
 
@@ -295,5 +299,11 @@ def format_result(result: EvalResult, title: str) -> str:
             lines.append(f"  {s['router']} path {s['incoming']}: entropy {s['entropy']:.3f}{'  SKEWED' if s['skewed'] else ''}  range {ranges}")
         summary = summarize_gate_statistics(result.gate_stats)
         lines.append(f"  {100 * summary['skewed_share']:.0f}% of {len(result.gate_stats)} gating vectors skewed, mean entropy {summary['entropy']:.3f}")
+    if result.path_usage:
+        lines.append(f"\npaths used (share of each router's traffic: top-k assignments for sparse routers, gate mass for soft "
+                     f"ones; used: at least {100 * USED_SHARE:.0f}%)")
+        for u in result.path_usage:
+            shares = " ".join(f"{v:.2f}" for v in u["share"])
+            lines.append(f"  {u['router']}: {u['used']} of {len(u['share'])} used  shares {shares}")
     return "\n".join(lines)
 
