@@ -158,6 +158,14 @@ def test_flops_grow_with_k_not_with_the_number_of_paths():
     assert counter.get_total_flops() == 8 * one_path_per_sample
 
 
+def test_sparse_models_train_under_bf16_autocast():
+    model = create_model("clustered_basecnn_2_top2", num_classes=10).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(16, 3, 32, 32))
+    out.float().square().sum().backward()
+    assert torch.isfinite(out.float()).all() and model.layers.conv1.gate.excite.weight.grad is not None
+
+
 def test_bad_arguments_are_clear_errors():
     with pytest.raises(ValueError, match="k must be between 1 and"):
         SparseRouting(nn.Identity(), 2, 4, k=3)

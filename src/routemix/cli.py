@@ -26,8 +26,11 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         split=args.split, data_dir=args.data_dir, download=args.download, label_column=args.label_column,
         n_samples=args.n_samples, limit=args.limit, device=args.device, progress=not args.no_progress,
         resume=args.resume, run_dir=args.run_dir, kmeans=not args.no_kmeans,
+        devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
     )
     result = run_cluster_job(cfg)
+    if result is None:  # a data-parallel process other than global rank 0: rank 0 reports
+        return 0
     print(f"\n{cfg.dataset}: {len(result.labels)} samples, {cfg.clusters} clusters")
     print(f"{'method':<10}{'ACC':>8}{'NMI':>8}{'ARI':>8}{'seconds':>10}")
     for row in result.rows:
@@ -51,6 +54,7 @@ _TRAIN_OPTIONS = (
     "model", "dataset", "epochs", "batch_size", "lr", "momentum", "weight_decay", "milestones", "gamma", "seed",
     "classes", "image_size", "ten_crop", "data_dir", "download", "limit", "limit_test", "workers", "device",
     "run_dir", "resume", "gate_reg", "gate_reg_weight", "gate_reg_priors", "gate_reg_routers",
+    "devices", "num_nodes", "strategy", "precision", "channels_last", "compile",
 )
 
 
@@ -62,6 +66,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides["progress"] = False if args.no_progress else None
     cfg = resolve_config(overrides, args.config)
     out = run_training(cfg)
+    if out is None:  # a data-parallel process other than global rank 0: rank 0 reports
+        return 0
     epochs = f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
     title = f"\n{cfg.model} on {cfg.dataset}: {epochs}, {out.parameters / 1e6:.3f}M parameters, {out.seconds:.1f} s of training"
     print(format_result(out.result, title))
@@ -276,6 +282,34 @@ def _cmd_bench_nmm_priors(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_nclusters(args: argparse.Namespace) -> int:
+    from routemix.bench.nclusters import BUDGETS, METHODS, Settings, format_markdown, run, summarize
+    from routemix.data import get_dataset_spec
+    from routemix.train.checkpoint import write_text
+
+    datasets = tuple(args.datasets.split(","))
+    methods = tuple(args.methods.split(","))
+    for name in datasets:
+        if get_dataset_spec(name).num_classes is None:  # unknown names fail here, with suggestions
+            raise RoutemixError(f"dataset {name!r} has no known number of classes to compare with.")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise RoutemixError(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(METHODS)}.")
+    if args.budget not in BUDGETS:
+        raise RoutemixError(f"unknown budget {args.budget!r}; available: {', '.join(BUDGETS)}.")
+    try:
+        settings = Settings(bound_factor=args.bound_factor, drop_factor=args.drop_factor)
+    except ValueError as error:
+        raise RoutemixError(str(error)) from None
+    results = run(datasets, methods, tuple(_parse_seeds(args.seeds)), budget=args.budget, settings=settings,
+                  data_dir=args.data_dir, device=args.device, out=args.out, progress=not args.no_progress)
+    table = format_markdown(summarize(results))
+    print(table)
+    write_text(Path(args.out) / "table.md", table + "\n")
+    print(f"\nwritten: {Path(args.out) / 'table.md'} (raw results: {Path(args.out) / 'results.json'})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="routemix", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
@@ -303,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--n-samples", type=int, help="synthetic 2-D sets: number of samples")
     cluster.add_argument("--limit", type=int, help="use only the first N samples (quick runs)")
     cluster.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    cluster.add_argument("--devices", type=int, default=1, help="nmm on images: data-parallel processes per node (default 1); --batch-size stays the global batch")
+    cluster.add_argument("--num-nodes", type=int, default=1, help="nmm on images: machines, each running --devices processes (default 1)")
+    cluster.add_argument("--strategy", default="auto", help="auto (ddp when more than one process), ddp or ddp_spawn")
     cluster.add_argument("--run-dir", help="output directory (default: runs/cluster-DATASET-METHOD-TIME)")
     cluster.add_argument("--resume", action="store_true", help="nmm on images: continue from RUN_DIR/checkpoints/last.ckpt")
     cluster.add_argument("--no-kmeans", action="store_true", help="skip the k-means comparison")
@@ -330,6 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--limit-test", type=int, help="use only the first N test images")
     train.add_argument("--workers", type=int, help="imagenet: DataLoader worker processes (default min(8, CPUs))")
     train.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    train.add_argument("--devices", type=int, help="data-parallel processes (GPUs) per node (default 1); --batch-size stays the global batch")
+    train.add_argument("--num-nodes", type=int, help="machines, each running --devices processes (default 1)")
+    train.add_argument("--strategy", help="auto (ddp when more than one process), ddp or ddp_spawn")
+    train.add_argument("--precision", help="32 (default), bf16-mixed, or 16-mixed (CUDA only)")
+    train.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory layout (faster convolutions on recent GPUs)")
+    train.add_argument("--compile", action="store_true", default=None, help="torch.compile the network (minutes of compilation first)")
     train.add_argument("--run-dir", help="output directory (default: runs/train-MODEL-DATASET-TIME)")
     train.add_argument("--resume", action="store_true", default=None, help="continue from RUN_DIR/checkpoints/last.ckpt")
     train.add_argument("--gate-reg", choices=("none", "local", "global", "balance"),
@@ -435,6 +478,19 @@ def build_parser() -> argparse.ArgumentParser:
     clustering.add_argument("--out", default="runs/bench-clustering", help="folder for results.json (a rerun continues), table.md, table.csv")
     clustering.add_argument("--no-progress", action="store_true")
     clustering.set_defaults(handler=_cmd_bench_clustering)
+
+    nclusters = benches.add_parser("nclusters", help="how many clusters: NMM-EM dropping clusters from an upper bound vs UMAP + HDBSCAN")
+    nclusters.add_argument("--datasets", default="digits,blobs,moons,rings,mnist,fashion_mnist", help="comma-separated, each with known classes (default: digits,blobs,moons,rings,mnist,fashion_mnist)")
+    nclusters.add_argument("--methods", default="nmm,hdbscan", help="comma-separated subset of nmm,hdbscan")
+    nclusters.add_argument("--seeds", default="3", help="seed count, range or list (default 3: seeds 0, 1, 2)")
+    nclusters.add_argument("--bound-factor", type=float, default=2.0, help="NMM-EM starts with this times the true K clusters (default 2)")
+    nclusters.add_argument("--drop-factor", type=float, default=0.8, help="NMM-EM drops a cluster whose running share of won samples falls below this / its start K (default 0.8)")
+    nclusters.add_argument("--budget", default="cpu", help="cpu (image sets: first 5000 images, 3 epochs; 2-D sets: 50 epochs) or full (all samples, the estimator's default epochs)")
+    nclusters.add_argument("--data-dir", help="root holding MNIST/FashionMNIST (default: $ROUTEMIX_DATA or the user cache)")
+    nclusters.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    nclusters.add_argument("--out", default="runs/bench-nclusters", help="folder for results.json (a rerun continues) and table.md")
+    nclusters.add_argument("--no-progress", action="store_true")
+    nclusters.set_defaults(handler=_cmd_bench_nclusters)
 
     speed = benches.add_parser("speed", help="step time of P-path models: batched vs naive loops vs no routing")
     speed.add_argument("--bases", default="basecnn,resnet20", help="base networks (default basecnn,resnet20)")

@@ -9,6 +9,12 @@ The run directory holds ``config.json`` (resolved settings and the command), ``m
 every sample, in dataset order), ``model.pt`` for the neural methods (the trained network and its
 state, loadable with ``weights_only=True``) and, for NMM-EM on image sets, Lightning's ``checkpoints/last.ckpt`` and
 ``logs/version_N/metrics.csv`` (learning curves; a resumed run adds the next version).
+
+``--devices`` / ``--num-nodes`` train NMM-EM on images data-parallel, as the same algorithm on the
+same global batch (:mod:`routemix.train.clustering`); every process runs this job, global rank 0
+alone writes the run directory and scores. The other methods run in one process: DDC's and
+EDGaM's objectives need the whole batch at once, and the scikit-learn style estimators own their
+loops, so more than one device is an error for them rather than a silently different algorithm.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from routemix.losses import NMMLoss
 from routemix.metrics import clustering_scores
 from routemix.train import clustering as training
 from routemix.train.checkpoint import save_checkpoint, write_json, write_text
+from routemix.train.common import launched_as_rank_zero, shared_run_dir
 
 # Options of NMM-EM alone, with the value that means "not given".
 NMM_OPTIONS = {"gamma": 5.0, "em_lr": None, "consistency_lr": None, "two_fold": True, "normalization": "batch", "priors": False}
@@ -57,6 +64,9 @@ class ClusterConfig:
     n_samples: int | None = None
     limit: int | None = None  # use only the first `limit` samples (quick runs)
     device: str = "auto"
+    devices: int = 1  # data-parallel processes per node (nmm on images); batch_size stays the global batch
+    num_nodes: int = 1
+    strategy: str = "auto"
     progress: bool = True
     resume: bool = False
     run_dir: str | None = None
@@ -132,18 +142,32 @@ def _fit_images(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
     val_loader = None
     if dataset.labels is not None:
         val_loader = training.make_loader(dataset.data, dataset.labels, batch_size=1024, shuffle=False)
-    training.fit(
+    trainer = training.fit(
         module, train_loader, max_epochs=cfg.epochs, val_loader=val_loader, run_dir=run_dir,
         progress=cfg.progress, accelerator=training.accelerator_for(cfg.device), resume=cfg.resume,
+        devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy,
     )
+    if not trainer.is_global_zero:
+        return None, None
     module = module.cpu()
     labels = training.predict_proba(module, dataset.data).argmax(axis=1)
     state = {"kind": "nmm_image", "network": network.state_dict(), "loss": loss.state_dict()}
     return labels, state
 
 
-def run_cluster_job(cfg: ClusterConfig) -> ClusterResult:
+def run_cluster_job(cfg: ClusterConfig) -> ClusterResult | None:
+    """One run; None in a data-parallel process other than global rank 0 (rank 0 writes and scores)."""
     get_method(cfg.method)  # an unknown name is an error before any data is loaded
+    processes = cfg.devices * cfg.num_nodes if isinstance(cfg.devices, int) and isinstance(cfg.num_nodes, int) else 0
+    if processes != 1:
+        from routemix.train.common import accelerator_for, check_scale_options
+
+        check_scale_options(accelerator=accelerator_for(cfg.device), devices=cfg.devices, num_nodes=cfg.num_nodes,
+                            strategy=cfg.strategy, precision="32")
+        if cfg.method != "nmm":
+            raise RoutemixError(f"--method {cfg.method} trains in one process; --devices/--num-nodes above 1 are for --method nmm on image data.")
+        if (cfg.batch_size or 128) % processes:
+            raise RoutemixError(f"--batch-size {cfg.batch_size or 128} is the global batch and must split evenly over the {processes} processes.")
     if cfg.method != "nmm":
         given = [name for name, unset in NMM_OPTIONS.items() if getattr(cfg, name) != unset]
         if given:
@@ -169,19 +193,24 @@ def run_cluster_job(cfg: ClusterConfig) -> ClusterResult:
         if not last.is_file():  # checked before anything is written into the run dir
             raise RoutemixError(f"--resume: no checkpoint at {last}; pass the --run-dir of an earlier run, or drop --resume.")
     nmm_images = image and cfg.method == "nmm"
+    if processes > 1 and not nmm_images:
+        raise RoutemixError(f"{cfg.dataset} is vector data, which NMM-EM fits in one process; --devices/--num-nodes above 1 are for image data.")
     if cfg.method == "nmm":
         cfg.epochs = cfg.epochs or (250 if image else 200)
         cfg.em_lr = cfg.em_lr or (5e-5 if image else 1e-3)
         cfg.consistency_lr = cfg.consistency_lr or (1e-4 if image else 2e-3)
 
     name = Path(cfg.dataset).stem if is_tabular_path(cfg.dataset) else cfg.dataset
-    run_dir = Path(cfg.run_dir or f"runs/cluster-{name}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", asdict(cfg))
+    run_dir = shared_run_dir(cfg.run_dir, f"runs/cluster-{name}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}", processes=processes)
+    if launched_as_rank_zero():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", asdict(cfg))
 
     start = time.perf_counter()
     labels, state = (_fit_images if nmm_images else _fit_estimator)(cfg, dataset, run_dir)
     seconds = time.perf_counter() - start
+    if labels is None:
+        return None
     if state is not None:
         save_checkpoint(run_dir / "model.pt", {**state, "config": asdict(cfg)})
 

@@ -12,7 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from routemix.cluster.base import COMMON_CONSTRAINTS, DeepClusterer, thesis_network
 from routemix.data.transforms import TABULAR_AUGMENTATIONS, tabular_augmentation
 from routemix.losses import NMMLoss
-from routemix.losses.nmm import NORMALIZATIONS
+from routemix.losses.nmm import NORMALIZATIONS, check_drop_threshold
 from routemix.train import clustering as training
 
 
@@ -55,6 +55,12 @@ class NMMClustering(DeepClusterer):
     normalization : ``"batch"`` (default) or ``"running"`` statistics while training (NMMLoss);
         running statistics fell to ACC 0.44 on digits and on the 2-D study (docs/RESULTS.md).
     priors : estimate cluster priors from running posteriors, for uneven clusters.
+    drop_threshold : with ``priors=True``, drop for good every cluster whose running share of
+        won samples falls below this value (0 < drop_threshold < 1/n_clusters; see
+        :class:`routemix.losses.NMMLoss`), so that ``n_clusters`` is an upper bound and
+        ``n_clusters_found_`` an estimate of how many clusters the data holds.
+        ``routemix bench nclusters`` uses ``0.8 / n_clusters``; docs/RESULTS.md ("How many
+        clusters") shows where that over- and under-counts. ``None`` (default): never drop.
     n_init : independent fits; the one with the lowest final NMM-EM loss on the whole data is
         kept (no labels involved). On digits this pick did not beat a single fit (the loss
         correlates only weakly with accuracy; docs/RESULTS.md), so the default is 1.
@@ -64,8 +70,13 @@ class NMMClustering(DeepClusterer):
 
     Attributes
     ----------
-    labels_, n_features_in_, n_clusters_found_, cluster_order_ : see
+    labels_, n_features_in_, cluster_order_ : see
         :class:`~routemix.cluster.base.DeepClusterer`.
+    n_clusters_found_ : clusters that win at least one training sample: with ``drop_threshold``
+        the estimated number of clusters. A dropped cluster has probability 0 in
+        ``predict_proba`` (its column comes after those of the used clusters) and is never predicted.
+    n_clusters_alive_ : output neurons not dropped (``n_clusters`` without ``drop_threshold``); at
+        least ``n_clusters_found_``, since an alive cluster may still win no sample.
     loss_ : final NMM-EM loss of the kept fit on the whole training data.
     n_iter_ : epochs run by the kept fit.
     module_ : the trained :class:`routemix.train.clustering.NMMModule`.
@@ -82,6 +93,7 @@ class NMMClustering(DeepClusterer):
         "augmentation_strength": [Interval(Real, 0, None, closed="left")],
         "normalization": [StrOptions(set(NORMALIZATIONS))],
         "priors": ["boolean"],
+        "drop_threshold": [None, Interval(Real, 0, 1, closed="neither")],
         "n_init": [Interval(Integral, 1, None, closed="left")],
     }
 
@@ -101,6 +113,7 @@ class NMMClustering(DeepClusterer):
         augmentation_strength: float = 0.2,
         normalization: str = "batch",
         priors: bool = False,
+        drop_threshold: float | None = None,
         n_init: int = 1,
         random_state=None,
         device: str = "cpu",
@@ -119,6 +132,7 @@ class NMMClustering(DeepClusterer):
         self.augmentation_strength = augmentation_strength
         self.normalization = normalization
         self.priors = priors
+        self.drop_threshold = drop_threshold
         self.n_init = n_init
         self.random_state = random_state
         self.device = device
@@ -131,7 +145,8 @@ class NMMClustering(DeepClusterer):
         )
         if not image:
             augment = tabular_augmentation(self.augmentation, self.augmentation_strength)
-        loss = NMMLoss(self.n_clusters, self.gamma, normalization=self.normalization, priors=self.priors)
+        loss = NMMLoss(self.n_clusters, self.gamma, normalization=self.normalization, priors=self.priors,
+                       drop_threshold=self.drop_threshold)
         return training.NMMModule(
             network, loss, em_lr=self.learning_rate or (5e-5 if image else 1e-3),
             consistency_lr=self.consistency_learning_rate or (1e-4 if image else 2e-3),
@@ -141,6 +156,7 @@ class NMMClustering(DeepClusterer):
     def _fit_data(self, data: torch.Tensor, seed: int) -> None:
         if self.two_fold and self.augmentation == "none" and self.image_shape is None:
             raise ValueError("two_fold=True needs an augmentation: set augmentation or two_fold=False.")
+        check_drop_threshold(self.drop_threshold, self.n_clusters, self.priors)
         n_features = data.shape[1] if self.image_shape is None else None
         batch_size = min(self.batch_size, len(data))
         rng = check_random_state(seed)
@@ -156,6 +172,7 @@ class NMMClustering(DeepClusterer):
             if best is None or loss < best[0]:
                 best = (loss, module, trainer.current_epoch)
         self.loss_, self.module_, self.n_iter_ = best
+        self.n_clusters_alive_ = int(self.module_.loss.num_alive())
 
     def _predict_proba_data(self, data: torch.Tensor) -> np.ndarray:
         """Posterior of every cluster (eq. 4.20) under the running statistics."""

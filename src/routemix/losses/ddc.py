@@ -34,6 +34,12 @@ its minimum is 450), so the divergence terms would hardly count, yet the paper's
 (Table 2) says they do: l1+l2 (71.9% on MNIST) is far from l2 alone (48.9%). Measured on digits
 with everything else equal, the mean reached ACC 0.63 and the sum 0.46 (100 epochs, Adam 1e-3,
 one seed, literal bandwidth).
+
+One process. The kernel matrix couples every pair of samples of the batch, and the bandwidth is a
+median over all pairs: on a share of the batch per process it would be a different objective, and
+the global one would need the features of all processes gathered (with their gradients) into an
+n x n kernel on each. DDC trains in one process; ``routemix cluster --method ddc --devices 2`` is
+an error (:mod:`routemix.cluster.job`), not a silently different algorithm.
 """
 
 from __future__ import annotations

@@ -46,6 +46,90 @@ def gamma_for_batch_size(batch_size: int, reference_gamma: float = 5.0, referenc
     return reference_gamma * zscore_bound(batch_size) / zscore_bound(reference_batch)
 
 
+def check_drop_threshold(drop_threshold: float | None, num_clusters: int, priors: bool) -> None:
+    """``drop_threshold`` must be ``None``, or in (0, 1/K) with priors on: at or above 1/K the
+    uniform start would drop every cluster at once."""
+    if drop_threshold is None:
+        return
+    if not priors:
+        raise ValueError("drop_threshold drops clusters by their running priors and needs priors=True.")
+    if not 0.0 < drop_threshold < 1.0 / num_clusters:
+        raise ValueError(
+            f"drop_threshold must be between 0 and 1/n_clusters = {1.0 / num_clusters:.4g} (exclusive), "
+            f"got {drop_threshold}."
+        )
+
+
+# --- the global batch of a data-parallel run ---------------------------------------------------
+#
+# EM on each process's share of a batch would be a different algorithm (eq. 4.11 over n/W
+# samples, eq. 4.18 priors from n/W posteriors). When torch.distributed is initialised with more
+# than one process, the statistics below are those of the global batch.
+#
+# Why an autograd all-reduce and not SyncBatchNorm: torch.nn.SyncBatchNorm refuses CPU tensors, so
+# it could neither run with the gloo backend nor be tested on CPU, and it is a layer with affine
+# parameters and its own buffers, where eq. 4.11 needs plain statistics (for (B, M*K) scores, the
+# prior of eq. 4.18 and the "running" variant). A differentiable all-reduce (``_all_reduce_sum``)
+# works on every backend, and its backward all-reduces the incoming gradients: each process's
+# scores get the gradient of the *sum* of all processes' losses through the shared mean and
+# variance, and DDP's average of the parameter gradients is then exactly the gradient of the
+# single-process loss over the global batch (SyncBatchNorm's backward does the same).
+
+
+def data_parallel_world_size() -> int:
+    """Processes of the initialised default torch.distributed group; 1 without one."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum of ``tensor`` over all processes, differentiable (backward: the sum of the gradients).
+    Functional collectives where they carry autograd (torch >= 2.14, which deprecates the older
+    ``torch.distributed.nn`` function), that function before."""
+    import torch.distributed as dist
+    import torch.distributed._functional_collectives as collectives
+
+    if hasattr(collectives, "all_reduce_backward"):
+        return collectives.wait_tensor(collectives.all_reduce(tensor, "sum", dist.group.WORLD))
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(tensor)
+
+
+def _global_sum(values: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Sum over dim 0 of every process's rows (differentiable) and the global row count."""
+    if data_parallel_world_size() == 1:
+        return values.sum(dim=0), values.shape[0]
+    count = values.new_full((1, *values.shape[1:]), float(values.shape[0]))
+    total, counts = _all_reduce_sum(torch.cat([values.sum(dim=0, keepdim=True), count])).unbind(0)
+    return total, int(counts.flatten()[0].item())
+
+
+def global_batch_mean(values: torch.Tensor) -> torch.Tensor:
+    """Mean over dim 0 of the global batch: all processes' rows when data-parallel (shares of
+    unequal size weighted by their row counts), the local rows otherwise. Differentiable."""
+    total, count = _global_sum(values)
+    return total / count
+
+
+def global_batch_moments(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Mean, 1/n variance (eq. 4.11) and row count n over dim 0 of the global batch, in two
+    passes (mean first, then the mean squared deviation: no cancellation). Differentiable."""
+    total, count = _global_sum(values)
+    mean = total / count
+    squared, _ = _global_sum((values - mean).square())
+    return mean, squared / count, count
+
+
+def _check_batch_size(count: int) -> None:
+    if count < 2:
+        raise ValueError(
+            "NMM-EM normalises scores over the batch and needs at least 2 samples per "
+            "training batch; use a larger batch_size."
+        )
+
+
 @dataclass
 class NMMOutput:
     """What one NMM-EM loss evaluation produces; everything but ``loss`` is detached."""
@@ -76,6 +160,20 @@ class NMMLoss(nn.Module):
             them at 1/K; meant for uneven clusters, but measured it gives no reliable gain
             there yet (docs/RESULTS.md), so it is off by default.
         prior_momentum: update rate of the running priors.
+        drop_threshold: with priors, a cluster whose running share of won samples (the share
+            of each batch whose most probable cluster it is, averaged with ``prior_momentum``
+            into the buffer ``running_share``) falls below this value (0 < threshold < 1/K) is
+            dropped for good: its prior becomes 0 (``log_prior`` -inf), so it takes no posterior
+            mass and no sample, and the other priors are renormalised. ``num_clusters`` is then
+            an upper bound, and the boolean buffer ``alive`` says which clusters the data kept.
+            ``None`` (default) never drops. Why: the thesis fixes K and names finding the
+            number of clusters as future work (ch. 5-6); this is the component annihilation of
+            Figueiredo and Jain's GMM-MML (surveyed in the MoE thesis) on the priors of eq. 4.18.
+            Why the won share and not the prior itself: the posteriors of eq. 4.20 stay soft
+            (a* is a bounded z-score), so the prior of a cluster that wins no sample at all
+            stayed at 0.10-0.13 with K = 6 on three blobs (measured), and a threshold on it
+            never fired. ``routemix bench nclusters`` measures 0.8/K against HDBSCAN
+            (docs/RESULTS.md).
         eps: added to the variance, so that a batch whose scores do not vary gives a* = 0, not NaN.
         num_mixtures: M independent mixtures of ``num_clusters`` clusters each, scored together:
             scores of shape (B, M, K), each (mixture, cluster) with its own normalisation
@@ -94,6 +192,7 @@ class NMMLoss(nn.Module):
         momentum: float = 0.1,
         priors: bool = False,
         prior_momentum: float = 0.01,
+        drop_threshold: float | None = None,
         eps: float = 1e-5,
         num_mixtures: int = 1,
     ) -> None:
@@ -106,6 +205,7 @@ class NMMLoss(nn.Module):
             raise ValueError(f"gamma must be positive, got {gamma}.")
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}.")
+        check_drop_threshold(drop_threshold, num_clusters, priors)
         self.num_clusters = num_clusters
         self.num_mixtures = num_mixtures
         self.gamma = float(gamma)
@@ -113,17 +213,23 @@ class NMMLoss(nn.Module):
         self.momentum = momentum
         self.priors = priors
         self.prior_momentum = prior_momentum
+        self.drop_threshold = drop_threshold
         self.eps = eps
         # one entry per (mixture, cluster), flattened mixture-major
         self.register_buffer("running_mean", torch.zeros(num_mixtures * num_clusters))
         self.register_buffer("running_var", torch.ones(num_mixtures * num_clusters))
         self.register_buffer("log_prior", torch.full((num_mixtures * num_clusters,), -math.log(num_clusters)))
+        # for ``drop_threshold``: the running share of samples each cluster wins, and which
+        # clusters are still alive (buffers, so they survive checkpoints)
+        self.register_buffer("running_share", torch.full((num_mixtures * num_clusters,), 1.0 / num_clusters))
+        self.register_buffer("alive", torch.ones(num_mixtures * num_clusters, dtype=torch.bool))
 
     def extra_repr(self) -> str:
         mixtures = f", num_mixtures={self.num_mixtures}" if self.num_mixtures > 1 else ""
         return (
             f"num_clusters={self.num_clusters}{mixtures}, gamma={self.gamma}, "
             f"normalization={self.normalization!r}, priors={self.priors}"
+            + (f", drop_threshold={self.drop_threshold}" if self.drop_threshold is not None else "")
         )
 
     def _score_shape(self) -> tuple[int, ...]:
@@ -140,30 +246,51 @@ class NMMLoss(nn.Module):
         if tuple(scores.shape[1:]) != shape:
             expected = ", ".join(map(str, ("batch", *shape)))
             raise ValueError(f"expected scores of shape ({expected}), got {tuple(scores.shape)}.")
-        # every (mixture, cluster) is one feature of the batch norm
-        return self._normalize_flat(scores.flatten(1), update_stats).view_as(scores)
+        # every (mixture, cluster) is one feature of the batch norm; statistics in the buffers'
+        # precision also under mixed precision (a bf16 mean of 128 scores is off in the third digit)
+        return self._normalize_flat(scores.flatten(1).to(self.running_mean.dtype), update_stats).view(scores.shape)
 
     def _normalize_flat(self, scores: torch.Tensor, update_stats: bool) -> torch.Tensor:
         if self.normalization == "none":
             return scores
         if not self.training:
             return F.batch_norm(scores, self.running_mean, self.running_var, training=False, eps=self.eps)
-        if scores.shape[0] < 2:
-            raise ValueError(
-                "NMM-EM normalises scores over the batch and needs at least 2 samples per "
-                "training batch; use a larger batch_size."
-            )
-        running = (self.running_mean, self.running_var) if update_stats else (None, None)
-        batch_normalized = F.batch_norm(scores, *running, training=True, momentum=self.momentum, eps=self.eps)
+        if data_parallel_world_size() > 1:
+            batch_normalized = self._normalize_global(scores, update_stats)
+        else:
+            _check_batch_size(scores.shape[0])
+            running = (self.running_mean, self.running_var) if update_stats else (None, None)
+            batch_normalized = F.batch_norm(scores, *running, training=True, momentum=self.momentum, eps=self.eps)
         if self.normalization == "batch":
             return batch_normalized
         return (scores - self.running_mean) / torch.sqrt(self.running_var + self.eps)
 
+    def _normalize_global(self, scores: torch.Tensor, update_stats: bool) -> torch.Tensor:
+        """Eq. 4.11 over the global batch of a data-parallel run: mean and variance over every
+        process's scores (:func:`global_batch_moments`), so each process computes the a* that one
+        process would compute on the whole batch, the gradients flow through the shared
+        statistics as they do there, and every process keeps the same running statistics (updated
+        as ``F.batch_norm`` does: momentum, unbiased variance)."""
+        mean, var, count = global_batch_moments(scores)
+        _check_batch_size(count)
+        if update_stats:
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(var.detach() * count / (count - 1), self.momentum)
+        return (scores - mean) / torch.sqrt(var + self.eps)
+
     def log_posterior(self, normalized: torch.Tensor) -> torch.Tensor:
-        """Eq. 4.20 (eq. 4.18 with priors) in log space: ``log_softmax(a* [+ log pi])``."""
-        if self.priors:
-            normalized = normalized + self.log_prior.view(self._score_shape())
-        return torch.log_softmax(normalized, dim=-1)
+        """Eq. 4.20 (eq. 4.18 with priors) in log space: ``log_softmax(a* [+ log pi])``.
+
+        A dropped cluster (prior 0) gets posterior 0; its log posterior is the most negative
+        finite float rather than -inf, so that ``0 * log p`` terms (the KL of eq. 4.24) stay 0
+        instead of NaN.
+        """
+        if not self.priors:
+            return torch.log_softmax(normalized, dim=-1)
+        shape = self._score_shape()
+        log_posterior = torch.log_softmax(normalized + self.log_prior.view(shape), dim=-1)
+        return log_posterior.masked_fill(~self.alive.view(shape), torch.finfo(log_posterior.dtype).min)
 
     def posterior(self, normalized: torch.Tensor) -> torch.Tensor:
         """Eq. 4.20 (eq. 4.18 with priors): cluster posteriors from normalised scores."""
@@ -193,9 +320,41 @@ class NMMLoss(nn.Module):
 
     @torch.no_grad()
     def _update_priors(self, posterior: torch.Tensor) -> None:
-        batch_prior = posterior.mean(dim=0).clamp_min(1e-8)
+        """Eq. 4.18's priors as a running mean of the batch posteriors; then, with
+        ``drop_threshold``, drop the clusters that win too few samples."""
+        batch_prior = global_batch_mean(posterior).clamp_min(1e-8)  # all processes' posteriors when data-parallel
         prior = (1 - self.prior_momentum) * self.log_prior.exp().view_as(batch_prior) + self.prior_momentum * batch_prior
-        self.log_prior.copy_((prior / prior.sum(dim=-1, keepdim=True)).log().flatten())
+        prior = prior * self.alive.view_as(prior)  # a dropped cluster keeps prior 0
+        prior = prior / prior.sum(dim=-1, keepdim=True)
+        if self.drop_threshold is not None:
+            prior = self._drop_unused_clusters(prior, posterior)
+        self.log_prior.copy_(prior.log().flatten())
+
+    def _drop_unused_clusters(self, prior: torch.Tensor, posterior: torch.Tensor) -> torch.Tensor:
+        """Update ``running_share`` (the running share of samples whose most probable cluster
+        is j), mark clusters whose share fell below ``drop_threshold`` dead for good, and
+        renormalise the priors and shares of the rest. Shares sum to 1 over the alive clusters
+        and ``drop_threshold < 1/K``, so the largest of each mixture always survives."""
+        won = F.one_hot(posterior.argmax(dim=-1), self.num_clusters).to(prior.dtype)
+        batch_share = global_batch_mean(won)  # all processes' samples when data-parallel, as the priors
+        share = (1 - self.prior_momentum) * self.running_share.view_as(prior) + self.prior_momentum * batch_share
+        unused = share < self.drop_threshold
+        if unused.any():
+            self.alive &= ~unused.flatten()
+            share, prior = share.masked_fill(unused, 0.0), prior.masked_fill(unused, 0.0)
+            share, prior = share / share.sum(dim=-1, keepdim=True), prior / prior.sum(dim=-1, keepdim=True)
+        self.running_share.copy_(share.flatten())
+        return prior
+
+    def num_alive(self) -> torch.Tensor:
+        """Clusters not dropped: a count, or one per mixture (M,) with ``num_mixtures > 1``."""
+        return self.alive.view(self._score_shape()).sum(dim=-1)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before clusters could be dropped: all alive, uniform shares
+        state_dict.setdefault(prefix + "alive", torch.ones_like(self.alive))
+        state_dict.setdefault(prefix + "running_share", torch.full_like(self.running_share, 1.0 / self.num_clusters))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
     def predict_proba(self, scores: torch.Tensor) -> torch.Tensor:

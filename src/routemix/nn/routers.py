@@ -49,10 +49,14 @@ class _MixPaths(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         x, weights = ctx.saved_tensors
         grad_x = grad_weights = None
+        # Under mixed precision the gates (a softmax, kept in float32), the paths and the incoming
+        # gradient can differ in dtype; compute in the gradient's and return each input's own.
         if ctx.needs_input_grad[0]:
-            grad_x = same_layout(torch.einsum("bio,bo...->bi...", weights, grad), x)  # sum_j g_ij dL/dY_j
+            grad_x = torch.einsum("bio,bo...->bi...", weights.to(grad.dtype), grad)  # sum_j g_ij dL/dY_j
+            grad_x = same_layout(grad_x.to(x.dtype), x)
         if ctx.needs_input_grad[1]:
-            grad_weights = torch.einsum("bo...,bi...->bio", grad, x)  # eq. 3.10: dL/dg_ij = sum dL/dY_j * X_i
+            grad_weights = torch.einsum("bo...,bi...->bio", grad, x.to(grad.dtype))  # eq. 3.10: dL/dg_ij = sum dL/dY_j * X_i
+            grad_weights = grad_weights.to(weights.dtype)
         return grad_x, grad_weights
 
 

@@ -122,7 +122,7 @@ def combine(y: Tensor, plan: DispatchPlan, batch_size: int) -> Tensor:
     gate-weighted sum of the outputs of the paths that took it."""
     flat = y.reshape(plan.capacity * plan.num_paths, *y.shape[2:])
     kept = plan.kept
-    weight = plan.weight[kept].view(-1, *([1] * (flat.dim() - 1)))
+    weight = plan.weight[kept].to(flat.dtype).view(-1, *([1] * (flat.dim() - 1)))  # gates stay float32 under autocast
     contributions = flat[plan.slot[kept]] * weight
     out = flat.new_zeros(batch_size, *flat.shape[1:])
     return out.index_add(0, plan.sample[kept], contributions)

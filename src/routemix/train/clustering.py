@@ -9,7 +9,15 @@ augmentation and input preprocessing; one training step is
    network and held constant, then one gradient step on KL(p || q) of eq. 4.24.
 
 :func:`fit` runs it with a Lightning ``Trainer`` (progress bar, CSV metrics, checkpoints, resume,
-CPU or GPU), and :func:`predict_proba` returns posteriors with the running statistics.
+CPU or GPU, one or several processes), and :func:`predict_proba` returns posteriors with the
+running statistics.
+
+Data-parallel (``devices`` x ``num_nodes`` > 1) it is the same algorithm on the same global batch
+(:mod:`routemix.train.distributed`): each process takes a share of every batch, eq. 4.11's
+statistics and eq. 4.18's priors are those of the global batch (:mod:`routemix.losses.nmm`), so
+is every batch norm of the network, and both steps' gradients are averaged by DDP through
+``manual_backward``. Only the augmentation draws differ: each process draws for its own share,
+from a generator offset by its rank.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from routemix.losses import NMMLoss, consistency_kl
 from routemix.metrics import clustering_scores
 from routemix.train.common import accelerator_for, batched_inference, make_trainer, quiet_lightning, resume_checkpoint  # noqa: F401  (re-exported)
+from routemix.train.distributed import gather_from_processes, shard_batches
 
 
 class NMMModule(L.LightningModule):
@@ -62,6 +71,10 @@ class NMMModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scores(x)
 
+    def on_train_start(self) -> None:
+        if self.trainer.world_size > 1:  # same seed everywhere: decorrelate the augmentation draws of the shares
+            torch.manual_seed(torch.initial_seed() + self.global_rank)
+
     def configure_optimizers(self):
         em = torch.optim.Adam(self.network.parameters(), lr=self.em_lr)
         if not self.two_fold:
@@ -96,22 +109,25 @@ class NMMModule(L.LightningModule):
             self.manual_backward(kl)
             consistency_optimizer.step()
             logs["train/consistency_kl"] = kl.detach()
-        self.log_dict(logs, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
+        self.log_dict(logs, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
+        if len(x) == 0:  # a process's share of a last batch smaller than the number of processes
+            return
         self._val_predictions.append(self.loss.predict_proba(self.scores(x)).argmax(dim=1).cpu())
         self._val_labels.append(y.cpu())
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_predictions:
             return
-        predictions = torch.cat(self._val_predictions).numpy()
-        labels = torch.cat(self._val_labels).numpy()
+        # every process's share: the scores of the whole validation set, each sample once
+        predictions = gather_from_processes(torch.cat(self._val_predictions)).numpy()
+        labels = gather_from_processes(torch.cat(self._val_labels)).numpy()
         self._val_predictions.clear()
         self._val_labels.clear()
         scores = clustering_scores(labels, predictions)
-        self.log_dict({f"val/{k}": v for k, v in scores.items()}, prog_bar=True)
+        self.log_dict({f"val/{k}": v for k, v in scores.items()}, prog_bar=True, sync_dist=True)  # equal everywhere (gathered)
 
 
 def make_loader(data: torch.Tensor, labels=None, *, batch_size: int, shuffle: bool, seed: int | None = None) -> DataLoader:
@@ -136,18 +152,25 @@ def fit(
     accelerator: str = "auto",
     resume: bool = False,
     val_every_n_epochs: int = 1,
+    devices: int = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
 ) -> L.Trainer:
     """Train ``module`` for ``max_epochs`` epochs.
 
     With ``run_dir``, metrics go to ``run_dir/logs/version_N/metrics.csv`` (CSV logger) and checkpoints to
     ``run_dir/checkpoints`` (``last.ckpt`` every epoch); ``resume=True`` continues from it
-    (layout: :mod:`routemix.train.common`).
+    (layout: :mod:`routemix.train.common`). ``devices`` x ``num_nodes`` processes train
+    data-parallel on shares of each batch of the loaders, which stay the global batches.
     """
     ckpt_path = resume_checkpoint(run_dir) if run_dir is not None and resume else None
     trainer = make_trainer(
         max_epochs=max_epochs, run_dir=run_dir, progress=progress, accelerator=accelerator,
-        val_every_n_epochs=val_every_n_epochs,
+        val_every_n_epochs=val_every_n_epochs, devices=devices, num_nodes=num_nodes, strategy=strategy,
     )
+    if trainer.world_size > 1:
+        train_loader = shard_batches(train_loader)
+        val_loader = shard_batches(val_loader) if val_loader is not None else None
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path, weights_only=True)
     return trainer
 

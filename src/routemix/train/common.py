@@ -83,6 +83,60 @@ def resume_checkpoint(run_dir: str | os.PathLike) -> str:
     return str(last)
 
 
+STRATEGIES = ("auto", "ddp", "ddp_spawn")
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+RUN_DIR_ENV = "ROUTEMIX_RUN_DIR"  # the run directory, handed to the processes Lightning's ddp launcher starts
+
+
+def check_scale_options(*, accelerator: str, devices: int, num_nodes: int, strategy: str, precision: str) -> None:
+    """A RoutemixError for device counts, strategies and precisions this machine cannot run."""
+    from routemix.errors import RoutemixError
+
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        raise RoutemixError(f"devices must be a positive number of devices per node, got {devices!r}.")
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
+        raise RoutemixError(f"num_nodes must be a positive number of machines, got {num_nodes!r}.")
+    if strategy not in STRATEGIES:
+        raise RoutemixError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}.")
+    if precision not in PRECISIONS:
+        raise RoutemixError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+    if accelerator == "gpu":
+        available = torch.cuda.device_count()
+        if devices > available:
+            raise RoutemixError(f"--devices {devices}: this machine has {available} CUDA GPU{'s' if available != 1 else ''}.")
+        if precision == "bf16-mixed" and not torch.cuda.is_bf16_supported():
+            raise RoutemixError("bf16-mixed needs a GPU with bfloat16 (Ampere or newer); use --precision 16-mixed.")
+    elif precision == "16-mixed":
+        raise RoutemixError("16-mixed is float16 autocast on CUDA GPUs; on the CPU use --precision bf16-mixed or 32.")
+
+
+def launched_as_rank_zero() -> bool:
+    """Whether this process is (or will be) global rank 0, from the variables launchers set
+    (torchrun, SLURM, Lightning's ddp launcher); True for a plain single process."""
+    return all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID"))
+
+
+def shared_run_dir(run_dir: str | os.PathLike | None, default: str, *, processes: int) -> Path:
+    """The run directory every process of one run writes to.
+
+    ``run_dir`` when given; else the one the launching process chose (Lightning's ``ddp``
+    launcher starts the other processes later, with this command line and environment: they must
+    not pick a new time-stamped name); else ``default``, handed on through ``$ROUTEMIX_RUN_DIR``.
+    Processes started by torchrun or a scheduler cannot agree on a default name: a RoutemixError.
+    """
+    from routemix.errors import RoutemixError
+
+    if run_dir:
+        return Path(run_dir)
+    if os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV])
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        raise RoutemixError("a run launched by torchrun or a scheduler needs --run-dir (a directory every process can reach).")
+    if processes > 1:
+        os.environ[RUN_DIR_ENV] = default
+    return Path(default)
+
+
 def make_trainer(
     *,
     max_epochs: int,
@@ -91,9 +145,30 @@ def make_trainer(
     accelerator: str = "auto",
     val_every_n_epochs: int = 1,
     deterministic: bool | str | None = None,
+    devices: int = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str = "32",
+    find_unused_parameters: bool = False,
 ) -> L.Trainer:
-    """A single-device ``Trainer``. With ``run_dir``: loggers and ``last.ckpt`` every epoch
-    (see the module docstring); without it, nothing is written."""
+    """A Lightning ``Trainer``. With ``run_dir``: loggers and ``last.ckpt`` every epoch (see the
+    module docstring); without it, nothing is written.
+
+    ``devices`` per node times ``num_nodes`` processes train data-parallel (``strategy`` ``ddp`` by
+    default when that is more than one; ``ddp_spawn`` where the script cannot be re-run, e.g. a
+    notebook), as the same algorithm as one process on the same global batch: the loaders must cut
+    their batches into shares (:func:`routemix.train.distributed.shard_batches`, so Lightning's
+    ``DistributedSampler`` is off) and batch norm is global (:mod:`routemix.train.distributed`).
+    ``precision``: ``32``, ``bf16-mixed`` (CPU or GPU) or ``16-mixed`` (CUDA only).
+    ``find_unused_parameters``: for models where a step may leave parameters unused (a sparse
+    path that no sample of a process's share was routed to, :mod:`routemix.nn.sparse`).
+    """
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from routemix.errors import RoutemixError
+
+    resolved = accelerator_for(accelerator) if accelerator in ("auto", "cuda") else accelerator
+    check_scale_options(accelerator=resolved, devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision)
     quiet_lightning()
     callbacks = []
     logger: list | bool = False
@@ -103,17 +178,38 @@ def make_trainer(
         run_dir = Path(run_dir)
         logger = run_loggers(run_dir)
         callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0))
-    return L.Trainer(
-        max_epochs=max_epochs,
-        accelerator=accelerator,
-        devices=1,
-        logger=logger,
-        callbacks=callbacks,
-        enable_checkpointing=run_dir is not None,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        check_val_every_n_epoch=val_every_n_epochs,
-        log_every_n_steps=1,
-        deterministic=deterministic,
-    )
+    scale: dict = {"strategy": strategy}
+    if devices * num_nodes > 1 or strategy != "auto":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        from routemix.train.distributed import GlobalBatchNormSync
+
+        # every dense zoo model uses all its parameters in every step (tests/test_models.py), so
+        # DDP need not search the graph for unused ones; sparse models ask for the search
+        scale["strategy"] = DDPStrategy(start_method="spawn" if strategy == "ddp_spawn" else "popen",
+                                        find_unused_parameters=find_unused_parameters)
+        scale["use_distributed_sampler"] = False  # the loaders shard each global batch themselves
+        if resolved == "gpu":
+            scale["sync_batchnorm"] = True
+        else:
+            scale["plugins"] = [GlobalBatchNormSync()]
+    try:
+        return L.Trainer(
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            num_nodes=num_nodes,
+            precision=precision,
+            logger=logger,
+            callbacks=callbacks,
+            enable_checkpointing=run_dir is not None,
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            check_val_every_n_epoch=val_every_n_epochs,
+            log_every_n_steps=1,
+            deterministic=deterministic,
+            **scale,
+        )
+    except MisconfigurationException as error:
+        raise RoutemixError(f"cannot train on {devices} {resolved} device(s) x {num_nodes} node(s): {str(error).splitlines()[0]}") from None

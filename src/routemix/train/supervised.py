@@ -16,6 +16,15 @@ CIFAR ResNets (Tab. 3.3)   350      64     150, 250
 ImageNet (Tab. 3.4)        120 / 90 256    every 30 (full / 100-class subset)
 =========================  =======  =====  ==========================
 
+Scale. ``devices`` x ``num_nodes`` processes train data-parallel (DDP) as the same algorithm as
+one process: ``batch_size`` is the *global* batch (the recipe's 128 stays 128 on 4 GPUs, 32 each),
+every batch is cut into per-process shares, batch norm normalises over the global batch, and the
+validation metrics count every test image once (:mod:`routemix.train.distributed`). Only the
+augmentation draws differ: each process draws for its share, seeded by (seed, step, rank).
+``precision`` (``bf16-mixed``, ``16-mixed`` on CUDA), ``channels_last`` and ``compile``
+(``torch.compile`` of the network's forward, in place, so checkpoints keep their keys) are speed
+options that leave the recipe alone.
+
 Weight decay is not stated in the thesis. The defaults are the values these architectures are
 usually trained with: 5e-4 for CIFAR-scale data (VGG- and WRN-style CIFAR training; small
 networks on 50k images overfit and benefit from the stronger penalty, and one value for the whole
@@ -42,9 +51,11 @@ from routemix.errors import RoutemixError, unknown_name
 from routemix.losses.gates import DEFAULT_WEIGHT as DEFAULT_GATE_WEIGHT
 from routemix.losses.gates import REGULARIZERS as GATE_REGULARIZERS
 from routemix.metrics import gate_statistics, summarize_gate_statistics
-from routemix.nn.gates import GateTrace
 from routemix.models.basecnn import ensemble_log_probs
-from routemix.train.common import accelerator_for, make_trainer, resume_checkpoint, torch_device
+from routemix.nn.gates import GateTrace
+from routemix.nn.sparse import sparse_top_k
+from routemix.train.common import accelerator_for, check_scale_options, launched_as_rank_zero, make_trainer, resume_checkpoint, shared_run_dir, torch_device
+from routemix.train.distributed import gather_from_processes, shard_batches, sum_over_processes
 from routemix.train.evaluate import EvalResult, batch_metrics, build_classifier, check_classifier_name, classify, evaluate_model, gate_log_keys, save_classifier
 
 CIFAR_WEIGHT_DECAY = 5e-4
@@ -87,16 +98,27 @@ class ClassifierModule(L.LightningModule):
         gamma: float = 0.1,
         gate_regularizer: nn.Module | None = None,
         gate_weight: float = DEFAULT_GATE_WEIGHT,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
+        self.channels_last = channels_last
         self.gate_regularizer, self.gate_weight = gate_regularizer, gate_weight
         self._val_gates: dict[str, list[Tensor]] = {}
+        self._val_sums: dict[str, Tensor] = {}  # metric -> [sum of batch mean x batch size, images], this process
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.milestones, self.gamma = list(milestones), gamma
 
     def forward(self, x: Tensor, return_gates: bool = False):
         return self.model(x, return_gates=return_gates)
+
+    def on_fit_start(self) -> None:
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def _memory_format(self, images: Tensor) -> Tensor:
+        """NHWC images for a ``channels_last`` network (ten-crop batches stay as they are)."""
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last and images.dim() == 4 else images
 
     def configure_optimizers(self):
         optimizer = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
@@ -105,6 +127,7 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         images, labels = batch
+        images = self._memory_format(images)
         if self.gate_regularizer is None:
             logits, gates = self.model(images, return_gates=True)
             loss = classification_loss(logits, labels)
@@ -115,35 +138,90 @@ class ClassifierModule(L.LightningModule):
             task_loss, gate_loss = classification_loss(logits, labels), self.gate_regularizer(trace.scores)
             loss = task_loss + self.gate_weight * gate_loss
             self.log_dict({"train/task_loss": task_loss.detach(), "train/gate_loss": gate_loss.detach()},
-                          on_step=False, on_epoch=True, batch_size=len(labels))
+                          on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at step {self.global_step}; lower the learning rate.")
         prediction = ensemble_log_probs(logits) if logits.dim() == 3 else logits
         accuracy = (prediction.argmax(-1) == labels).float().mean()
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-        self.log_dict({"train/loss": loss.detach(), "train/acc": accuracy}, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
-        self.log("train/lr", lr, on_step=False, on_epoch=True, batch_size=len(labels))
+        # sync_dist: epoch means over every process's samples (Lightning sums values x batch sizes
+        # and batch sizes across processes), not process 0's share alone
+        self.log_dict({"train/loss": loss.detach(), "train/acc": accuracy}, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels), sync_dist=True)
+        self.log("train/lr", lr, on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
         if gates:
-            self.log_dict(gate_log_keys(gates, "train"), on_step=False, on_epoch=True, batch_size=len(labels))
+            self.log_dict(gate_log_keys(gates, "train"), on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
         images, labels = batch
-        log_probs, gates = classify(self.model, images)
+        if len(labels) == 0:  # a process's share of a last batch smaller than the number of processes
+            return
+        log_probs, gates = classify(self.model, self._memory_format(images))
         metrics = {f"val/{k}": v for k, v in batch_metrics(log_probs, labels).items()}
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
         if gates:
-            self.log_dict(gate_log_keys(gates, "val"), on_step=False, on_epoch=True, batch_size=len(labels))
+            metrics.update(gate_log_keys(gates, "val"))
+        for key, value in metrics.items():
+            total = self._val_sums.setdefault(key, torch.zeros(2, device=value.device))
+            total += torch.stack([value.detach().float() * len(labels), value.new_tensor(float(len(labels)))])
+        if gates:
             for name, g in gates.items():
                 self._val_gates.setdefault(name, []).append(g.detach().float().cpu())
 
     def on_validation_epoch_end(self) -> None:
+        # Means over every test image once, whatever the shares: sums and counts added up across
+        # processes (Lightning's sync_dist mean floors an odd total count of images).
+        if self._val_sums:
+            keys = sorted(self._val_sums)
+            totals = sum_over_processes(torch.stack([self._val_sums[key] for key in keys]))
+            self._val_sums.clear()
+            means = {key: total / count for key, (total, count) in zip(keys, totals)}
+            self.log_dict({k: v for k, v in means.items() if "/gate/" not in k}, prog_bar=True, sync_dist=True)  # equal everywhere
+            self.log_dict({k: v for k, v in means.items() if "/gate/" in k}, sync_dist=True)
         if not self._val_gates:
             return
-        gates = {name: torch.cat(parts) for name, parts in self._val_gates.items()}
+        gates = {name: gather_from_processes(torch.cat(parts)) for name, parts in self._val_gates.items()}
         self._val_gates.clear()
         summary = summarize_gate_statistics(gate_statistics(gates))
-        self.log_dict({f"val/gate_{key}": value for key, value in summary.items()}, on_epoch=True)
+        self.log_dict({f"val/gate_{key}": value for key, value in summary.items()}, on_epoch=True, sync_dist=True)  # equal everywhere
+
+
+class GlobalBatchData(L.LightningDataModule):
+    """A :class:`~routemix.data.classification.ClassificationDataModule` for a data-parallel run:
+    its loaders' batches cut into per-process shares (:func:`~routemix.train.distributed.shard_batches`,
+    so the batches are the single-process ones) and each process's training share augmented
+    from its own random stream, seeded by (seed, step, rank) instead of (seed, step), so that
+    the shares do not all draw the same shifts and flips."""
+
+    def __init__(self, data) -> None:
+        super().__init__()
+        self.data = data
+
+    def prepare_data(self) -> None:
+        self.data.prepare_data()
+
+    def setup(self, stage: str) -> None:
+        self.data.trainer = self.trainer
+        self.data.setup(stage)
+
+    def train_dataloader(self):
+        return shard_batches(self.data.train_dataloader())
+
+    def val_dataloader(self):
+        return shard_batches(self.data.val_dataloader())
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        trainer = self.trainer
+        if not trainer.training:
+            return self.data.prepare(images, train=False), labels
+        step = trainer.global_step * trainer.world_size + trainer.global_rank
+        return self.data.prepare(images, train=True, step=step), labels
+
+    def state_dict(self) -> dict:
+        return self.data.state_dict()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.data.load_state_dict(state_dict)
 
 
 def fit(
@@ -155,6 +233,10 @@ def fit(
     progress: bool = True,
     accelerator: str = "auto",
     resume: bool = False,
+    devices: int = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str = "32",
 ) -> L.Trainer:
     """Train for ``max_epochs`` epochs (run-directory layout: :mod:`routemix.train.common`).
 
@@ -162,11 +244,20 @@ def fit(
     weights, optimizer momentum, schedule, epoch and global step, and the data module's draws are
     functions of (seed, epoch, step) rather than of a generator's history
     (:mod:`routemix.data.classification`), so on CPU the resumed run equals the uninterrupted one.
+
+    ``devices`` x ``num_nodes`` > 1 trains data-parallel on shares of the data module's batches,
+    which stay the global batches (see the module docstring); its ``batch_size`` must divide evenly.
     """
     if resume and run_dir is None:
         raise RoutemixError("resume needs the run directory of the run to continue.")
     ckpt_path = resume_checkpoint(run_dir) if resume else None
-    trainer = make_trainer(max_epochs=max_epochs, run_dir=run_dir, progress=progress, accelerator=accelerator)
+    trainer = make_trainer(max_epochs=max_epochs, run_dir=run_dir, progress=progress, accelerator=accelerator,
+                           devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision,
+                           find_unused_parameters=bool(sparse_top_k(module.model)))
+    if trainer.world_size > 1:
+        if datamodule.batch_size % trainer.world_size:
+            raise RoutemixError(f"batch size {datamodule.batch_size} (the global batch) does not split evenly over {trainer.world_size} processes.")
+        datamodule = GlobalBatchData(datamodule)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     return trainer
 
@@ -201,6 +292,12 @@ class TrainConfig:
     gate_reg_priors: bool = True  # cluster priors in the gates' NMM-EM loss (ch. 5.1 recommends them)
     gate_reg_routers: str | None = None  # comma-separated shell patterns of gate networks (default: all)
     device: str = "auto"
+    devices: int = 1  # processes per node, data-parallel; batch_size stays the global batch
+    num_nodes: int = 1
+    strategy: str = "auto"  # ddp when devices x num_nodes > 1; ddp_spawn where the command cannot be re-run
+    precision: str = "32"  # 32, bf16-mixed, 16-mixed (CUDA)
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the network's forward
     progress: bool = True
     resume: bool = False
     run_dir: str | None = None
@@ -213,7 +310,10 @@ _FIELD_TYPES = {
     "image_size": int, "ten_crop": bool, "data_dir": str, "download": bool, "limit": int,
     "limit_test": int, "workers": int, "device": str, "progress": bool, "run_dir": str,
     "gate_reg": str, "gate_reg_weight": float, "gate_reg_priors": bool, "gate_reg_routers": str,
+    "devices": int, "num_nodes": int, "strategy": str, "precision": str, "channels_last": bool, "compile": bool,
 }
+# how a run is executed rather than what it computes: a resumed run takes them from its own command
+_INVOCATION_KEYS = ("progress", "devices", "num_nodes", "strategy", "compile")
 CONFIG_KEYS = tuple(_FIELD_TYPES)  # what a YAML config may set
 
 
@@ -306,6 +406,16 @@ def validate_config(cfg: TrainConfig) -> None:
         raise RoutemixError(f"gate_reg_weight must be non-negative, got {cfg.gate_reg_weight}.")
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise RoutemixError(f"device must be auto, cpu or cuda, got {cfg.device!r}.")
+    check_scale_options(accelerator=accelerator_for(cfg.device), devices=cfg.devices, num_nodes=cfg.num_nodes,
+                        strategy=cfg.strategy, precision=cfg.precision)
+    processes = cfg.devices * cfg.num_nodes
+    if cfg.batch_size is not None and cfg.batch_size % processes:
+        raise RoutemixError(f"batch_size {cfg.batch_size} is the global batch and must split evenly over the {processes} processes.")
+    if cfg.compile:
+        import torch._dynamo
+
+        if not torch._dynamo.is_dynamo_supported():
+            raise RoutemixError("--compile: torch.compile is not supported on this Python or platform; train without --compile.")
 
 
 def resolve_config(overrides: dict[str, Any], config_file: str | None = None) -> TrainConfig:
@@ -318,7 +428,7 @@ def resolve_config(overrides: dict[str, Any], config_file: str | None = None) ->
         saved_path = Path(overrides["run_dir"]) / "config.json"
         if saved_path.is_file():
             # what the run was, not how it was watched: the progress bar is this invocation's choice
-            saved = {k: v for k, v in json.loads(saved_path.read_text()).items() if k in _FIELD_TYPES and k != "progress"}
+            saved = {k: v for k, v in json.loads(saved_path.read_text()).items() if k in _FIELD_TYPES and k not in _INVOCATION_KEYS}
     from_file = load_config_file(config_file) if config_file else {}
     settings = {**saved, **from_file, **{k: v for k, v in overrides.items() if v is not None}}
     if saved.get("model") and settings.get("model") != saved["model"]:
@@ -354,9 +464,12 @@ class TrainResult:
     parameters: int
 
 
-def run_training(cfg: TrainConfig) -> TrainResult:
+def run_training(cfg: TrainConfig) -> TrainResult | None:
     """One supervised run: writes ``run_dir/config.json``, ``model.pt``, ``metrics.json``, the
-    Lightning checkpoint and the learning curves; returns the test evaluation."""
+    Lightning checkpoint and the learning curves; returns the test evaluation.
+
+    Data-parallel, every process runs this (Lightning's ``ddp`` launcher re-runs the command):
+    all train, global rank 0 alone writes and evaluates, the others return None."""
     from routemix.data.classification import ClassificationDataModule
     from routemix.models import count_parameters
     from routemix.train.checkpoint import write_json
@@ -369,25 +482,37 @@ def run_training(cfg: TrainConfig) -> TrainResult:
         if not cfg.run_dir:
             raise RoutemixError("--resume continues a run: pass the --run-dir of that run.")
         resume_checkpoint(cfg.run_dir)  # missing or corrupt: a clear error before anything is written
+    workers = cfg.workers
+    if workers is None and cfg.devices > 1:  # streamed sets: the node's cores shared by its processes
+        workers = max(1, min(8, (os.cpu_count() or 1) // cfg.devices))
     datamodule = ClassificationDataModule(
         cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, batch_size=cfg.batch_size,
         limit=cfg.limit, limit_test=cfg.limit_test, classes=cfg.classes, image_size=cfg.image_size,
-        ten_crop=cfg.ten_crop, num_workers=cfg.workers, seed=cfg.seed,
+        ten_crop=cfg.ten_crop, num_workers=workers, seed=cfg.seed,
     )
     datamodule.setup("fit")
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # the network's initialisation
     model = build_classifier(cfg.model, num_classes=datamodule.num_classes, in_channels=datamodule.in_channels, input_size=datamodule.input_size)
 
-    run_dir = Path(cfg.run_dir or f"runs/train-{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.compile:
+        model.compile()  # in place: the forward is compiled, the state dict keeps its keys
+
+    default = f"runs/train-{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = shared_run_dir(cfg.run_dir, default, processes=cfg.devices * cfg.num_nodes)
     cfg.run_dir = str(run_dir)
-    write_json(run_dir / "config.json", asdict(cfg))
+    if launched_as_rank_zero():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", asdict(cfg))
 
     module = ClassifierModule(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, milestones=cfg.milestones,
-                              gamma=cfg.gamma, gate_regularizer=gate_regularizer_for(cfg, model), gate_weight=cfg.gate_reg_weight)
+                              gamma=cfg.gamma, gate_regularizer=gate_regularizer_for(cfg, model), gate_weight=cfg.gate_reg_weight,
+                              channels_last=cfg.channels_last)
     start = time.perf_counter()
-    fit(module, datamodule, max_epochs=cfg.epochs, run_dir=run_dir, progress=cfg.progress, accelerator=accelerator_for(cfg.device), resume=cfg.resume)
+    trainer = fit(module, datamodule, max_epochs=cfg.epochs, run_dir=run_dir, progress=cfg.progress, accelerator=accelerator_for(cfg.device),
+                  resume=cfg.resume, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision)
     seconds = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return None
     save_classifier(run_dir / "model.pt", model, cfg.model, input_size=datamodule.input_size, config=asdict(cfg))
     result = evaluate_model(model, datamodule, ten_crop=cfg.ten_crop, device=torch_device(cfg.device), progress=cfg.progress)
     write_json(run_dir / "metrics.json", {"model": cfg.model, "dataset": cfg.dataset, "epochs": cfg.epochs, "seconds": seconds, "test": result.as_dict()})
