@@ -199,16 +199,50 @@ def _cmd_bench_clustering(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_speed(args: argparse.Namespace) -> int:
-    from routemix.bench.speed import format_table, run
+    from routemix.bench.speed import THESIS_NETWORKS, format_table, format_throughput_table, run, run_throughput
+
+    mode_options = {"--bases": args.bases, "--paths": args.paths} if args.throughput else \
+        {"--models": args.models, "--workers": args.workers, "--peak-size": args.peak_size}
+    misplaced = [option for option, value in mode_options.items() if value is not None]
+    if misplaced:
+        mode = "path-count mode (without --throughput)" if args.throughput else "--throughput mode"
+        raise RoutemixError(f"{', '.join(misplaced)} belong{'s' if len(misplaced) == 1 else ''} to the {mode}.")
+    if args.throughput:
+        models = tuple(args.models.split(",")) if args.models else THESIS_NETWORKS
+        rows = run_throughput(models, batch=args.batch or 128, steps=args.steps, repeats=args.repeats,
+                              workers=args.workers or 0, device=args.device, peak_size=args.peak_size or 4096,
+                              memory=not args.no_memory, progress=not args.no_progress)
+        print(format_throughput_table(rows))
+    else:
+        paths_text = args.paths or "2,3,4"
+        try:
+            paths = [int(p) for p in paths_text.split(",")]
+        except ValueError:
+            raise RoutemixError(f"--paths takes comma-separated path counts like 2,3,4, got {paths_text!r}.") from None
+        if any(p < 2 for p in paths):
+            raise RoutemixError(f"--paths takes path counts of 2 or more, got {paths_text}.")
+        rows = run(tuple((args.bases or "basecnn,resnet20").split(",")), tuple(paths), steps=args.steps,
+                   repeats=args.repeats, batch=args.batch, device=args.device, memory=not args.no_memory,
+                   progress=not args.no_progress)
+        print(format_table(rows))
+    if args.out:
+        from dataclasses import asdict
+
+        from routemix.train.checkpoint import write_json
+
+        write_json(Path(args.out), [asdict(r) for r in rows])
+    return 0
+
+
+def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    from routemix.bench.pipeline import format_table, run
 
     try:
-        paths = [int(p) for p in args.paths.split(",")]
+        workers = tuple(int(w) for w in args.workers.split(","))
     except ValueError:
-        raise RoutemixError(f"--paths takes comma-separated path counts like 2,3,4, got {args.paths!r}.") from None
-    if any(p < 2 for p in paths):
-        raise RoutemixError(f"--paths takes path counts of 2 or more, got {args.paths}.")
-    rows = run(tuple(args.bases.split(",")), tuple(paths), steps=args.steps, repeats=args.repeats, batch=args.batch,
-               device=args.device, memory=not args.no_memory, progress=not args.no_progress)
+        raise RoutemixError(f"--workers takes comma-separated worker counts like 0,1,2, got {args.workers!r}.") from None
+    rows = run(tuple(args.shapes.split(",")), workers, batch=args.batch, steps=args.steps, repeats=args.repeats,
+               device=args.device, progress=not args.no_progress)
     print(format_table(rows))
     if args.out:
         from dataclasses import asdict
@@ -492,10 +526,20 @@ def build_parser() -> argparse.ArgumentParser:
     nclusters.add_argument("--no-progress", action="store_true")
     nclusters.set_defaults(handler=_cmd_bench_nclusters)
 
-    speed = benches.add_parser("speed", help="step time of P-path models: batched vs naive loops vs no routing")
-    speed.add_argument("--bases", default="basecnn,resnet20", help="base networks (default basecnn,resnet20)")
-    speed.add_argument("--paths", default="2,3,4", help="path counts (default 2,3,4)")
-    speed.add_argument("--batch", type=int, help="batch size (default: the thesis', 128 BaseCNN, 64 ResNet20)")
+    speed = benches.add_parser(
+        "speed", help="step time of P-path models: batched vs naive loops vs no routing; "
+                      "--throughput: images/s, data-loading share, memory and arithmetic utilisation of any models")
+    speed.add_argument("--bases", help="base networks (default basecnn,resnet20)")
+    speed.add_argument("--paths", help="path counts (default 2,3,4)")
+    speed.add_argument("--throughput", action="store_true",
+                       help="time training of whole models with a real DataLoader instead (routemix.bench.speed)")
+    speed.add_argument("--models", help="--throughput: comma-separated model names (default: the BaseCNN family of "
+                                        "Table 3.2, resnet20, resnet20_3cc)")
+    speed.add_argument("--workers", type=int, help="--throughput: DataLoader worker processes (default 0)")
+    speed.add_argument("--peak-size", type=int, help="--throughput: n of the n x n float32 matmul that measures the "
+                                                     "device's peak (default 4096)")
+    speed.add_argument("--batch", type=int, help="batch size (default: the thesis', 128 BaseCNN, 64 ResNet20; "
+                                                 "--throughput: 128)")
     speed.add_argument("--steps", type=int, default=5, help="training steps per timing (default 5)")
     speed.add_argument("--repeats", type=int, default=3, help="timings per network, interleaved (default 3)")
     speed.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -503,6 +547,19 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--out", help="write the rows as JSON here")
     speed.add_argument("--no-progress", action="store_true")
     speed.set_defaults(handler=_cmd_bench_speed)
+
+    pipeline = benches.add_parser("pipeline", help="augmentation batched on the device (kornia) vs per image in "
+                                                   "DataLoader workers (torchvision v2): images/s")
+    pipeline.add_argument("--shapes", default="mnist,cifar", help="synthetic image sizes: mnist (1x28x28), "
+                                                                  "cifar (3x32x32) (default both)")
+    pipeline.add_argument("--workers", default="0,1,2", help="worker counts of the per-image pipelines (default 0,1,2)")
+    pipeline.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
+    pipeline.add_argument("--steps", type=int, default=10, help="batches per timing (default 10)")
+    pipeline.add_argument("--repeats", type=int, default=3, help="timings per configuration, interleaved (default 3)")
+    pipeline.add_argument("--device", default="cpu", help="where batches end up and the batched one runs: cpu or cuda")
+    pipeline.add_argument("--out", help="write the rows as JSON here")
+    pipeline.add_argument("--no-progress", action="store_true")
+    pipeline.set_defaults(handler=_cmd_bench_pipeline)
 
     from routemix.viz.command import add_viz_parser
 

@@ -6,6 +6,9 @@
   scale, brightness/contrast/saturation/hue), drawn independently for every image and applied
   once per batch: each image gets one augmented copy per step (the thesis' "once per batch",
   as opposed to IIC's five copies).
+* :func:`per_image_augmentation` — the same T for one image at a time (torchvision transforms v2,
+  uint8 tensor or PIL image in, float tensor out), for DataLoader workers; ``routemix bench
+  pipeline`` measures it against the batched one.
 * :class:`FeatureResample` and :class:`GaussianNoise` — augmentations for vector data, where the
   thesis defines none (see :func:`tabular_augmentation`).
 """
@@ -39,20 +42,28 @@ def to_float_images(images: torch.Tensor) -> torch.Tensor:
     return images
 
 
+# The ranges of T (see :func:`image_augmentation`), shared by the batched and per-image versions.
+CROP = {"scale": (0.6, 1.0), "ratio": (0.8, 1.25)}
+AFFINE = {"degrees": 20.0, "translate": (0.1, 0.1), "scale": (0.9, 1.1)}
+AFFINE_P = 0.5  # kornia's default for RandomAffine: half the images are rotated/shifted/scaled
+JITTER_P = 0.8
+
+
+def _jitter_ranges(channels: int) -> dict[str, float]:
+    if channels == 3:
+        return {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1}
+    return {"brightness": 0.4, "contrast": 0.4}  # saturation and hue need colour
+
+
 class ImageAugmentation(nn.Module):
     """T of sec. 4.4.3 on a batch of images, new random parameters for every image."""
 
     def __init__(self, channels: int, size: tuple[int, int]) -> None:
         super().__init__()
-        jitter = (
-            K.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8)
-            if channels == 3
-            else K.ColorJitter(brightness=0.4, contrast=0.4, p=0.8)  # saturation and hue need colour
-        )
         self.transform = K.AugmentationSequential(
-            K.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.8, 1.25)),
-            K.RandomAffine(degrees=20.0, translate=(0.1, 0.1), scale=(0.9, 1.1)),
-            jitter,
+            K.RandomResizedCrop(size, **CROP),
+            K.RandomAffine(**AFFINE, p=AFFINE_P),
+            K.ColorJitter(**_jitter_ranges(channels), p=JITTER_P),
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -67,6 +78,26 @@ def image_augmentation(channels: int, size: tuple[int, int]) -> ImageAugmentatio
     shift and scale, colour jitter 0.4 and hue 0.1 on 80% of the images).
     """
     return ImageAugmentation(channels, size)
+
+
+def per_image_augmentation(channels: int, size: tuple[int, int]):
+    """T for one image (C, H, W) as torchvision transforms v2, for per-image work in DataLoader
+    workers: a uint8 tensor or a PIL image in, a float tensor in [0, 1] out.
+
+    Same transformations, ranges and probabilities as :func:`image_augmentation`; the
+    implementations differ in detail (torchvision antialiases the resized crop, and draws the
+    order of the jitters per image where kornia draws it per batch), so the two draw from near,
+    not identical, distributions.
+    """
+    from torchvision.transforms import v2
+
+    return v2.Compose([
+        v2.RandomResizedCrop(size, **CROP, antialias=True),
+        v2.RandomApply([v2.RandomAffine(**AFFINE)], p=AFFINE_P),
+        v2.RandomApply([v2.ColorJitter(**_jitter_ranges(channels))], p=JITTER_P),
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+    ])
 
 
 class FeatureResample(nn.Module):
