@@ -72,6 +72,12 @@ def gate_networks(model: nn.Module, routers: Sequence[str] | None = None) -> dic
     return chosen
 
 
+def _check_scores(names: Sequence[str], scores: Mapping[str, Tensor]) -> None:
+    missing = [name for name in names if name not in scores]
+    if missing:
+        raise ValueError(f"no relevance scores for gate network(s) {', '.join(missing)}; pass what GateTrace collected.")
+
+
 class GateClusteringLoss(nn.Module):
     """Sum over routers of the NMM-EM loss on their relevance scores (see the module docstring).
 
@@ -109,9 +115,7 @@ class GateClusteringLoss(nn.Module):
         return f"scope={self.scope!r}, routers={len(self.names)}"
 
     def forward(self, scores: Mapping[str, Tensor]) -> Tensor:
-        missing = [name for name in self.names if name not in scores]
-        if missing:
-            raise ValueError(f"no relevance scores for gate network(s) {', '.join(missing)}; pass what GateTrace collected.")
+        _check_scores(self.names, scores)
         total = 0.0
         for name, loss in zip(self.names, self.losses):
             a = scores[name]
@@ -149,9 +153,7 @@ class LoadBalancingLoss(nn.Module):
         return f"routers={len(self.names)}"
 
     def forward(self, scores: Mapping[str, Tensor]) -> Tensor:
-        missing = [name for name in self.names if name not in scores]
-        if missing:
-            raise ValueError(f"no relevance scores for gate network(s) {', '.join(missing)}; pass what GateTrace collected.")
+        _check_scores(self.names, scores)
         total = 0.0
         for name in self.names:
             gates = scores[name].softmax(dim=-1)  # (B, P_in, P_out)
