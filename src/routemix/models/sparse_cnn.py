@@ -20,6 +20,12 @@ Registered names (P in 2, 4, 8; k in 1, 2):
 Per sample, a top-k layer computes k convolutions, so the multiply-adds of the convolutions
 match BaseCNN-k (not BaseCNN-P) while the parameters grow with P: P=4, k=1 holds 1.41M
 parameters and computes like BaseCNN.
+
+Experimental: measured on Fashion-MNIST (``routemix bench sparse``, docs/RESULTS.md), these
+networks train far worse than BaseCNN-4-CC (25-89% test error against 14%): softmax routing
+collapses onto one path, capacity overflow zeroes samples with no residual to carry them, and
+independently started paths write unrelated channels into the accumulated tensor. RESULTS lists
+the changes to try next (a residual form, identical starting paths, routing per stage).
 """
 
 from __future__ import annotations
