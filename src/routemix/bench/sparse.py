@@ -19,7 +19,8 @@ test images (each router's share of the k-per-image assignments per path: the bu
 times P, 1 when even and P when one path takes all, and the number of paths that get at least 1%);
 the measured step time of each network (forward, backward and SGD step on a batch of 128,
 interleaved round-robin so the machine's noise hits all alike, median) and its convolution FLOPs
-per image in one training-mode forward pass (capacity limit on), counted by :class:`torch.utils.flop_counter.FlopCounterMode`.
+per image in one training-mode forward pass (capacity limit on), counted by
+:class:`torch.utils.flop_counter.FlopCounterMode`.
 """
 
 from __future__ import annotations
