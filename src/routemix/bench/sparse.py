@@ -26,8 +26,6 @@ per image in one training-mode forward pass (capacity limit on), counted by
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -95,33 +93,17 @@ def conv_flops_per_image(model: nn.Module, batch: int = 128, image: tuple[int, .
 
 def time_steps(model_names: list[str], *, batch: int = 128, steps: int = 3, repeats: int = 5) -> dict[str, dict]:
     """Median training-step time of each model (interleaved round-robin) and its conv FLOPs per image."""
+    from routemix.bench.speed import fixed_batch_step, interleaved_median_seconds
     from routemix.models import count_parameters, create_model
 
     torch.manual_seed(0)
-    x = torch.randn(batch, 1, 32, 32)
-    y = torch.randint(0, 10, (batch,))
-    steps_of, info = {}, {}
+    models = {name: create_model(name, num_classes=10, in_channels=1) for name in model_names}
+    info = {name: {"parameters": count_parameters(m), "conv_mflops": conv_flops_per_image(m) / 1e6} for name, m in models.items()}
+    cpu = torch.device("cpu")
+    seconds = interleaved_median_seconds({name: fixed_batch_step(m, batch, cpu, (1, 32, 32)) for name, m in models.items()},
+                                         steps=steps, repeats=repeats)
     for name in model_names:
-        model = create_model(name, num_classes=10, in_channels=1).train()
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-        def step(model=model, optimizer=optimizer) -> None:
-            optimizer.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(model(x), y).backward()
-            optimizer.step()
-
-        step()  # warm-up
-        steps_of[name] = step
-        info[name] = {"parameters": count_parameters(model), "conv_mflops": conv_flops_per_image(model) / 1e6}
-    samples: dict[str, list[float]] = {name: [] for name in model_names}
-    for _ in range(repeats):
-        for name, step in steps_of.items():
-            start = time.perf_counter()
-            for _ in range(steps):
-                step()
-            samples[name].append((time.perf_counter() - start) / steps)
-    for name in model_names:
-        info[name]["step_ms"] = 1000 * statistics.median(samples[name])
+        info[name]["step_ms"] = 1000 * seconds[name]
     return info
 
 

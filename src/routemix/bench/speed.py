@@ -211,7 +211,7 @@ def _sgd_step(model: nn.Module, device: torch.device) -> Callable[[Tensor, Tenso
     return step
 
 
-def _step_fn(model: nn.Module, batch: int, device: torch.device, shape: tuple[int, ...] = (3, 32, 32)):
+def fixed_batch_step(model: nn.Module, batch: int, device: torch.device, shape: tuple[int, ...] = (3, 32, 32)):
     """A training step on one fixed random batch, finished on the device when it returns."""
     train = _sgd_step(model, device)
     x = torch.randn(batch, *shape, device=device)
@@ -231,21 +231,24 @@ def time_variants(base: str, num_paths: int, *, steps: int = 5, repeats: int = 3
     dev = torch.device(device)
     batch = batch or BASES[base]
     models = {v: build_variant(base, v, num_paths) for v in VARIANTS}
-    fns = {v: _step_fn(m, batch, dev) for v, m in models.items()}
-    for fn in fns.values():  # warm-up: allocator, kernels, lazy init
+    seconds = interleaved_median_seconds({v: fixed_batch_step(m, batch, dev) for v, m in models.items()}, steps=steps, repeats=repeats)
+    return [Timing(base, num_paths, v, batch, count_parameters(models[v]), seconds[v], batch / seconds[v]) for v in VARIANTS]
+
+
+def interleaved_median_seconds(steps_of: dict[str, Callable[[], None]], *, steps: int, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each function: one warm-up call each (allocator, kernels, lazy
+    init), then ``repeats`` rounds that time ``steps`` calls of every function in turn, so that a
+    slow spell of a noisy machine hits all of them alike."""
+    for fn in steps_of.values():
         fn()
-    samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    samples: dict[str, list[float]] = {name: [] for name in steps_of}
     for _ in range(repeats):
-        for v, fn in fns.items():
+        for name, fn in steps_of.items():
             start = time.perf_counter()
             for _ in range(steps):
                 fn()
-            samples[v].append((time.perf_counter() - start) / steps)
-    out = []
-    for v in VARIANTS:
-        seconds = statistics.median(samples[v])
-        out.append(Timing(base, num_paths, v, batch, count_parameters(models[v]), seconds, batch / seconds))
-    return out
+            samples[name].append((time.perf_counter() - start) / steps)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def _rss_growth_mb(build: Callable[[], nn.Module], batch: int, shape: tuple[int, ...] = (3, 32, 32)) -> float:
@@ -260,7 +263,7 @@ def _rss_growth_mb(build: Callable[[], nn.Module], batch: int, shape: tuple[int,
         raise RuntimeError(f"{key} not in /proc/self/status")
 
     start = status("VmRSS")
-    step = _step_fn(build(), batch, torch.device("cpu"), shape)
+    step = fixed_batch_step(build(), batch, torch.device("cpu"), shape)
     step(), step()
     return status("VmHWM") - start
 
@@ -277,7 +280,7 @@ def training_peak_mb(build: Callable[[], nn.Module], batch: int, *, shape: tuple
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
-        step = _step_fn(build(), batch, torch.device(device), shape)
+        step = fixed_batch_step(build(), batch, torch.device(device), shape)
         step(), step()
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     try:
