@@ -39,6 +39,32 @@ def test_unlimited_capacity_is_the_busiest_path():
     assert plan.capacity == 3 and plan.dropped == 0
 
 
+def test_reroute_sends_an_overflowing_sample_to_its_next_choice_with_room():
+    # the plan of the test above with k = 1 and rerouting: sample 2 finds path 0 full and falls
+    # back to its second choice, path 1, which still has a slot
+    paths = torch.tensor([[0, 1], [0, 1], [0, 1], [1, 0]])
+    weights = torch.tensor([[0.6, 0.4], [0.6, 0.4], [0.6, 0.4], [0.7, 0.3]])
+    plan = plan_dispatch(paths, weights, num_paths=2, capacity=2, k=1)
+    assert plan.sample.tolist() == [0, 1, 2, 3, 2]  # round 1: every first choice; round 2: sample 2 only
+    assert plan.path.tolist() == [0, 0, 0, 1, 1]
+    assert plan.kept.tolist() == [True, True, False, True, True]
+    assert plan.dropped == 0 and plan.rerouted == 1 and plan.load.tolist() == [3, 1]
+    x = torch.arange(4.0).view(4, 1) + 1
+    out = combine(dispatch(x, plan) * 10, plan, batch_size=4)
+    # sample 2 is computed by path 1 and weighted by its gate there (0.4)
+    torch.testing.assert_close(out[:, 0], torch.tensor([6.0, 12.0, 12.0, 28.0]))
+
+
+def test_reroute_never_gives_a_sample_one_path_twice():
+    # 3 paths of one slot, k = 2, both samples prefer 0, then 1, then 2: sample 0 takes paths 0
+    # and 1; sample 1 finds both full and gets path 2 only, not path 2 twice
+    paths = torch.tensor([[0, 1, 2], [0, 1, 2]])
+    plan = plan_dispatch(paths, torch.full((2, 3), 1 / 3), num_paths=3, capacity=1, k=2)
+    served = {(s, p) for s, p, kept in zip(plan.sample.tolist(), plan.path.tolist(), plan.kept.tolist()) if kept}
+    assert served == {(0, 0), (0, 1), (1, 2)}
+    assert plan.dropped == 1 and plan.rerouted == 1
+
+
 class RecordingPaths(nn.Module):
     """Paths that record the slots they are given and scale path j by j + 1."""
 
@@ -111,6 +137,24 @@ def test_overflow_contributes_nothing_and_evaluation_never_drops():
     torch.testing.assert_close(layer(x), _dense_reference(layer, x))
 
 
+def test_rerouted_overflow_is_computed_by_another_path_and_nobody_gets_zeros():
+    torch.manual_seed(2)
+    layer = SparseRouting(PathLinear(2, 3, 4), 2, 3, k=1, capacity_factor=1.0, overflow="reroute").double().train()
+    with torch.no_grad():  # a gate that sends every sample to path 1 first
+        layer.gate.excite.bias.copy_(torch.tensor([[-3.0, 3.0]]))
+    x = torch.randn(8, 3, dtype=torch.double)
+    plan = layer.plan(x)
+    assert plan.load.tolist() == [0, 8] and plan.dropped == 0 and plan.rerouted == 4  # 4 slots per path
+    served = torch.zeros(8, dtype=torch.long)
+    served[plan.sample[plan.kept]] = plan.path[plan.kept]
+    assert served.tolist() == [1, 1, 1, 1, 0, 0, 0, 0]  # batch order decides who is rerouted
+    gates = layer.gate(x.unsqueeze(1)).squeeze(1)
+    everything = layer.paths(x.unsqueeze(1).expand(-1, 2, -1))  # (B, P, 4)
+    rows = torch.arange(8)
+    reference = everything[rows, served] * gates[rows, served].unsqueeze(1)
+    torch.testing.assert_close(layer(x), reference)
+
+
 def test_cluster_allocation_ignores_a_constant_preference_for_one_path():
     """A bias that makes every sample prefer path 0 decides softmax routing but not the clustering
     router, which normalises each path's scores over the batch (eq. 4.11)."""
@@ -173,8 +217,23 @@ def test_bad_arguments_are_clear_errors():
         SparseRouting(nn.Identity(), 2, 4, allocation="random")
     with pytest.raises(ValueError, match="capacity_factor"):
         SparseRouting(nn.Identity(), 2, 4, capacity_factor=0)
+    with pytest.raises(ValueError, match="overflow"):
+        SparseRouting(nn.Identity(), 2, 4, overflow="wait")
     with pytest.raises(RoutemixError, match="allocation"):
         create_model("sparse_basecnn_2_top1", num_classes=10, allocation="random")
+    with pytest.raises(RoutemixError, match="path_init"):
+        create_model("sparse_basecnn_2_top1", num_classes=10, path_init="random")
+
+
+def test_shared_path_init_starts_every_path_from_the_same_filters():
+    torch.manual_seed(0)
+    shared = create_model("sparse_basecnn_4_top1", num_classes=10, path_init="shared")
+    independent = create_model("sparse_basecnn_4_top1", num_classes=10, path_init="independent")
+    for model, alike in ((shared, True), (independent, False)):
+        for name, module in model.named_modules():
+            if isinstance(module, SparseRouting):
+                per_path = module.paths.conv.weight.view(4, -1)
+                assert torch.equal(per_path, per_path[:1].expand_as(per_path)) == alike, name
 
 
 SPARSE_ZOO = [name for name in list_models() if name.startswith(("sparse_", "clustered_"))]
@@ -186,16 +245,20 @@ def test_sparse_models_learn_exactly_on_the_paths_that_computed(name):
     and everything that is not a path (gates, batch norm, the dense head) always learns."""
     torch.manual_seed(0)
     model = create_model(name, num_classes=7).train()
-    with GateTrace(model) as trace:
-        out = model(torch.randn(32, 3, 32, 32))
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, SparseRouting)}
+    plans = {}
+    hooks = [m.register_forward_pre_hook(lambda m, args: plans.__setitem__(m, m.plan(args[0]))) for m in layers.values()]
+    out = model(torch.randn(32, 3, 32, 32))
+    for hook in hooks:
+        hook.remove()
     assert out.shape == (32, 7) and torch.isfinite(out).all()
     out.square().sum().backward()
     used_somewhere = False
-    for router, gates in trace.gates.items():
-        layer = model.get_submodule(router.removesuffix(".gate"))
-        routed = torch.bincount(gates.squeeze(1).topk(layer.k, dim=1).indices.flatten(), minlength=layer.num_paths) > 0
+    for name, layer in layers.items():
+        plan = plans[layer]
+        routed = torch.bincount(plan.path[plan.kept], minlength=layer.num_paths) > 0
         grad = layer.paths.conv.weight.grad.view(layer.num_paths, -1)
-        assert ((grad != 0).any(1) == routed).all(), router
+        assert ((grad != 0).any(1) == routed).all(), name
         used_somewhere |= bool(routed.sum() > 1)
     assert used_somewhere
     others = [n for n, p in model.named_parameters() if ".paths." not in n and (p.grad is None or not (p.grad != 0).any())]

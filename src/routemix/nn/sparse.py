@@ -23,10 +23,13 @@ How one forward pass works, without a Python loop over paths:
 
 Capacity and overflow. In training, ``capacity = ceil(capacity_factor * k * B / P)``: compute is
 ``P * capacity ~ capacity_factor * k * B`` samples' worth whatever P is. An assignment that finds
-its path full is dropped: that path does not compute on the sample and contributes nothing to its
-output (the other chosen paths still do); a sample all of whose choices overflow gets zeros from
-this layer. ``capacity_factor=None`` sizes the slots to the busiest path of the batch, so nothing
-is dropped. In evaluation mode nothing is ever dropped (slots sized to the busiest path), so a
+its path full is, by default (``overflow="drop"``), dropped: that path does not compute on the
+sample and contributes nothing to its output (the other chosen paths still do); a sample all of
+whose choices overflow gets zeros from this layer. With ``overflow="reroute"`` it goes instead to
+the sample's next most probable path that still has room, weighted by that path's gate, so with
+``capacity_factor >= 1`` no sample loses a path and compute stays bounded.
+``capacity_factor=None`` sizes the slots to the busiest path of the batch, so nothing is
+dropped. In evaluation mode nothing is ever dropped (slots sized to the busiest path), so a
 prediction does not depend on which other samples share its batch.
 
 Combine weights. The accumulated output uses the gate probabilities of the chosen paths as they
@@ -57,31 +60,40 @@ from routemix.nn.gates import GateNetwork
 from routemix.nn.paths import check_num_paths
 
 ALLOCATIONS = ("softmax", "cluster")
+OVERFLOWS = ("drop", "reroute")
 
 
 @dataclass
 class DispatchPlan:
-    """Where each (sample, path) assignment of a batch goes. Assignments are listed in priority
-    order (first choices of all samples, then second choices, ...); ``kept`` marks those that
-    found a free slot. Indices are into the flattened ``(capacity * P)`` slot axis."""
+    """Where each (sample, path) assignment of a batch goes. Assignments are listed in the order
+    they were tried: everybody's first choice, then everybody's second choice, ... (only the
+    samples still needing a path take part in a later round); ``kept`` marks those that found a
+    free slot. Indices are into the flattened ``(capacity * P)`` slot axis."""
 
-    sample: Tensor  # (k * B,) sample of each assignment
-    path: Tensor  # (k * B,) path it was routed to
-    weight: Tensor  # (k * B,) its combine weight, the gate probability g_bj
-    slot: Tensor  # (k * B,) flattened slot index position * P + path (meaningful where kept)
-    kept: Tensor  # (k * B,) bool: False where the path was full (overflow)
+    sample: Tensor  # (A,) sample of each assignment tried
+    path: Tensor  # (A,) path it was routed to
+    weight: Tensor  # (A,) its combine weight, the gate probability g_bj
+    slot: Tensor  # (A,) flattened slot index position * P + path (meaningful where kept)
+    kept: Tensor  # (A,) bool: False where the path was full (overflow)
+    rank: Tensor  # (A,) which of the sample's choices this is (0: its most probable path)
     capacity: int
     num_paths: int
+    k: int  # assignments each sample asked for
 
     @property
     def load(self) -> Tensor:
-        """(P,) number of assignments routed to each path, before capacity."""
-        return torch.bincount(self.path, minlength=self.num_paths)
+        """(P,) number of assignments routed to each path by the samples' top-k choices, before capacity."""
+        return torch.bincount(self.path[self.rank < self.k], minlength=self.num_paths)
 
     @property
     def dropped(self) -> int:
-        """Number of assignments that overflowed their path's capacity."""
-        return int((~self.kept).sum())
+        """Number of the k * B requested assignments that found no slot."""
+        return int((self.rank < self.k).sum()) - int(self.kept.sum())
+
+    @property
+    def rerouted(self) -> int:
+        """Number of assignments served by a path beyond the sample's top k (``overflow="reroute"``)."""
+        return int((self.kept & (self.rank >= self.k)).sum())
 
 
 def top_k_paths(gates: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -91,22 +103,40 @@ def top_k_paths(gates: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return paths, weights
 
 
-def plan_dispatch(paths: Tensor, weights: Tensor, num_paths: int, capacity: int | None) -> DispatchPlan:
-    """Assign the (sample, path) pairs ``paths`` (B, k) to slots of ``capacity`` per path.
+def plan_dispatch(paths: Tensor, weights: Tensor, num_paths: int, capacity: int | None, *,
+                  k: int | None = None) -> DispatchPlan:
+    """Assign samples to slots of ``capacity`` per path, from their ranked choices ``paths`` (B, R)
+    and the gate probabilities ``weights`` (B, R) of those choices.
 
-    ``capacity=None`` sizes the slots to the busiest path, so nothing overflows.
+    ``k=None`` (overflow ``"drop"``): each of the R choices is one assignment; one that finds its
+    path full is dropped. ``k < R`` (overflow ``"reroute"``): each sample takes the first k of its
+    R choices that have room, so an assignment that finds its path full falls back to the sample's
+    next choice. Either way the choices are tried in rounds, every sample's r-th choice in batch
+    order before anybody's (r+1)-th (GShard's priority). ``capacity=None`` sizes the slots to the
+    busiest path of the top-k choices, so nothing overflows.
     """
-    batch, k = paths.shape
-    path = paths.t().reshape(-1)  # priority order: every first choice, then every second choice
-    sample = torch.arange(batch, device=paths.device).repeat(k)
-    weight = weights.t().reshape(-1)
-    one_hot = nn.functional.one_hot(path, num_paths)
-    position = (one_hot.cumsum(0) * one_hot).sum(1) - 1  # rank of the assignment within its path
+    batch, ranks = paths.shape
+    k = ranks if k is None else k
+    if not 1 <= k <= ranks:
+        raise ValueError(f"k must be between 1 and the number of choices ({ranks}), got {k}.")
     if capacity is None:
-        capacity = max(int(one_hot.sum(0).max()), 1)
-    kept = position < capacity
-    slot = position * num_paths + path
-    return DispatchPlan(sample, path, weight, slot, kept, capacity, num_paths)
+        capacity = max(int(torch.bincount(paths[:, :k].reshape(-1), minlength=num_paths).max()), 1)
+    load = paths.new_zeros(num_paths)
+    needed = paths.new_full((batch,), k)  # assignments each sample still needs
+    tried = []
+    for rank in range(ranks):  # rounds over choice ranks (at most P), not over paths
+        sample = (needed > 0).nonzero().squeeze(1)
+        if sample.numel() == 0:
+            break
+        path = paths[sample, rank]
+        one_hot = nn.functional.one_hot(path, num_paths)
+        position = load[path] + (one_hot.cumsum(0) * one_hot).sum(1) - 1  # rank of the assignment within its path
+        kept = position < capacity
+        load = load + torch.bincount(path[kept], minlength=num_paths)
+        needed = needed.index_add(0, sample[kept], -torch.ones_like(sample[kept]))
+        tried.append((sample, path, weights[sample, rank], position * num_paths + path, kept, torch.full_like(sample, rank)))
+    sample, path, weight, slot, kept, rank = (torch.cat(column) for column in zip(*tried))
+    return DispatchPlan(sample, path, weight, slot, kept, rank, capacity, num_paths, k)
 
 
 def dispatch(x: Tensor, plan: DispatchPlan) -> Tensor:
@@ -142,6 +172,9 @@ class SparseRouting(nn.Module):
             scores of eq. 4.11); see the module docstring.
         capacity_factor: slots per path in training are ``ceil(capacity_factor * k * B / P)``;
             ``None`` never drops. Evaluation never drops.
+        overflow: what happens to an assignment whose path is full in training: ``"drop"`` (the
+            path skips the sample) or ``"reroute"`` (it goes to the sample's next most probable
+            path with room; with ``capacity_factor >= 1`` every sample then gets k paths).
         gate_hidden: hidden width of the gate network (default as for the routers).
 
     Input ``(B, C, H, W)`` or ``(B, C)``; output ``(B, C', ...)``, the accumulated path outputs.
@@ -150,7 +183,7 @@ class SparseRouting(nn.Module):
     """
 
     def __init__(self, paths: nn.Module, num_paths: int, channels: int, k: int = 1, *, allocation: str = "softmax",
-                 capacity_factor: float | None = 1.25, gate_hidden: int | None = None) -> None:
+                 capacity_factor: float | None = 1.25, overflow: str = "drop", gate_hidden: int | None = None) -> None:
         super().__init__()
         check_num_paths(num_paths)
         if not 1 <= k <= num_paths:
@@ -159,12 +192,16 @@ class SparseRouting(nn.Module):
             raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}.")
         if capacity_factor is not None and not capacity_factor > 0:
             raise ValueError(f"capacity_factor must be positive or None, got {capacity_factor}.")
-        self.num_paths, self.k, self.allocation, self.capacity_factor = num_paths, k, allocation, capacity_factor
+        if overflow not in OVERFLOWS:
+            raise ValueError(f"overflow must be one of {OVERFLOWS}, got {overflow!r}.")
+        self.num_paths, self.k, self.allocation = num_paths, k, allocation
+        self.capacity_factor, self.overflow = capacity_factor, overflow
         self.gate = GateNetwork(1, num_paths, channels, gate_hidden, normalize_scores=allocation == "cluster")
         self.paths = paths
 
     def extra_repr(self) -> str:
-        return f"num_paths={self.num_paths}, k={self.k}, allocation={self.allocation!r}, capacity_factor={self.capacity_factor}"
+        return (f"num_paths={self.num_paths}, k={self.k}, allocation={self.allocation!r}, "
+                f"capacity_factor={self.capacity_factor}, overflow={self.overflow!r}")
 
     def capacity(self, batch_size: int) -> int | None:
         """Slots per path for a batch of ``batch_size`` (None: as many as the busiest path needs)."""
@@ -173,10 +210,14 @@ class SparseRouting(nn.Module):
         return max(math.ceil(self.capacity_factor * self.k * batch_size / self.num_paths), 1)
 
     def plan(self, x: Tensor) -> DispatchPlan:
-        """Route ``x``: gate probabilities, top-k paths, slots."""
+        """Route ``x``: gate probabilities, ranked paths, slots."""
         gates = self.gate(x.unsqueeze(1)).squeeze(1)  # (B, P)
+        capacity = self.capacity(x.shape[0])
+        if self.overflow == "reroute" and capacity is not None:
+            paths, weights = top_k_paths(gates, self.num_paths)  # every path, as fallbacks
+            return plan_dispatch(paths, weights, self.num_paths, capacity, k=self.k)
         paths, weights = top_k_paths(gates, self.k)
-        return plan_dispatch(paths, weights, self.num_paths, self.capacity(x.shape[0]))
+        return plan_dispatch(paths, weights, self.num_paths, capacity)
 
     def forward(self, x: Tensor) -> Tensor:
         plan = self.plan(x)
