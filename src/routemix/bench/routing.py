@@ -37,12 +37,13 @@ def milestones_for(epochs: int) -> list[int]:
 
 def train_one(model_name: str, seed: int, *, data_dir: str | None, epochs: int, train_images: int,
               test_images: int | None = None, progress: bool = False, gate_reg: str = "none",
-              gate_weight: float = 0.01, gate_samples: int = 0) -> dict:
+              gate_weight: float = 0.01, gate_samples: int = 0, model_options: dict | None = None) -> dict:
     """Train one network with one seed; its test error, wall time, mean gates and gate statistics.
 
     ``gate_reg`` / ``gate_weight`` add a gate regulariser (``local``, ``global`` or ``balance``:
     :func:`routemix.losses.gates.gate_regularizer`);
-    ``gate_samples > 0`` also returns the gates of the first that many test images, per image.
+    ``gate_samples > 0`` also returns the gates of the first that many test images, per image;
+    ``model_options`` go to the model's builder.
     """
     import lightning as L
 
@@ -56,7 +57,7 @@ def train_one(model_name: str, seed: int, *, data_dir: str | None, epochs: int, 
                                     limit_test=test_images, seed=seed)
     data.setup("fit")
     L.seed_everything(seed, workers=True, verbose=False)
-    model = build_classifier(model_name, num_classes=10, in_channels=1, input_size=32)
+    model = build_classifier(model_name, num_classes=10, in_channels=1, input_size=32, **(model_options or {}))
     regularizer = gate_regularizer(model, gate_reg)
     module = ClassifierModule(model, lr=0.1, momentum=0.9, milestones=milestones_for(epochs),
                               gate_regularizer=regularizer, gate_weight=gate_weight)

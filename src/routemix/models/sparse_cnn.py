@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch
 from torch import Tensor, nn
 
 from routemix.errors import RoutemixError
@@ -42,19 +43,26 @@ from routemix.nn.blocks import init_conv_bn
 from routemix.nn.paths import PathConv2d
 from routemix.nn.sparse import ALLOCATIONS, SparseRouting
 
+PATH_INITS = ("independent", "shared")
+
 
 class SparseCNN(Classifier):
     """A CNN of :class:`~routemix.models.basecnn.CNNLayout` whose convolutions are sparse P-path layers.
 
-    ``top_k`` paths per sample, ``allocation`` and ``capacity_factor`` as in
-    :class:`~routemix.nn.sparse.SparseRouting`.
+    ``top_k`` paths per sample, ``allocation``, ``capacity_factor`` and ``overflow`` as in
+    :class:`~routemix.nn.sparse.SparseRouting`. ``path_init="shared"`` starts the P paths of every
+    layer from the same filters (as sparse upcycling starts its experts from one dense layer), so
+    that whichever path a sample takes, the next layer first reads the same channels;
+    ``"independent"`` initialises each path on its own.
     """
 
     def __init__(self, layout: CNNLayout = BASECNN, *, num_paths: int = 4, top_k: int = 1, allocation: str = "softmax",
-                 capacity_factor: float | None = 1.25, num_classes: int = 10, in_channels: int = 3,
-                 input_size: int = 32, gate_hidden: int | None = None) -> None:
+                 capacity_factor: float | None = 1.25, overflow: str = "drop", path_init: str = "independent",
+                 num_classes: int = 10, in_channels: int = 3, input_size: int = 32, gate_hidden: int | None = None) -> None:
         if allocation not in ALLOCATIONS:
             raise RoutemixError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}.")
+        if path_init not in PATH_INITS:
+            raise RoutemixError(f"path_init must be one of {PATH_INITS}, got {path_init!r}.")
         if input_size % layout.downsample:
             raise RoutemixError(f"input_size must be a multiple of {layout.downsample} for this network, got {input_size}.")
         super().__init__(num_classes=num_classes, in_channels=in_channels, num_paths=num_paths, input_size=input_size)
@@ -65,7 +73,7 @@ class SparseCNN(Classifier):
                 k += 1
                 layers[f"conv{k}"] = SparseRouting(
                     PathConv2d(num_paths, channels, width, 3, bias=False), num_paths, channels, top_k,
-                    allocation=allocation, capacity_factor=capacity_factor, gate_hidden=gate_hidden,
+                    allocation=allocation, capacity_factor=capacity_factor, overflow=overflow, gate_hidden=gate_hidden,
                 )
                 layers[f"bn{k}"] = nn.BatchNorm2d(width)
                 layers[f"relu{k}"] = nn.ReLU()
@@ -83,9 +91,22 @@ class SparseCNN(Classifier):
         # gates read as "layers.conv3.gate"
         self.layers = nn.Sequential(layers)
         init_conv_bn(self)
+        if path_init == "shared":
+            for module in self.modules():
+                if isinstance(module, SparseRouting):
+                    _start_paths_alike(module.paths)
 
     def forward_logits(self, x: Tensor) -> Tensor:
         return self.layers(x)
+
+
+def _start_paths_alike(paths: PathConv2d) -> None:
+    """Copy path 0's filters (and bias) to every other path of ``paths``."""
+    with torch.no_grad():
+        for tensor in (paths.conv.weight, paths.conv.bias):
+            if tensor is not None:
+                per_path = tensor.view(paths.num_paths, -1)
+                per_path.copy_(per_path[:1].expand_as(per_path))
 
 
 def _sparse_cnn(**defaults):

@@ -44,14 +44,15 @@ def _not_a_classifier(name: str) -> RoutemixError:
     return RoutemixError(f"model {name!r} is not an image classifier; `routemix models` lists the classifiers (basecnn, resnet20_2cc, ...).")
 
 
-def build_classifier(name: str, *, num_classes: int, in_channels: int, input_size: int) -> nn.Module:
+def build_classifier(name: str, *, num_classes: int, in_channels: int, input_size: int, **options) -> nn.Module:
     """A registered image classifier (a :class:`routemix.models.base.Classifier`) for this data;
-    an unknown name suggests the closest ones, a model that is not an image classifier says so."""
+    an unknown name suggests the closest ones, a model that is not an image classifier says so.
+    ``options`` go to the model's builder (for example ``overflow="drop"`` for a sparse network)."""
     from routemix.models import create_model
     from routemix.models.base import Classifier
 
     check_classifier_name(name)
-    model = create_model(name, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
+    model = create_model(name, num_classes=num_classes, in_channels=in_channels, input_size=input_size, **options)
     if not isinstance(model, Classifier):
         raise _not_a_classifier(name)
     return model
