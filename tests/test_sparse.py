@@ -322,8 +322,8 @@ def test_bench_sparse_trains_every_variant_resumes_and_tabulates(tmp_path, monke
 
     calls = []
 
-    def fake_train_one(model, seed, *, gate_reg, gate_samples, **kwargs):
-        calls.append((model, gate_reg, seed))
+    def fake_train_one(model, seed, *, gate_reg, gate_samples, model_options, **kwargs):
+        calls.append((model, gate_reg, seed) + ((model_options,) if model_options else ()))
         collapsed = model.startswith("sparse_") and gate_reg == "none"
         gates = torch.tensor([0.7, 0.1, 0.1, 0.1]).expand(8, 1, 4) if collapsed else torch.eye(4).repeat(2, 1).view(8, 1, 4)
         return {"model": model, "seed": seed, "error": 10.0 + seed, "seconds": 2.0, "epochs": 4, "train_images": 100,
@@ -343,6 +343,8 @@ def test_bench_sparse_trains_every_variant_resumes_and_tabulates(tmp_path, monke
     assert "| sparse | sparse_basecnn_4_top1 | 10.50 ± 0.50 | 10.00, 11.00 | 4.00 | 1.0 |" in table
     with pytest.raises(ValueError, match="bench sparse compares"):
         bench.run(seeds=(0,), variants=("dense",), **kwargs)
+    bench.run(seeds=(0,), variants=("sparse/drop",), **kwargs)  # an ablation: the same model, built otherwise
+    assert calls[-1] == ("sparse_basecnn_4_top1", "none", 0, {"overflow": "drop"})
 
 
 def test_step_timing_reports_flops_that_grow_with_k():

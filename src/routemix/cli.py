@@ -159,9 +159,9 @@ def _cmd_bench_gates(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_sparse(args: argparse.Namespace) -> int:
-    from routemix.bench.sparse import VARIANTS, format_table, model_for, run, summarize, time_steps
+    from routemix.bench.sparse import DEFAULT_VARIANTS, VARIANTS, format_table, model_for, run, summarize, time_steps
 
-    variants = tuple(v.strip() for v in args.variants.split(",")) if args.variants else tuple(VARIANTS)
+    variants = tuple(v.strip() for v in args.variants.split(",")) if args.variants else DEFAULT_VARIANTS
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise RoutemixError(f"bench sparse compares {', '.join(VARIANTS)}; not {', '.join(unknown)}.")
@@ -492,7 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     sparse.add_argument("--paths", type=int, default=4, help="paths per layer: 2, 4 or 8 (default 4)")
     sparse.add_argument("--k", type=int, default=1, help="paths per sample in the sparse layers: 1 or 2 (default 1)")
     sparse.add_argument("--seeds", default="0-1", help="seed count, range or list (default 0-1)")
-    sparse.add_argument("--variants", help="comma-separated subset of soft,sparse,sparse+balance,clustered,clustered+nmm (default: all)")
+    sparse.add_argument("--variants", help="comma-separated subset of soft,sparse,sparse+balance,clustered,clustered+nmm "
+                        "and the ablations sparse/drop,sparse/independent (default: the first five)")
     sparse.add_argument("--epochs", type=int, default=4, help="epochs per run (default 4, as bench routing)")
     sparse.add_argument("--train-images", type=int, default=10_000, help="fixed training subset (default 10000)")
     sparse.add_argument("--test-images", type=int, help="test on the first N test images (default: all 10000)")

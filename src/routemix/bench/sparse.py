@@ -14,6 +14,12 @@ variant             model                               gate regulariser (weight
 ``clustered+nmm``   ``clustered_basecnn_{P}_top{k}``    ``local``: the NMM-EM loss on every gate (ours)
 ==================  ==================================  ===============================================
 
+The sparse networks are built as registered: every path of a layer starts from the same filters
+and an assignment that finds its path full goes to the sample's next choice with room. Two
+ablations undo one of those each (not run unless asked for with ``--variants``):
+``sparse/drop`` (overflow dropped, the sample gets nothing from that path) and
+``sparse/independent`` (each path initialised on its own).
+
 Reported: test error (mean ± std over seeds); how evenly the sparse layers use their paths on the
 test images (each router's share of the k-per-image assignments per path: the busiest path's share
 times P, 1 when even and P when one path takes all, and the number of paths that get at least 1%);
@@ -32,13 +38,18 @@ import numpy as np
 import torch
 from torch import nn
 
-VARIANTS = {
-    "soft": ("basecnn_{P}cc", "none"),
-    "sparse": ("sparse_basecnn_{P}_top{k}", "none"),
-    "sparse+balance": ("sparse_basecnn_{P}_top{k}", "balance"),
-    "clustered": ("clustered_basecnn_{P}_top{k}", "none"),
-    "clustered+nmm": ("clustered_basecnn_{P}_top{k}", "local"),
+VARIANTS = {  # name: (model, gate regulariser, builder options)
+    "soft": ("basecnn_{P}cc", "none", {}),
+    "sparse": ("sparse_basecnn_{P}_top{k}", "none", {}),
+    "sparse+balance": ("sparse_basecnn_{P}_top{k}", "balance", {}),
+    "clustered": ("clustered_basecnn_{P}_top{k}", "none", {}),
+    "clustered+nmm": ("clustered_basecnn_{P}_top{k}", "local", {}),
+    "sparse/drop": ("sparse_basecnn_{P}_top{k}", "none", {"overflow": "drop"}),
+    "sparse/independent": ("sparse_basecnn_{P}_top{k}", "none", {"path_init": "independent"}),
 }
+DEFAULT_VARIANTS = ("soft", "sparse", "sparse+balance", "clustered", "clustered+nmm")
+# what the registered sparse networks are; results of other forms (an earlier release's) are not mixed in
+SPARSE_FORM = "shared+reroute"
 USAGE_IMAGES = 2000  # test images over which path usage is counted
 
 
@@ -46,7 +57,7 @@ def model_for(variant: str, paths: int, k: int) -> str:
     return VARIANTS[variant][0].format(P=paths, k=k)
 
 
-def run(*, data_dir: str | None, paths: int = 4, k: int = 1, seeds=(0, 1), variants=tuple(VARIANTS), epochs: int = 4,
+def run(*, data_dir: str | None, paths: int = 4, k: int = 1, seeds=(0, 1), variants=DEFAULT_VARIANTS, epochs: int = 4,
         train_images: int = 10_000, test_images: int | None = None, weight: float = 0.01, out: str | None = None,
         progress: bool = True) -> list[dict]:
     """Train every (variant, seed) not yet in ``out`` (a rerun continues); returns the matching results."""
@@ -59,16 +70,18 @@ def run(*, data_dir: str | None, paths: int = 4, k: int = 1, seeds=(0, 1), varia
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"bench sparse compares {', '.join(VARIANTS)}; not {', '.join(unknown)}.")
-    setting = {"paths": paths, "k": k, "epochs": epochs, "train_images": train_images, "gate_weight": weight}
+    setting = {"paths": paths, "k": k, "epochs": epochs, "train_images": train_images, "gate_weight": weight,
+               "sparse_form": SPARSE_FORM}
     path = Path(out) if out else None
     done = json.loads(path.read_text()) if path is not None and path.is_file() else []
     same = [r for r in done if all(r.get(key) == value for key, value in setting.items())]
     have = {(r["variant"], r["seed"]) for r in same}
     jobs = [(v, s) for s in seeds for v in variants if (v, s) not in have]
     for variant, seed in tqdm(jobs, desc="sparse", disable=not progress):
-        model_name, gate_reg = model_for(variant, paths, k), VARIANTS[variant][1]
+        model_name, (_, gate_reg, options) = model_for(variant, paths, k), VARIANTS[variant]
         row = train_one(model_name, seed, data_dir=data_dir, epochs=epochs, train_images=train_images,
-                        test_images=test_images, gate_reg=gate_reg, gate_weight=weight, gate_samples=USAGE_IMAGES)
+                        test_images=test_images, gate_reg=gate_reg, gate_weight=weight, gate_samples=USAGE_IMAGES,
+                        model_options=options)
         samples = row.pop("gate_samples")
         row.pop("gates", None)  # mean gates per router: the usage below says more
         sparse = not model_name.startswith("basecnn_")

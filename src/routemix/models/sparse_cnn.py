@@ -57,7 +57,7 @@ class SparseCNN(Classifier):
     """
 
     def __init__(self, layout: CNNLayout = BASECNN, *, num_paths: int = 4, top_k: int = 1, allocation: str = "softmax",
-                 capacity_factor: float | None = 1.25, overflow: str = "drop", path_init: str = "independent",
+                 capacity_factor: float | None = 1.25, overflow: str = "reroute", path_init: str = "shared",
                  num_classes: int = 10, in_channels: int = 3, input_size: int = 32, gate_hidden: int | None = None) -> None:
         if allocation not in ALLOCATIONS:
             raise RoutemixError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}.")
