@@ -225,10 +225,10 @@ def _results(distributed_runs, name) -> list[dict]:
     return runs
 
 
-def _assert_states_close(actual: dict, expected: dict) -> None:
+def _assert_states_close(actual: dict, expected: dict, atol: float = 1e-5) -> None:
     assert actual.keys() == expected.keys()
     for key, value in expected.items():
-        torch.testing.assert_close(actual[key], value, rtol=1e-4, atol=1e-5, msg=key)
+        torch.testing.assert_close(actual[key], value, rtol=1e-4, atol=atol, msg=key)
 
 
 # --- supervised --------------------------------------------------------------------------------
@@ -265,8 +265,12 @@ def test_sparse_model_trains_data_parallel_as_in_one_process(distributed_runs, s
     assert sum(r["empty_paths"] for r in runs) > 0  # the trap was there: some layer left a path unused
     global_losses = [sum(step) / PROCESSES for step in zip(*(r["losses"] for r in runs))]
     torch.testing.assert_close(torch.tensor(global_losses), torch.tensor(single["losses"]), rtol=1e-4, atol=1e-5)
+    # The clustering router divides its scores by their batch standard deviation, which is small
+    # here (its layers' paths start alike), so summation-order rounding grows to about 2e-5 in the
+    # gate weights after 2 steps (measured, against weights of about 0.3); one image routed to
+    # another path would move that image's whole gradient step from one path's filters to another's.
     for run in runs:
-        _assert_states_close(run["state"], single["state"])
+        _assert_states_close(run["state"], single["state"], atol=1e-4)
 
 
 def test_validation_metrics_count_every_test_image_once(distributed_runs, single_runs):
