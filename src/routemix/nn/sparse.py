@@ -133,7 +133,7 @@ def plan_dispatch(paths: Tensor, weights: Tensor, num_paths: int, capacity: int 
         position = load[path] + (one_hot.cumsum(0) * one_hot).sum(1) - 1  # rank of the assignment within its path
         kept = position < capacity
         load = load + torch.bincount(path[kept], minlength=num_paths)
-        needed = needed.index_add(0, sample[kept], -torch.ones_like(sample[kept]))
+        needed[sample[kept]] -= 1  # a sample appears once per round
         tried.append((sample, path, weights[sample, rank], position * num_paths + path, kept, torch.full_like(sample, rank)))
     sample, path, weight, slot, kept, rank = (torch.cat(column) for column in zip(*tried))
     return DispatchPlan(sample, path, weight, slot, kept, rank, capacity, num_paths, k)
@@ -213,11 +213,9 @@ class SparseRouting(nn.Module):
         """Route ``x``: gate probabilities, ranked paths, slots."""
         gates = self.gate(x.unsqueeze(1)).squeeze(1)  # (B, P)
         capacity = self.capacity(x.shape[0])
-        if self.overflow == "reroute" and capacity is not None:
-            paths, weights = top_k_paths(gates, self.num_paths)  # every path, as fallbacks
-            return plan_dispatch(paths, weights, self.num_paths, capacity, k=self.k)
-        paths, weights = top_k_paths(gates, self.k)
-        return plan_dispatch(paths, weights, self.num_paths, capacity)
+        rerouting = self.overflow == "reroute" and capacity is not None
+        paths, weights = top_k_paths(gates, self.num_paths if rerouting else self.k)  # every path ranked, as fallbacks
+        return plan_dispatch(paths, weights, self.num_paths, capacity, k=self.k)
 
     def forward(self, x: Tensor) -> Tensor:
         plan = self.plan(x)
