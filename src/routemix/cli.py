@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from routemix.allocator import keep_freed_memory_unless_opted_out
 from routemix.errors import RoutemixError
 
 
@@ -199,6 +200,7 @@ def _cmd_bench_clustering(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_speed(args: argparse.Namespace) -> int:
+    from routemix.allocator import is_keeping_freed_memory
     from routemix.bench.speed import THESIS_NETWORKS, format_table, format_throughput_table, run, run_throughput
 
     mode_options = {"--bases": args.bases, "--paths": args.paths} if args.throughput else \
@@ -225,6 +227,8 @@ def _cmd_bench_speed(args: argparse.Namespace) -> int:
                    repeats=args.repeats, batch=args.batch, device=args.device, memory=not args.no_memory,
                    progress=not args.no_progress)
         print(format_table(rows))
+    print("CPU malloc: " + ("freed memory kept for reuse (routemix.allocator)" if is_keeping_freed_memory()
+                            else "as the system set it"))
     if args.out:
         from dataclasses import asdict
 
@@ -576,6 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory_unless_opted_out()  # CPU training speed; see routemix.allocator
     try:
         return args.handler(args)
     except (RoutemixError, ValueError) as error:
