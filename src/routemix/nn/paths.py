@@ -67,13 +67,11 @@ class PathConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         _check_paths_input(x, self.num_paths, 5, type(self).__name__)
         b, p, c, h, w = x.shape
-        x = x.reshape(b, p * c, h, w)
-        if x.device.type == "cpu":
-            # oneDNN's grouped convolution is 1.3-1.8x slower than P separate convolutions on
-            # NCHW tensors and as fast or faster on channels-last ones (`routemix bench speed`,
-            # docs/RESULTS.md); the layout then carries through batch norm, activations and pooling.
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = self.conv(x)
+        # The convolution keeps the input's layout: NCHW by default, NHWC for a network moved to
+        # channels_last. (Forcing NHWC on CPU once looked faster; that was malloc page-faulting
+        # large blocks, see routemix.allocator, and with freed memory kept NCHW is as fast or faster:
+        # `routemix bench speed`, docs/RESULTS.md.)
+        y = self.conv(x.reshape(b, p * c, h, w))
         return y.view(b, p, self.out_channels, *y.shape[-2:])
 
 

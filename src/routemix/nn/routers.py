@@ -27,10 +27,10 @@ def mix_paths(x: Tensor, weights: Tensor) -> Tensor:
 
     ``weights`` is ``(B, P_in, P_out)`` (per-sample gates) or ``(P_in, P_out)`` (one matrix for all
     samples, as cross-stitch units use). Returns ``(B, P_out, ...)`` in the memory layout of ``x``,
-    and the gradient for ``x`` comes back in that layout too: the path layers keep CPU activations
-    channels-last (:class:`~routemix.nn.paths.PathConv2d`), and a router that handed its
-    neighbours another layout would make every following activation, pooling and batch-norm kernel
-    convert on the fly (measured: +15% step time on BaseCNN-4-CC).
+    and the gradient for ``x`` comes back in that layout too: in a network trained channels-last the
+    path layers' activations are NHWC, and a router that handed its neighbours another layout would
+    make every following activation, pooling and batch-norm kernel convert on the fly (measured on
+    CPU: +15% step time on BaseCNN-4-CC).
     """
     if weights.dim() == 2:
         weights = weights.expand(x.shape[0], -1, -1)
