@@ -12,15 +12,19 @@ made the batched BaseCNN-4-CC 1.29x slower than P single-path networks looped in
 
 :func:`keep_freed_memory` turns ``mmap`` off for ``malloc`` (``M_MMAP_MAX = 0``) and raises the
 threshold above which freed memory at the top of the heap is returned to the kernel
-(``M_TRIM_THRESHOLD``, to 2 GiB), so a freed block is reused by the next request of its size;
-child processes inherit the setting through glibc's environment variables ``MALLOC_MMAP_MAX_``
-and ``MALLOC_TRIM_THRESHOLD_``.
+(``M_TRIM_THRESHOLD``, to 2 GiB), so freed blocks stay in the heap for later requests. Child
+processes inherit the setting through glibc's environment variables ``MALLOC_MMAP_MAX_`` and
+``MALLOC_TRIM_THRESHOLD_``.
+
 The cost: the process keeps its heap resident instead of handing freed blocks back, which a
 training run needs again at its next step anyway (PyTorch's CUDA allocator caches the same way),
 and glibc's aligned allocations fragment it, so the peak is higher: +21-56% for BaseCNN-P-CC over
-two steps, +14% for BaseCNN-4-CC over twenty (docs/RESULTS.md). The ``routemix`` command calls it at start on Linux with glibc; set
+two steps, +14% for BaseCNN-4-CC over twenty (docs/RESULTS.md).
+
+The ``routemix`` command calls it at start on Linux with glibc; set
 ``ROUTEMIX_KEEP_FREED_MEMORY=0`` to leave ``malloc`` as it is. Python users call it themselves.
-jemalloc or tcmalloc loaded with ``LD_PRELOAD`` are an alternative that needs no call.
+jemalloc or tcmalloc loaded with ``LD_PRELOAD`` are an alternative that needs no call (not
+measured: neither is installed on the machines these figures come from).
 """
 
 from __future__ import annotations
