@@ -68,9 +68,8 @@ class PathConv2d(nn.Module):
         _check_paths_input(x, self.num_paths, 5, type(self).__name__)
         b, p, c, h, w = x.shape
         # The convolution keeps the input's layout: NCHW by default, NHWC for a network moved to
-        # channels_last. (Forcing NHWC on CPU once looked faster; that was malloc page-faulting
-        # large blocks, see routemix.allocator, and with freed memory kept NCHW is as fast or faster:
-        # `routemix bench speed`, docs/RESULTS.md.)
+        # channels_last. (Forcing NHWC on CPU was faster under glibc's default malloc; with freed
+        # memory kept, see routemix.allocator, NCHW is as fast or faster: docs/RESULTS.md.)
         y = self.conv(x.reshape(b, p * c, h, w))
         return y.view(b, p, self.out_channels, *y.shape[-2:])
 
