@@ -349,7 +349,11 @@ def _cmd_bench_nclusters(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="routemix", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="routemix", description=__doc__.splitlines()[0],
+        epilog="On Linux the command makes malloc keep freed memory for reuse (faster CPU training, higher peak "
+               "memory; see routemix.allocator); ROUTEMIX_KEEP_FREED_MEMORY=0 turns that off.",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     from routemix.cluster.registry import METHODS
 
