@@ -5,6 +5,7 @@ glibc's malloc variables removed from its environment (an in-process CLI test ma
 """
 
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ import textwrap
 import pytest
 
 from routemix import allocator
+from routemix.errors import RoutemixError
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a glibc malloc setting")
 
@@ -46,7 +48,7 @@ def _run(mode: str) -> dict[str, str]:
 
 
 def _glibc() -> bool:
-    return "glibc" in " ".join(os.confstr("CS_GNU_LIBC_VERSION").split()[:1]) if hasattr(os, "confstr") else False
+    return platform.libc_ver()[0] == "glibc"
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +72,9 @@ def test_child_processes_inherit_the_setting(plain):
 def test_opt_out_variable_leaves_malloc_alone(monkeypatch):
     monkeypatch.setenv(allocator.OPT_OUT_VARIABLE, "0")
     assert allocator.keep_freed_memory_unless_opted_out() is False
+
+
+def test_unreadable_opt_out_value_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv(allocator.OPT_OUT_VARIABLE, "disable")
+    with pytest.raises(RoutemixError, match="ROUTEMIX_KEEP_FREED_MEMORY.*'disable'.*0 to turn"):
+        allocator.keep_freed_memory_unless_opted_out()

@@ -34,6 +34,8 @@ import ctypes.util
 import os
 import sys
 
+from routemix.errors import RoutemixError
+
 M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's <malloc.h>
 M_MMAP_MAX = -4
 TRIM_THRESHOLD_BYTES = 2**31 - 1  # mallopt takes an int: the largest is 2 GiB
@@ -72,9 +74,16 @@ def keep_freed_memory() -> bool:
 
 
 def keep_freed_memory_unless_opted_out() -> bool:
-    """:func:`keep_freed_memory`, unless the environment sets ``ROUTEMIX_KEEP_FREED_MEMORY=0``."""
-    if os.environ.get(OPT_OUT_VARIABLE, "1").strip().lower() in ("0", "false", "no", "off"):
+    """:func:`keep_freed_memory`, unless the environment sets ``ROUTEMIX_KEEP_FREED_MEMORY=0``
+    (or false/no/off); a value that is neither on nor off is a :class:`RoutemixError`."""
+    value = os.environ.get(OPT_OUT_VARIABLE, "1").strip().lower()
+    if value in ("0", "false", "no", "off"):
         return False
+    if value not in ("1", "true", "yes", "on", ""):
+        raise RoutemixError(
+            f"{OPT_OUT_VARIABLE} is {os.environ[OPT_OUT_VARIABLE]!r}; set it to 0 to turn the malloc setting off "
+            "or to 1 (or leave it unset) to keep it."
+        )
     return keep_freed_memory()
 
 

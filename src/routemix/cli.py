@@ -584,8 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    keep_freed_memory_unless_opted_out()  # CPU training speed; see routemix.allocator
     try:
+        keep_freed_memory_unless_opted_out()  # CPU training speed; see routemix.allocator
         return args.handler(args)
     except (RoutemixError, ValueError) as error:
         if args.debug:

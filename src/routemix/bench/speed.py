@@ -15,9 +15,9 @@ Timing interleaves the networks (round-robin over repeats, median per network), 
 spell of a noisy machine hits all of them. On CPU the figures depend on the C library's allocator
 (:mod:`routemix.allocator`: the ``routemix`` command keeps freed memory for reuse, and says so
 under its table; the memory-measuring child processes inherit the setting). Peak memory of
-building a network and two training steps: on CUDA the allocator's peak above what was allocated before; on CPU the growth of the
-resident set (VmHWM) of a fresh process that runs only that network, since a process shares one
-heap between networks.
+building a network and two training steps: on CUDA the allocator's peak above what was allocated
+before; on CPU the growth of the resident set (VmHWM) of a fresh process that runs only that
+network, since a process shares one heap between networks.
 
 Throughput mode (:func:`run_throughput`, ``routemix bench speed --throughput``), over any
 registered image models (default :data:`THESIS_NETWORKS`: the BaseCNN family of Table 3.2,
