@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from routemix.allocator import keep_freed_memory_unless_opted_out
+from routemix.allocator import is_keeping_freed_memory, keep_freed_memory_unless_opted_out
 from routemix.errors import RoutemixError
 
 
@@ -200,7 +200,6 @@ def _cmd_bench_clustering(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_speed(args: argparse.Namespace) -> int:
-    from routemix.allocator import is_keeping_freed_memory
     from routemix.bench.speed import THESIS_NETWORKS, format_table, format_throughput_table, run, run_throughput
 
     mode_options = {"--bases": args.bases, "--paths": args.paths} if args.throughput else \
