@@ -19,10 +19,12 @@ from routemix.losses.edgam import (
     e_step,
     log_e_step,
     m_step,
+    reconstruction_error,
 )
 from routemix.metrics import cluster_accuracy
 from routemix.models.autoencoders import ConvAutoencoder, DenseAutoencoder
-from routemix.train.edgam import EDGaMModule
+from routemix.train.curves import LearningCurve
+from routemix.train.edgam import SOFT_ASSIGNMENTS, EDGaMModule, SoftAssignmentWarning, pass_embedding_through_
 
 # A tiny mixture problem: 5 points in 2-D, 2 centroids (float64).
 Z = np.array([[0.0, 0.0], [1.0, 0.5], [2.0, 2.0], [3.0, 2.5], [0.5, 3.0]])
@@ -173,19 +175,42 @@ def test_log_e_step_is_the_log_of_the_e_step():
     np.testing.assert_allclose(log_e_step(z, mu).exp().numpy(), e_step(z, mu).numpy(), rtol=1e-12)
 
 
-def test_whole_loss_weights_its_terms():
+@pytest.mark.parametrize("reconstruction", ["sum", "mean"])
+def test_whole_loss_weights_its_terms(reconstruction):
     torch.manual_seed(0)
     mixture = UnfoldedGaussianMixture(3, 2, n_layers=3).double()
     z = torch.randn(8, 2, dtype=torch.float64)
     x, x_hat = torch.randn(8, 5, dtype=torch.float64), torch.randn(8, 5, dtype=torch.float64)
     out_mix = mixture(z)
-    loss = EDGaMLoss(cluster_weight=0.5, correction_weight=0.25, entropy_weight=2.0)(x, x_hat, z, out_mix)
-    expected = (((x - x_hat) ** 2).mean() + 0.5 * cluster_loss(z, out_mix.responsibilities, out_mix.means)
+    loss = EDGaMLoss(cluster_weight=0.5, correction_weight=0.25, entropy_weight=2.0, reconstruction=reconstruction)(x, x_hat, z, out_mix)
+    squared = (x - x_hat) ** 2
+    # eq. 9: ||x_n - x_hat_n||^2 summed over the 5 features (as printed), or their mean
+    error = squared.sum(dim=1).mean() if reconstruction == "sum" else squared.mean()
+    expected = (error + 0.5 * cluster_loss(z, out_mix.responsibilities, out_mix.means)
                 + 0.25 * out_mix.correction_loss + 2.0 * assignment_entropy(out_mix.log_responsibilities))
     assert loss.loss.item() == pytest.approx(expected.item(), rel=1e-12)
 
 
-@pytest.mark.parametrize("kwargs, match", [({"n_layers": 0}, "n_layers"), ({"beta_init": 1.5}, "beta_init")])
+def test_summed_reconstruction_is_the_mean_times_the_features():
+    x, x_hat = torch.rand(6, 1, 4, 5), torch.rand(6, 1, 4, 5)
+    assert reconstruction_error(x, x_hat, "sum").item() == pytest.approx(20 * reconstruction_error(x, x_hat, "mean").item())
+
+
+@pytest.mark.parametrize("beta, alpha", [(0.5, 0.5), (0.3, 0.18), (0.9, 1.0)])
+def test_printed_moment_update_steps_by_two_beta_squared(beta, alpha):
+    """Eq. 6 as printed: alpha = 2 beta^2 (clipped to 1), mu^2 = (1 - alpha) mu + alpha m; eq. 6 is beta^2 ||mu - m||^2."""
+    lam1, _, _, m, _ = numpy_em_step(Z, MU)
+    mu2 = (1 - alpha) * MU + alpha * m
+    mixture = UnfoldedGaussianMixture(2, 2, n_layers=2, moment_update="printed").double()
+    set_betas(mixture, beta)
+    out = mixture(torch.as_tensor(Z))
+    np.testing.assert_allclose(out.means.detach().numpy(), mu2, rtol=1e-12)
+    np.testing.assert_allclose(out.responsibilities.detach().numpy(), numpy_em_step(Z, mu2)[0], rtol=1e-12)
+    np.testing.assert_allclose(out.correction_loss.item(), beta**2 * ((MU - m) ** 2).sum(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"n_layers": 0}, "n_layers"), ({"beta_init": 1.5}, "beta_init"),
+                                           ({"moment_update": "average"}, "moment_update")])
 def test_mixture_refuses_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         UnfoldedGaussianMixture(3, 2, **kwargs)
@@ -196,9 +221,11 @@ def test_mixture_refuses_wrong_embedding_size():
         UnfoldedGaussianMixture(3, 2)(torch.zeros(4, 5))
 
 
-def test_loss_refuses_negative_weights():
+def test_loss_refuses_negative_weights_and_unknown_reductions():
     with pytest.raises(ValueError, match="cluster_weight"):
         EDGaMLoss(cluster_weight=-1.0)
+    with pytest.raises(ValueError, match="reconstruction"):
+        EDGaMLoss(reconstruction="max")
 
 
 # --- auto-encoders ------------------------------------------------------------------------------
@@ -324,3 +351,74 @@ def test_bad_parameters_are_clear_errors(blobs, params, match):
     X, _ = blobs
     with pytest.raises(ValueError, match=match):
         small(**params).fit(X)
+
+
+# --- pre-training and appendix E's sanity check -------------------------------------------------
+
+def test_fusion_passing_the_embedding_through_decodes_like_the_plain_autoencoder():
+    torch.manual_seed(0)
+    module = tiny_module().eval()  # no input dropout
+    pass_embedding_through_(module.fusion)
+    x = torch.randn(5, 4)
+    z, mixture, x_hat = module(x)
+    assert not torch.allclose(mixture.reconstruction, z)  # z_hat differs from z, yet is ignored
+    torch.testing.assert_close(x_hat, module.autoencoder(x), rtol=0, atol=1e-6)
+
+
+def test_pretraining_runs_first_and_centroids_start_at_kmeans_of_the_embedding(blobs):
+    X, y = blobs
+    with LearningCurve(y) as curve:
+        # a learning rate of ~0 freezes the joint stage, so the centroids are still k-means's after it
+        model = small(n_clusters=3, random_state=0, pretrain_epochs=3, max_iter=1, learning_rate=1e-12).fit(X)
+    stages = [p["stage"] for p in curve.points]
+    assert stages == ["AutoencoderModule"] * 3 + ["EDGaMModule"]
+    assert model.pretrain_epochs_ == 3 and model.n_iter_ == 1
+    from routemix.train.edgam import embed
+
+    z = embed(model.module_, model._to_tensor(X)).double()
+    centroids = model.module_.mixture.centroids.detach().double()
+    nearest = torch.cdist(z, centroids).argmin(dim=1).numpy()
+    from sklearn.cluster import KMeans
+
+    kmeans = KMeans(3, n_init=10, random_state=0).fit(z.numpy())
+    assert cluster_accuracy(kmeans.labels_, nearest) == 1.0
+    matched = torch.cdist(torch.as_tensor(kmeans.cluster_centers_), centroids).min(dim=1).values
+    assert matched.max().item() < 1e-4 * float(z.abs().max())
+
+
+def test_sharp_assignments_agree_with_kmeans_on_the_embedding(blobs):
+    """Appendix E: the soft assignments' clustering is close to k-means on the learned embedding."""
+    X, y = blobs
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SoftAssignmentWarning)
+        model = small(n_clusters=3, random_state=0, pretrain_epochs=20).fit(X)
+    # separated blobs in a small embedding: softer than 1 (unit covariances), but no merging
+    assert model.assignment_confidence_ > SOFT_ASSIGNMENTS
+    assert model.kmeans_agreement_ > 0.95
+    assert cluster_accuracy(y, model.labels_) > 0.95
+
+
+def test_soft_assignments_are_warned_about():
+    """No cluster structure and no pre-training: the mixture cannot sharpen, and says so."""
+    X = np.random.default_rng(0).normal(size=(200, 6))
+    with pytest.warns(SoftAssignmentWarning, match="stay soft"):
+        model = small(n_clusters=8, random_state=0, pretrain_epochs=0, centroid_init="glorot", max_iter=8).fit(X)
+    assert model.assignment_confidence_ < 0.5
+
+
+def test_minmax_input_scaling_feeds_the_sigmoid_decoder_values_in_0_1(blobs):
+    from sklearn.preprocessing import MinMaxScaler
+
+    from routemix.cluster.base import scaler_offset_and_scale
+
+    X, _ = blobs
+    model = small(n_clusters=3, random_state=0, max_iter=1, pretrain_epochs=1, input_scaling="minmax").fit(X)
+    assert isinstance(model.scaler_, MinMaxScaler)
+    data = model._to_tensor(X)
+    assert data.min() == 0 and data.max() == 1
+    assert isinstance(model.module_.autoencoder.decoder[-1], torch.nn.Sigmoid)
+    offset, scale = scaler_offset_and_scale(model.scaler_)  # what a run directory stores
+    np.testing.assert_allclose((X - offset) / scale, data.numpy(), atol=1e-6)
+    assert not isinstance(small(n_clusters=3, max_iter=1).fit(X).module_.autoencoder.decoder[-1], torch.nn.Sigmoid)

@@ -14,7 +14,9 @@ method subclasses it and implements two hooks:
 as flattened rows together with ``image_shape=(C, H, W)``; the estimator reshapes them and uses
 its image network. Pixel values are rescaled to [0, 1] with the minimum and maximum of the
 training data (so uint8 0-255 and float 0-1 images give the same result). Vector data is
-standardised per feature (``StandardScaler``), as for :class:`~routemix.cluster.NMMClustering`.
+standardised per feature (``StandardScaler``), as for :class:`~routemix.cluster.NMMClustering`,
+unless a method scales to [0, 1] per feature instead (``MinMaxScaler``, by overriding
+``_vector_scaler``). :func:`scaler_offset_and_scale` writes either as ``(x - offset) / scale``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from numbers import Integral
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClusterMixin
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -39,6 +41,14 @@ COMMON_CONSTRAINTS: dict = {
     "device": [StrOptions({"cpu", "cuda", "auto"})],
     "verbose": ["verbose"],
 }
+
+
+def scaler_offset_and_scale(scaler) -> tuple[np.ndarray, np.ndarray]:
+    """``(offset, scale)`` with ``scaler.transform(x) == (x - offset) / scale`` for a fitted
+    ``StandardScaler`` or ``MinMaxScaler`` (range (0, 1))."""
+    if isinstance(scaler, MinMaxScaler):
+        return scaler.data_min_, 1.0 / scaler.scale_
+    return scaler.mean_, scaler.scale_
 
 
 def check_image_shape(image_shape, n_features: int) -> tuple[int, int, int]:
@@ -92,12 +102,16 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
                 check_image_shape(self.image_shape, X.shape[1])
         return X
 
+    def _vector_scaler(self):
+        """The (unfitted) scaler of vector data: per-feature standardisation."""
+        return StandardScaler()
+
     def _fit_scaling(self, X: np.ndarray) -> None:
         if self.image_shape is not None:
             low, high = float(X.min()), float(X.max())
             self.pixel_range_ = (low, high if high > low else low + 1.0)
         else:
-            self.scaler_ = StandardScaler().fit(X)
+            self.scaler_ = self._vector_scaler().fit(X)
 
     def _to_tensor(self, X: np.ndarray) -> torch.Tensor:
         """Scaled float32 tensor: (N, D) for vectors, (N, C, H, W) in [0, 1] for images."""

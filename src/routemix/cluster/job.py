@@ -30,7 +30,7 @@ from sklearn.cluster import KMeans
 
 from routemix.data import LoadedDataset, load_dataset
 from routemix.data.registry import is_tabular_path
-from routemix.cluster.base import thesis_network
+from routemix.cluster.base import scaler_offset_and_scale, thesis_network
 from routemix.cluster.registry import get_method, make_estimator
 from routemix.errors import RoutemixError
 from routemix.losses import NMMLoss
@@ -123,8 +123,9 @@ def _fit_estimator(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
         return labels, None  # the scikit-learn baselines: labels and metrics only
     state = {"kind": f"{cfg.method}_{'image' if image else 'vector'}", "network": module.state_dict(),
              "cluster_order": torch.as_tensor(estimator.cluster_order_)}
-    if hasattr(estimator, "scaler_"):
-        state.update(scaler_mean=torch.as_tensor(estimator.scaler_.mean_), scaler_scale=torch.as_tensor(estimator.scaler_.scale_))
+    if hasattr(estimator, "scaler_"):  # (x - mean) / scale, whichever scaler the method uses
+        offset, scale = scaler_offset_and_scale(estimator.scaler_)
+        state.update(scaler_mean=torch.as_tensor(offset), scaler_scale=torch.as_tensor(scale))
     if hasattr(estimator, "pixel_range_"):
         state["pixel_range"] = list(estimator.pixel_range_)
     return labels, state

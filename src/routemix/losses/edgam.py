@@ -7,7 +7,8 @@ one coefficient ``beta`` per moment update.
 
 * eq. 3  E-step, ``lambda_nk = softmax_k(-||z_n - mu^t_k||^2 / 2)``, and ``mu^1 = mu``.
 * eq. 4  moment update: batch M-step ``m^{t+1}_k = sum_n lambda^t_nk z_n / sum_n lambda^t_nk``,
-  then ``mu^{t+1} = beta_{t+1} mu + (1 - beta_{t+1}) m^{t+1}``.
+  then ``mu^{t+1} = (1 - alpha_{t+1}) mu + alpha_{t+1} m^{t+1}`` with ``alpha`` a function of the
+  learnable ``beta`` (``1 - beta`` by default; see the choices below).
 * eq. 6  correction loss ``sum_t ||mu^{t+1} - m^{t+1}||^2 = sum_t beta_{t+1}^2 ||mu - m^{t+1}||^2``.
 * eq. 7  re-weighted cluster loss ``1/2 sum_n sum_k w_k lambda^T_nk ||z_n - mu^T_k||^2``, with the
   mini-batch weights of appendix B, ``w_k = (B/K + Delta) / (N_k + Delta)``, ``N_k = sum_n lambda^T_nk``.
@@ -24,12 +25,17 @@ step, usable on their own.
 
 **Choices where the extracted text is unclear.**
 
-* The relation between ``alpha`` (eq. 4) and ``beta`` (eq. 6) is garbled. We read eq. 6's second
-  form, ``(beta mu + (1 - beta) m) - m``, as ``mu^{t+1} - m^{t+1}``, i.e. the moment update is
-  written with ``alpha = 1 - beta``. This keeps ``alpha`` in [0, 1] with Table 6's initial
-  ``beta = 0.9`` (a small step towards the batch means; ``alpha = 2 beta^2`` would give 1.62), and
-  it matches Fig. 3/4: the correction loss drives ``beta`` to 0, after which the T layers are
-  full EM iterations on the batch (so T matters, as Fig. 3 finds). ``beta`` is clamped to [0, 1].
+* The relation between ``alpha`` (eq. 4) and ``beta`` (eq. 6) is garbled. Eq. 6 equates
+  ``1/2 alpha ||mu - m||^2`` with ``||(beta mu + (1 - beta) m) - m||^2 = beta^2 ||mu - m||^2``, which
+  as printed means ``alpha = 2 beta^2`` (``moment_update="printed"``). With Table 6's initial
+  ``beta = 0.9`` that is ``alpha = 1.62``, outside eq. 4's [0, 1], and the correction loss then
+  drives ``beta`` and so ``alpha`` to 0, where every unfolded layer repeats the first E-step and
+  T could not matter, against Fig. 3. We read eq. 6's second form as ``mu^{t+1} - m^{t+1}``
+  instead, i.e. the moment update written with ``alpha = 1 - beta`` (``moment_update="complement"``,
+  the default): ``alpha`` stays in [0, 1], and as the correction loss drives ``beta`` to 0 (Fig.
+  4) the T layers become full EM iterations on the batch, so T matters as Fig. 3 finds. The
+  correction loss is ``beta^2 ||mu - m||^2`` under both readings; only eq. 4's step differs. Under
+  "printed", ``alpha`` is clipped to [0, 1]; ``beta`` is clamped to [0, 1] under both.
 * Eq. 7's re-weighting is written two ways; we use appendix B's ``w_k = (B/K + Delta) /
   (N_k + Delta)`` with ``Delta = 3``. The weights are statistics of the batch, held constant
   (no gradient through ``w``).
@@ -45,6 +51,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+MOMENT_UPDATES = ("complement", "printed")  # eq. 4's alpha from beta: 1 - beta, or 2 beta^2 (eq. 6 as printed)
+RECONSTRUCTIONS = ("sum", "mean")  # eq. 9's squared error summed over features per sample, or averaged
 
 
 @dataclass
@@ -86,6 +96,13 @@ def m_step(z: torch.Tensor, responsibilities: torch.Tensor, *, covariances: bool
         centred = z.unsqueeze(1) - means.unsqueeze(0)  # (N, K, c)
         cov = torch.einsum("nk,nki,nkj->kij", responsibilities, centred, centred) / denominators[:, None, None]
     return MStep(counts=counts, weights=counts / counts.sum(), means=means, covariances=cov)
+
+
+def reconstruction_error(x: torch.Tensor, x_hat: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+    """Eq. 9's first term per sample, averaged over the batch: ``||x_n - x_hat_n||^2`` summed over
+    the features (``"sum"``, as printed) or averaged over them (``"mean"``)."""
+    squared = (x_hat - x).square().flatten(1)
+    return squared.sum(dim=1).mean() if reduction == "sum" else squared.mean()
 
 
 def cluster_weights(responsibilities: torch.Tensor, delta: float = 3.0) -> torch.Tensor:
@@ -132,21 +149,35 @@ class UnfoldedGaussianMixture(nn.Module):
         embedding_dim: c, the size of the embedding and of each centroid.
         n_layers: T, the number of unfolded E-steps (3 in the paper).
         beta_init: initial value of every learnable ``beta_{t+1}`` (0.9, Table 6).
+        moment_update: how eq. 4's ``alpha`` follows from ``beta``: ``"complement"``
+            (``alpha = 1 - beta``, the default) or ``"printed"`` (``alpha = 2 beta^2``, eq. 6 as
+            printed, clipped to [0, 1]); see the module docstring.
     """
 
-    def __init__(self, n_clusters: int, embedding_dim: int, *, n_layers: int = 3, beta_init: float = 0.9) -> None:
+    def __init__(self, n_clusters: int, embedding_dim: int, *, n_layers: int = 3, beta_init: float = 0.9,
+                 moment_update: str = "complement") -> None:
         super().__init__()
         if n_layers < 1:
             raise ValueError(f"n_layers must be at least 1 (one E-step), got {n_layers}.")
         if not 0.0 <= beta_init <= 1.0:
             raise ValueError(f"beta_init must lie in [0, 1] (it mixes the centroids with batch means), got {beta_init}.")
+        if moment_update not in MOMENT_UPDATES:
+            raise ValueError(f"moment_update must be one of {', '.join(MOMENT_UPDATES)}, got {moment_update!r}.")
         self.n_clusters = n_clusters
         self.embedding_dim = embedding_dim
         self.n_layers = n_layers
+        self.moment_update = moment_update
         # Appendix E.1: the centroids are initialised like every weight, Glorot-uniform.
         self.centroids = nn.Parameter(torch.empty(n_clusters, embedding_dim))
         nn.init.xavier_uniform_(self.centroids)
         self.betas = nn.Parameter(torch.full((n_layers - 1,), float(beta_init)))
+
+    def alphas(self) -> torch.Tensor:
+        """Eq. 4's step ``alpha_{t+1}`` towards the batch means, one per moment update."""
+        betas = self.betas.clamp(0.0, 1.0)
+        if self.moment_update == "printed":
+            return (2.0 * betas.square()).clamp(max=1.0)
+        return 1.0 - betas
 
     def forward(self, z: torch.Tensor) -> MixtureOutput:
         if z.dim() != 2 or z.shape[1] != self.embedding_dim:
@@ -155,10 +186,10 @@ class UnfoldedGaussianMixture(nn.Module):
         log_resp = log_e_step(z, means)
         resp = log_resp.exp()
         correction = z.new_zeros(())
-        for beta in self.betas.clamp(0.0, 1.0):
+        for beta, alpha in zip(self.betas.clamp(0.0, 1.0), self.alphas()):
             batch_means = m_step(z, resp).means  # m^{t+1}, eq. 4 (first step)
-            means = beta * self.centroids + (1.0 - beta) * batch_means  # eq. 4 with alpha = 1 - beta
-            correction = correction + (means - batch_means).square().sum()  # eq. 6
+            means = (1.0 - alpha) * self.centroids + alpha * batch_means  # eq. 4
+            correction = correction + beta.square() * (self.centroids - batch_means).square().sum()  # eq. 6
             log_resp = log_e_step(z, means)  # eq. 3 at layer t+1
             resp = log_resp.exp()
         return MixtureOutput(responsibilities=resp, log_responsibilities=log_resp, means=means,
@@ -182,16 +213,15 @@ class EDGaMLossOutput:
 class EDGaMLoss(nn.Module):
     """The whole objective, eq. 9, with the per-sample terms averaged over the batch:
 
-    ``MSE(x, x_hat) + eta1 L_cluster/B + eta2 L_correction + eta3 * mean entropy of lambda``.
+    ``rec(x, x_hat) + eta1 L_cluster/B + eta2 L_correction + eta3 * mean entropy of lambda``.
 
-    Scale of the terms (the paper does not say): the reconstruction is the mean squared error
-    per element (PyTorch's ``MSELoss``), the cluster and entropy terms are averaged over the
-    batch so the weights do not depend on the batch size, and the correction loss (a sum over
-    centroids, not samples) is taken as it is. Summing the squared error over the features, as
-    eq. 9 prints it, is the same objective with every eta divided by the number of features;
-    measured on digits, both readings with Table 6's etas leave the assignments soft (mean
-    max lambda 0.2-0.3) instead of the sharp ones of Fig. 4 (see the estimator's docstring).
-    Defaults: Table 6's MNIST row, which appendix E also suggests as the general setting.
+    Scale of the terms: eq. 9 sums ``||x_n - x_hat_n||^2`` over the features of each sample
+    (``reconstruction="sum"``, the default); ``"mean"`` averages it over the features too
+    (PyTorch's ``MSELoss``), which is the same objective with every eta multiplied by the number of
+    features (64 on digits, 784 on MNIST). The cluster and entropy terms are averaged over the
+    batch and so is the reconstruction, so the weights do not depend on the batch size; the
+    correction loss (a sum over centroids, not samples) is taken as it is. Defaults: Table 6's
+    MNIST row, which appendix E also suggests as the general setting.
     """
 
     def __init__(
@@ -201,19 +231,23 @@ class EDGaMLoss(nn.Module):
         correction_weight: float = 1e-2,
         entropy_weight: float = 1e-4,
         delta: float = 3.0,
+        reconstruction: str = "sum",
     ) -> None:
         super().__init__()
         for name, value in (("cluster_weight", cluster_weight), ("correction_weight", correction_weight),
                             ("entropy_weight", entropy_weight), ("delta", delta)):
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
+        if reconstruction not in RECONSTRUCTIONS:
+            raise ValueError(f"reconstruction must be one of {', '.join(RECONSTRUCTIONS)}, got {reconstruction!r}.")
         self.cluster_weight = cluster_weight
         self.correction_weight = correction_weight
         self.entropy_weight = entropy_weight
         self.delta = delta
+        self.reconstruction = reconstruction
 
     def forward(self, x: torch.Tensor, x_hat: torch.Tensor, z: torch.Tensor, mixture: MixtureOutput) -> EDGaMLossOutput:
-        reconstruction = F.mse_loss(x_hat, x)
+        reconstruction = reconstruction_error(x, x_hat, self.reconstruction)
         cluster = cluster_loss(z, mixture.responsibilities, mixture.means, self.delta)
         entropy = assignment_entropy(mixture.log_responsibilities)
         loss = (reconstruction + self.cluster_weight * cluster + self.correction_weight * mixture.correction_loss

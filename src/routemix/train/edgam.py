@@ -7,7 +7,17 @@ correction loss; decode ``f(z, z_hat)``, a fully connected layer on the concaten
 (eq. 8); one Adam step on eq. 9 for every weight at once: network, centroids and betas.
 
 The paper trains end to end from Glorot-initialised weights (appendix E.1) and mentions no
-auto-encoder pre-training or mixture initialisation, so every epoch is a joint epoch.
+auto-encoder pre-training or mixture initialisation. From random weights the embedding stays small
+and the centroids close together, and EM with unit covariances merges the components (the
+responsibilities drift to 1/K). routemix therefore follows the recipe of DEC, whose auto-encoder
+EDGaM's Table 5 takes: :class:`AutoencoderModule` pre-trains the auto-encoder on the
+reconstruction term alone, k-means on its embedding gives the initial centroids, and the fusion
+layer starts by passing ``z`` through (:func:`pass_embedding_through_`), so joint training starts
+from the pre-trained auto-encoder (see :class:`routemix.cluster.EDGaMClustering`).
+
+Appendix E's sanity signal is watched while training: the mean largest responsibility, which
+should rise towards 1 (Fig. 4). If it is still below :data:`SOFT_ASSIGNMENTS` after a quarter of
+the joint epochs, :class:`EDGaMModule` warns once (:class:`SoftAssignmentWarning`).
 
 At inference the unfolded layers would make a sample's assignment depend on the rest of its
 batch. :func:`final_centroids` therefore runs the unfolding once on the embeddings of the whole
@@ -17,14 +27,73 @@ centroids, so on the training set it equals the full-batch ``lambda^T``.
 
 from __future__ import annotations
 
+import warnings
+
 import lightning as L
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 
-from routemix.losses.edgam import EDGaMLoss, MixtureOutput, UnfoldedGaussianMixture, e_step
+from routemix.losses.edgam import EDGaMLoss, MixtureOutput, UnfoldedGaussianMixture, e_step, reconstruction_error
 from routemix.models.autoencoders import glorot_init_
 from routemix.train.common import batched_inference
+
+# A mean largest responsibility below this is no clustering: with K = 10 the components overlap so
+# much that a typical sample is shared among three or more of them (Fig. 4 shows ~0.85 early, then 1).
+SOFT_ASSIGNMENTS = 0.5
+
+
+class SoftAssignmentWarning(ConvergenceWarning):
+    """EDGaM's responsibilities stay soft: appendix E's sanity check fails."""
+
+
+def kmeans_labels(z: torch.Tensor, n_clusters: int, *, seed: int, n_init: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """k-means (scikit-learn) of embeddings ``z``: labels (N,) and centroids (K, c)."""
+    from sklearn.cluster import KMeans
+
+    kmeans = KMeans(n_clusters, n_init=n_init, random_state=seed).fit(z.double().numpy())
+    return kmeans.labels_, kmeans.cluster_centers_
+
+
+class AutoencoderModule(L.LightningModule):
+    """Pre-training: the auto-encoder alone on eq. 9's reconstruction term, Adam (DEC's recipe).
+
+    ``cluster_labels`` (for learning curves) is k-means on the current embedding: what the
+    mixture would start from if pre-training stopped now.
+    """
+
+    def __init__(self, autoencoder: nn.Module, *, lr: float = 1e-3, reconstruction: str = "sum", n_clusters: int | None = None) -> None:
+        super().__init__()
+        self.autoencoder = autoencoder
+        self.lr = lr
+        self.reconstruction = reconstruction
+        self.n_clusters = n_clusters
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.autoencoder.parameters(), lr=self.lr)
+
+    def training_step(self, batch, batch_idx):
+        x = batch[0]
+        loss = reconstruction_error(x, self.autoencoder(x), self.reconstruction)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"auto-encoder loss became {loss.item()} at step {self.global_step}; lower the learning rate.")
+        self.log("pretrain/reconstruction", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
+        return loss
+
+    def cluster_labels(self, data: torch.Tensor) -> np.ndarray:
+        z = batched_inference(self, self.autoencoder.encode, data)
+        return kmeans_labels(z, self.n_clusters, seed=0, n_init=3)[0]
+
+
+def pass_embedding_through_(fusion: nn.Linear) -> None:
+    """Set eq. 8's fusion layer ``f(z, z_hat) = W [z; z_hat] + b`` to ``f = z`` (``W = [I 0]``, ``b = 0``),
+    so a pre-trained decoder sees at first exactly the embedding it learned to decode."""
+    c = fusion.out_features
+    with torch.no_grad():
+        fusion.weight.zero_()
+        fusion.weight[:, :c] = torch.eye(c)
+        fusion.bias.zero_()
 
 
 class EDGaMModule(L.LightningModule):
@@ -44,6 +113,9 @@ class EDGaMModule(L.LightningModule):
         glorot_init_(self.fusion)
         self.loss = loss
         self.lr = lr
+        self._confidence = [0.0, 0]  # sum of batch means of max lambda this epoch, batches
+        self.confidence_history: list[float] = []  # per joint epoch: mean largest responsibility
+        self._warned_soft = False
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, MixtureOutput, torch.Tensor]:
         """Embedding ``z``, the mixture's output and the reconstruction ``x_hat``."""
@@ -66,12 +138,37 @@ class EDGaMModule(L.LightningModule):
                 "or the loss weights, or check the input for extreme values."
             )
         confidence = mixture.responsibilities.detach().max(dim=1).values.mean()
+        self._confidence[0] += confidence.item()
+        self._confidence[1] += 1
         self.log_dict(
             {"train/loss": out.loss.detach(), "train/reconstruction": out.reconstruction, "train/cluster": out.cluster,
              "train/correction": out.correction, "train/entropy": out.entropy, "train/max_lambda": confidence},
             on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x),
         )
         return out.loss
+
+    def on_train_epoch_end(self) -> None:
+        total, batches = self._confidence
+        self._confidence = [0.0, 0]
+        if not batches:
+            return
+        mean = total / batches
+        self.confidence_history.append(mean)
+        epoch, max_epochs = self.current_epoch + 1, self.trainer.max_epochs or 0
+        if not self._warned_soft and epoch >= max(1, max_epochs // 4) and mean < SOFT_ASSIGNMENTS:
+            self._warned_soft = True
+            warnings.warn(
+                f"EDGaM's assignments stay soft: the mean largest responsibility is {mean:.2f} after {epoch} of "
+                f"{max_epochs} epochs (1/K = {1 / self.mixture.n_clusters:.2f}; appendix E expects it to approach 1), "
+                "so the mixture is merging its components. Pre-train the auto-encoder (pretrain_epochs) with "
+                "k-means centroids (centroid_init='kmeans'), or raise entropy_weight.",
+                SoftAssignmentWarning, stacklevel=2,
+            )
+
+    def cluster_labels(self, data: torch.Tensor) -> np.ndarray:
+        """Labels of ``data`` under the unfolding run on all of it (what the estimator predicts)."""
+        z = embed(self, data)
+        return responsibilities(z, final_centroids(self, z)).argmax(axis=1)
 
 
 def embed(module: EDGaMModule, data: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
