@@ -242,6 +242,27 @@ def test_vote_anchors_on_the_lowest_loss_run(blobs):
     proba = model.predict_proba(X)
     assert set(np.unique(proba)) <= {0.0, 1.0} and np.all(proba.sum(axis=1) == 1)
     assert cluster_accuracy(y, model.labels_) > 0.9
+    # every run's own labels are kept, the anchor's among them
+    assert model.run_labels_.shape == (4, len(X))
+    anchor = model.run_labels_[np.argmin(model.run_losses_)]
+    np.testing.assert_array_equal(anchor, model.module_(torch.as_tensor(model._to_tensor(X))).argmax(dim=1).numpy())
+
+
+def test_bench_reports_every_protocol_of_one_multi_run_fit(blobs):
+    """Single runs (each run alone), the lowest-loss run and DDC-VOTE, all from the same N runs."""
+    from routemix.bench.clustering import LOWEST_LOSS, SINGLE_RUN, VOTE, ddc_protocol_rows
+
+    X, y = blobs
+    model = small(n_clusters=3, random_state=0, n_runs=4, max_iter=3).fit(X)
+    rows = ddc_protocol_rows({"seconds": 8.0}, y, model)
+    singles = [r for r in rows if r["protocol"] == SINGLE_RUN]
+    assert [r["run"] for r in singles] == [0, 1, 2, 3] and all(r["seconds"] == 2.0 for r in singles)
+    for r, labels in zip(singles, model.run_labels_):
+        assert r["acc"] == cluster_accuracy(y, labels)
+    [lowest] = [r for r in rows if r["protocol"] == LOWEST_LOSS]
+    assert lowest["acc"] == singles[int(np.argmin(model.run_losses_))]["acc"] and lowest["runs"] == 4
+    [vote] = [r for r in rows if r["protocol"] == VOTE]
+    assert vote["acc"] == cluster_accuracy(y, model.labels_)
 
 
 def test_images_use_the_lenet_and_uint8_pixels():

@@ -87,6 +87,9 @@ class DDCClustering(DeepClusterer):
     labels_, n_features_in_, n_clusters_found_, cluster_order_ : see :class:`DeepClusterer`.
     loss_ : final eq. (4) loss of the anchor run on the training data.
     run_losses_ : the final loss of every run, in the order they were trained.
+    run_labels_ : (n_runs, n_samples) each run's own cluster of every training sample (its output
+        unit, not aligned across runs), in training order: the single runs behind the selection,
+        for reporting every protocol of the paper (one run, lowest loss of N, DDC-VOTE) from one fit.
     n_iter_ : epochs run by the anchor run.
     module_ : the anchor run's trained :class:`routemix.train.ddc.DDCModule`.
     voters_ : the modules that vote (the anchor first; only the anchor when ``n_runs=1``).
@@ -152,6 +155,7 @@ class DDCClustering(DeepClusterer):
         seeds = [seed] + [int(s) for s in rng.randint(np.iinfo(np.int32).max, size=self.n_runs - 1)]
         runs = [self._train_run(data, run_seed, batch_size) for run_seed in seeds]
         self.run_losses_ = np.array([loss for loss, _, _ in runs])
+        self.run_labels_ = np.stack([ddc_training.predict_proba(module, data).argmax(axis=1) for _, module, _ in runs])
         ranked = [runs[i] for i in np.argsort(self.run_losses_, kind="stable")[:VOTERS]]
         self.loss_, self.module_, self.n_iter_ = ranked[0]
         self.voters_ = [module for _, module, _ in ranked] if self.n_runs > 1 else [self.module_]

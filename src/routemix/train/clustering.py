@@ -71,6 +71,10 @@ class NMMModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scores(x)
 
+    def cluster_labels(self, data: torch.Tensor) -> np.ndarray:
+        """Most probable cluster of each sample of ``data`` now (running statistics; for learning curves)."""
+        return predict_proba(self, data).argmax(axis=1)
+
     def on_train_start(self) -> None:
         if self.trainer.world_size > 1:  # same seed everywhere: decorrelate the augmentation draws of the shares
             torch.manual_seed(torch.initial_seed() + self.global_rank)

@@ -169,8 +169,10 @@ def make_trainer(
 
     resolved = accelerator_for(accelerator) if accelerator in ("auto", "cuda") else accelerator
     check_scale_options(accelerator=resolved, devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision)
+    from routemix.train.curves import active_callbacks
+
     quiet_lightning()
-    callbacks = []
+    callbacks = active_callbacks()
     logger: list | bool = False
     if run_dir is not None:
         from lightning.pytorch.callbacks import ModelCheckpoint

@@ -53,6 +53,10 @@ class DDCModule(L.LightningModule):
         )
         return out.loss
 
+    def cluster_labels(self, data: torch.Tensor) -> np.ndarray:
+        """Most probable cluster of each sample of ``data`` now (for learning curves)."""
+        return predict_proba(self, data).argmax(axis=1)
+
 
 def predict_proba(module: DDCModule, data: torch.Tensor, *, batch_size: int = 1024) -> np.ndarray:
     """Softmax cluster memberships (N, k) of ``data`` (batch norm with running statistics)."""

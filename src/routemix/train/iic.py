@@ -40,6 +40,10 @@ class IICModule(L.LightningModule):
     def configure_optimizers(self):
         return torch.optim.Adam(self.network.parameters(), lr=self.lr)
 
+    def cluster_labels(self, data: torch.Tensor) -> np.ndarray:
+        """Most probable cluster of each sample of ``data`` now (for learning curves)."""
+        return predict_proba(self, data).argmax(axis=1)
+
 
 def predict_proba(module: IICModule, data: torch.Tensor, *, batch_size: int = 1024) -> np.ndarray:
     """Cluster probabilities (N, K) in evaluation mode."""

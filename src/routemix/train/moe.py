@@ -94,6 +94,10 @@ class ManagerModule(L.LightningModule):
         self.log("pretrain/manager_kl", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
         return loss
 
+    def cluster_labels(self, data: torch.Tensor) -> np.ndarray:
+        """The manager's most probable expert for each sample of ``data`` now (for learning curves)."""
+        return manager_proba(self.manager, data).argmax(axis=1)
+
 
 STAGES = ("cluster", "specialise")
 
@@ -174,6 +178,10 @@ class MoEModule(L.LightningModule):
         _check_finite(loss, f"the MoE loss (stage {self.stage!r})", self.steps_done)
         self.log_dict(logs, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
         return loss if loss.requires_grad else None
+
+    def cluster_labels(self, data: torch.Tensor) -> np.ndarray:
+        """The manager's most probable expert for each sample of ``data`` now (for learning curves)."""
+        return manager_proba(self.manager, data).argmax(axis=1)
 
 
 def encode_means(vae: VAE, data: torch.Tensor, *, batch_size: int = 1024) -> np.ndarray:
