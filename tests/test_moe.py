@@ -9,7 +9,7 @@ import torch
 from sklearn.datasets import make_blobs
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from routemix.cluster.moe import EPOCH_WEIGHTS, MoEClustering, near_binary
+from routemix.cluster.moe import STAGE_SPLITS, MoEClustering, near_binary
 from routemix.cluster.moe_pretrain import latent_size_for_variance, split_epochs, umap_neighbours
 from routemix.losses.entropy import (
     MoELoss,
@@ -146,13 +146,20 @@ def test_conv_encoder_ends_at_2x2_and_vae_round_trips_shapes():
     assert dense_depth(64) == 2 and build_vae((64,), 3, reconstruction="mse")(torch.randn(2, 64)).output.shape == (2, 64)
 
 
+def test_stage_split_as_epochs_per_stage(blobs):
+    X, _ = blobs
+    stages = {"autoencoder": 1, "retrain": 3, "manager": 1, "cluster": 1, "specialise": 1}
+    model = small(n_clusters=3, max_iter=7, stage_split=stages, embedding="none").fit(X)
+    assert model.epochs_ == stages and model.n_iter_ == 7
+
+
 def test_split_epochs_keeps_the_thesis_ratios():
-    epochs = split_epochs(3200, EPOCH_WEIGHTS)
+    epochs = split_epochs(3200, STAGE_SPLITS["paper"])
     assert epochs == {"autoencoder": 1000, "retrain": 1000, "manager": 1000, "cluster": 100, "specialise": 100}
-    assert sum(split_epochs(100, EPOCH_WEIGHTS).values()) == 100
-    assert set(split_epochs(5, EPOCH_WEIGHTS).values()) == {1}
+    assert sum(split_epochs(100, STAGE_SPLITS["paper"]).values()) == 100
+    assert set(split_epochs(5, STAGE_SPLITS["paper"]).values()) == {1}
     with pytest.raises(ValueError, match="at least 5"):
-        split_epochs(4, EPOCH_WEIGHTS)
+        split_epochs(4, STAGE_SPLITS["paper"])
 
 
 def test_near_binary_rule():
@@ -246,6 +253,9 @@ def test_hdbscan_finds_the_number_of_clusters(blobs):
         ({"n_clusters": None, "cluster_finder": "gmm"}, "needs n_clusters"),
         ({"n_clusters": 3, "reconstruction": "bce"}, r"\[0, 1\]"),
         ({"n_clusters": 3, "max_iter": 4}, "max_iter"),
+        ({"n_clusters": 3, "stage_split": "cpu"}, "stage_split"),
+        ({"n_clusters": 3, "stage_split": {"autoencoder": 1, "retrain": 1}}, "each of autoencoder, retrain, manager"),
+        ({"n_clusters": 3, "stage_split": {"autoencoder": 1, "retrain": 1, "manager": 1, "cluster": 1, "specialise": 0}}, "positive"),
     ],
 )
 def test_bad_parameters_are_clear_errors(blobs, params, message):

@@ -177,7 +177,7 @@ def _cmd_bench_sparse(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_clustering(args: argparse.Namespace) -> int:
-    from routemix.bench.clustering import BUDGETS, DATASETS, format_markdown, run, summarize, write_tables
+    from routemix.bench.clustering import BUDGETS, DATASETS, format_markdown, plot_time_to_accuracy, run, summarize, write_tables
     from routemix.cluster.registry import METHODS
     from routemix.data import get_dataset_spec
 
@@ -195,7 +195,8 @@ def _cmd_bench_clustering(args: argparse.Namespace) -> int:
     rows = summarize(results)
     print(format_markdown(rows))
     markdown, table = write_tables(rows, args.out)
-    print(f"\nwritten: {markdown}, {table} (raw results: {Path(args.out) / 'results.json'})")
+    figures = [str(plot_time_to_accuracy(results, args.out, dataset)[0]) for dataset in dict.fromkeys(r["dataset"] for r in results)]
+    print(f"\nwritten: {markdown}, {table}, {', '.join(figures)} (raw results: {Path(args.out) / 'results.json'})")
     return 0
 
 
@@ -514,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     clustering.add_argument("--datasets", default="digits,mnist,fashion_mnist", help="comma-separated (default: digits,mnist,fashion_mnist)")
     clustering.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated (default: {','.join(METHODS)})")
     clustering.add_argument("--seeds", default="3", help="seed count, range or list (default 3: seeds 0, 1, 2)")
-    clustering.add_argument("--budget", default="cpu", help="cpu (10k-image subsets and few epochs: about 30 min per image set on 2 cores) or full (the papers' settings)")
+    clustering.add_argument("--budget", default="cpu", help="cpu (all images, every deep method about 25 min per fit on 2 cores) or paper (each paper's recipe, for a GPU)")
     clustering.add_argument("--data-dir", help="root holding MNIST/FashionMNIST (default: $ROUTEMIX_DATA or the user cache)")
     clustering.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     clustering.add_argument("--out", default="runs/bench-clustering", help="folder for results.json (a rerun continues), table.md, table.csv")

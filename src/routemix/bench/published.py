@@ -6,7 +6,9 @@ The CSV files in ``reference/``:
   in %). ``model`` is the registry name, empty for rows the zoo does not build (networks the
   thesis only cites).
 * ``clustering`` holds the published ACC/NMI/ARI (as fractions) of every clustering method by
-  dataset, each with the paper and table it comes from (``source``).
+  dataset and protocol (``single run``: a run's result, averaged where the paper averages;
+  ``lowest loss`` / ``vote``: DDC's selections among 20 runs), each with the paper and table it
+  comes from (``source``).
 
 Empty cells are ``None``; text columns stay strings, every other cell is a float.
 """
@@ -17,7 +19,7 @@ import csv
 from importlib import resources
 
 TABLES = ("table3_2", "table3_3", "table3_4", "clustering")
-TEXT_COLUMNS = ("network", "model", "dataset", "method", "source")
+TEXT_COLUMNS = ("network", "model", "dataset", "method", "protocol", "source")
 
 
 def published_table(name: str) -> list[dict]:

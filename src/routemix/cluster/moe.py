@@ -17,9 +17,15 @@ from routemix.models.vae import build_vae
 from routemix.train import moe as training
 from routemix.train.clustering import accelerator_for, fit, make_loader
 
-# Thesis epochs per stage: autoencoder and its retraining 1000 each (sec. 4.2), manager 1000
-# (sec. 4.4.4), joint training 200 = 100 clustering + 100 specialisation (sec. 4.5.2).
-EPOCH_WEIGHTS = {"autoencoder": 1000, "retrain": 1000, "manager": 1000, "cluster": 100, "specialise": 100}
+STAGES = ("autoencoder", "retrain", "manager", "cluster", "specialise")
+# How ``max_iter`` epochs are shared among the stages, by name. "paper": the thesis' epochs per
+# stage, autoencoder and its retraining 1000 each (sec. 4.2, "1000 iterations", which we read as
+# epochs), manager 1000 (sec. 4.4.4), joint training 200 = 100 clustering + 100 specialisation
+# (sec. 4.5.2). Shorter budgets give their own proportions (``routemix bench clustering``'s cpu
+# budgets favour the retrained VAE, whose codes the labels come from).
+STAGE_SPLITS = {
+    "paper": {"autoencoder": 1000, "retrain": 1000, "manager": 1000, "cluster": 100, "specialise": 100},
+}
 
 # Sec. 4.3: a near-binary image (most pixels near 0 or 1) is modelled with binary cross-entropy.
 BINARY_PIXEL_FRACTION = 0.8
@@ -48,18 +54,21 @@ class MoEClustering(DeepClusterer):
     ``n_clusters=None``. The thesis prefers HDBSCAN (Table 4.18) when the data's clusters are
     dense; the GMM is the choice when K is known.
 
-    Epoch budget. ``max_iter`` epochs are split in the thesis' proportions 1000:1000:1000:100:100
-    (autoencoder, retrained autoencoder, manager, clustering stage, specialisation stage), each
-    stage at least one epoch; at the default 100 that is 32/31/31/3/3. At such budgets the joint
-    stage is short (the experts get a few hundred steps), so on small data the labels are mostly
-    the pre-trained manager's; give more epochs (or a higher ``learning_rate``) for useful
-    experts. ``n_iter_`` is their sum and ``epochs_`` the split.
+    Epoch budget. ``max_iter`` epochs are split among the five stages (autoencoder, retrained
+    autoencoder, manager, clustering stage, specialisation stage) in the proportions of
+    ``stage_split``, each stage at least one epoch: ``"paper"`` is the thesis' 1000:1000:1000:100:100
+    (at the default 100 epochs 32/31/31/3/3); a dict of the five stage names gives other
+    proportions (epochs per stage, when they sum to ``max_iter``). At small budgets the joint stage is short (the experts get a
+    few hundred steps), so the labels are mostly the pre-trained manager's; give more epochs (or
+    a higher ``learning_rate``) for useful experts. ``n_iter_`` is their sum and ``epochs_`` the
+    split.
 
     Parameters
     ----------
     n_clusters : number of experts K for the GMM; ``None`` with ``cluster_finder="hdbscan"``.
     image_shape : (C, H, W) for images passed as flattened rows; ``None`` for vector data.
     max_iter : training epochs over all stages (see above).
+    stage_split : ``"paper"`` or a dict of proportions per stage (see above).
     batch_size : 100 in every stage (secs. 4.2, 4.4.4, 4.5.2).
     learning_rate : Adam rate of the joint training, 1e-4 (sec. 4.5.2).
     pretrain_learning_rate : the autoencoders' rate, 5e-4 (sec. 4.2).
@@ -96,7 +105,8 @@ class MoEClustering(DeepClusterer):
     _parameter_constraints: dict = {
         **COMMON_CONSTRAINTS,
         "n_clusters": [Interval(Integral, 1, None, closed="left"), None],
-        "max_iter": [Interval(Integral, len(EPOCH_WEIGHTS), None, closed="left")],
+        "max_iter": [Interval(Integral, len(STAGES), None, closed="left")],
+        "stage_split": [StrOptions(set(STAGE_SPLITS)), dict],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "pretrain_learning_rate": [Interval(Real, 0, None, closed="neither")],
         "manager_learning_rate": [Interval(Real, 0, None, closed="neither")],
@@ -119,6 +129,7 @@ class MoEClustering(DeepClusterer):
         *,
         image_shape=None,
         max_iter: int = 100,
+        stage_split="paper",
         batch_size: int = 100,
         learning_rate: float = 1e-4,
         pretrain_learning_rate: float = 5e-4,
@@ -141,6 +152,7 @@ class MoEClustering(DeepClusterer):
         self.n_clusters = n_clusters
         self.image_shape = image_shape
         self.max_iter = max_iter
+        self.stage_split = stage_split
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.pretrain_learning_rate = pretrain_learning_rate
@@ -179,6 +191,17 @@ class MoEClustering(DeepClusterer):
             check_image_shape(self.image_shape, X.shape[1])
         return X
 
+    def _stage_weights(self) -> dict[str, float]:
+        if isinstance(self.stage_split, str):
+            return STAGE_SPLITS[self.stage_split]
+        weights = dict(self.stage_split)
+        if set(weights) != set(STAGES) or not all(isinstance(w, Real) and w > 0 for w in weights.values()):
+            raise ValueError(
+                f"stage_split as a dict needs a positive weight for each of {', '.join(STAGES)}, got {self.stage_split!r}; "
+                f"or name a split: {', '.join(STAGE_SPLITS)}."
+            )
+        return {stage: float(weights[stage]) for stage in STAGES}
+
     def _reconstruction_for(self, data: torch.Tensor) -> str:
         if self.reconstruction != "auto":
             return self.reconstruction
@@ -187,7 +210,7 @@ class MoEClustering(DeepClusterer):
     # --- training --------------------------------------------------------------------------
 
     def _fit_data(self, data: torch.Tensor, seed: int) -> None:
-        self.epochs_ = split_epochs(self.max_iter, EPOCH_WEIGHTS)
+        self.epochs_ = split_epochs(self.max_iter, self._stage_weights())
         self.reconstruction_ = self._reconstruction_for(data)
         if self.reconstruction_ == "bce" and (data.min() < 0 or data.max() > 1):
             raise ValueError("reconstruction='bce' needs values in [0, 1]: pass images with image_shape, or use 'mse'.")
