@@ -63,7 +63,7 @@ class AutoencoderModule(L.LightningModule):
     mixture would start from if pre-training stopped now.
     """
 
-    def __init__(self, autoencoder: nn.Module, *, lr: float = 1e-3, reconstruction: str = "sum", n_clusters: int | None = None) -> None:
+    def __init__(self, autoencoder: nn.Module, *, n_clusters: int, lr: float = 1e-3, reconstruction: str = "sum") -> None:
         super().__init__()
         self.autoencoder = autoencoder
         self.lr = lr
@@ -113,7 +113,7 @@ class EDGaMModule(L.LightningModule):
         glorot_init_(self.fusion)
         self.loss = loss
         self.lr = lr
-        self._confidence = [0.0, 0]  # sum of batch means of max lambda this epoch, batches
+        self._confidence: list = [0.0, 0]  # this epoch: sum of the batches' mean max lambda (a tensor), batches
         self.confidence_history: list[float] = []  # per joint epoch: mean largest responsibility
         self._warned_soft = False
 
@@ -138,7 +138,7 @@ class EDGaMModule(L.LightningModule):
                 "or the loss weights, or check the input for extreme values."
             )
         confidence = mixture.responsibilities.detach().max(dim=1).values.mean()
-        self._confidence[0] += confidence.item()
+        self._confidence[0] = self._confidence[0] + confidence  # summed on the device: no sync per step
         self._confidence[1] += 1
         self.log_dict(
             {"train/loss": out.loss.detach(), "train/reconstruction": out.reconstruction, "train/cluster": out.cluster,
@@ -152,7 +152,7 @@ class EDGaMModule(L.LightningModule):
         self._confidence = [0.0, 0]
         if not batches:
             return
-        mean = total / batches
+        mean = float(total) / batches
         self.confidence_history.append(mean)
         epoch, max_epochs = self.current_epoch + 1, self.trainer.max_epochs or 0
         if not self._warned_soft and epoch >= max(1, max_epochs // 4) and mean < SOFT_ASSIGNMENTS:
