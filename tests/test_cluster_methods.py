@@ -166,3 +166,11 @@ def test_cpu_budgets_give_every_deep_method_about_the_same_time(budget):
             assert method in plan.curve_every
         moe = plan.params["moe"]["stage_split"]
         assert plan.epochs["moe"] == sum(moe.values()) and set(moe) == {"autoencoder", "retrain", "manager", "cluster", "specialise"}
+
+
+def test_a_result_depends_only_on_its_own_methods_budget():
+    """Changing DDC's epochs reruns DDC, not k-means; the curve interval changes no result."""
+    before, after = bench.Budget(epochs={"ddc": 1}), bench.Budget(epochs={"ddc": 2}, curve_every={"ddc": 1})
+    assert before.key("kmeans") == after.key("kmeans")
+    assert before.key("ddc") != after.key("ddc")
+    assert bench.Budget(limit=10).key("kmeans") != before.key("kmeans")

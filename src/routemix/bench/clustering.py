@@ -22,7 +22,8 @@ and the ``vote`` of the best three (DDC-VOTE), from the same N trainings.
   calibrated from measured seconds per epoch: epochs rather than a clock, so a result does not
   depend on how busy the machine was. On digits each method trains at its estimator's defaults.
 
-A budget is part of the result: rows from different budgets are never mixed. With ``out``, the
+A budget is part of the result: rows from different budgets are never mixed (a row records
+what its method's fit depended on, so changing one method's budget reruns only that method). With ``out``, the
 deep methods' learning curves (ACC against training seconds, :mod:`routemix.train.curves`) go to
 ``out/curves/`` and :func:`plot_time_to_accuracy` draws them, baselines as points, in one figure
 per dataset. Results are appended to ``out/results.json`` as each fit finishes, so an interrupted
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +55,11 @@ class Budget:
     params: dict[str, dict] = field(default_factory=dict)
     curve_every: dict[str, int] = field(default_factory=dict)
 
-    def key(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+    def key(self, method: str) -> str:
+        """What a result of ``method`` depends on: the limit, its own epochs and settings (not the
+        other methods', nor the curve interval, which changes no result)."""
+        return json.dumps({"limit": self.limit, "epochs": self.epochs.get(method), "params": self.params.get(method, {})},
+                          sort_keys=True)
 
 
 # Measured seconds per epoch on all 70,000 MNIST images on one thread, two fits side by side
@@ -73,8 +77,9 @@ CPU_SECONDS = {"cpu": 1800, "cpu-long": 7200}  # per deep fit on all images
 CPU_MOE_FIXED_SECONDS, CPU_MOE_RETRAIN_SECONDS_PER_EPOCH = 2400, 210  # fixed: with one retrain epoch
 
 
-def cpu_image_budget(seconds: float, curve_every: dict[str, int]) -> Budget:
-    """All images, every deep method about ``seconds`` of training on this CPU (see above)."""
+def cpu_image_budget(seconds: float, curve_every: dict[str, int], edgam_architecture: str) -> Budget:
+    """All images, every deep method about ``seconds`` of training on this CPU (see above);
+    EDGaM on the auto-encoder its paper used for the dataset (Table 5)."""
     epochs = {m: max(1, round(seconds / s)) for m, s in CPU_SECONDS_PER_EPOCH.items()}
     epochs["ddc"] = max(1, epochs["ddc"] // CPU_DDC_RUNS)
     epochs["edgam"] = max(1, round(seconds / 2 / CPU_SECONDS_PER_EPOCH["edgam"]))  # half pre-training, half joint
@@ -84,7 +89,7 @@ def cpu_image_budget(seconds: float, curve_every: dict[str, int]) -> Budget:
     epochs["moe"] = sum(moe_stages.values())
     return Budget(
         epochs=epochs,
-        params={"ddc": {"n_runs": CPU_DDC_RUNS}, "edgam": {"pretrain_epochs": pretrain},
+        params={"ddc": {"n_runs": CPU_DDC_RUNS}, "edgam": {"pretrain_epochs": pretrain, "architecture": edgam_architecture},
                 "moe": {"stage_split": moe_stages, "base_width": 16}},
         curve_every=curve_every,
     )
@@ -94,11 +99,17 @@ def cpu_image_budget(seconds: float, curve_every: dict[str, int]) -> Budget:
 # DDC 100 epochs = 70,000 iterations of 100 and 20 runs (sec. 4.6), EDGaM 1000 epochs after
 # IDEC's 200 of pre-training (sec. 5; the pre-training is routemix's, see EDGaMClustering),
 # MoE the thesis' 1000/1000/1000/100/100 epochs per stage (3,200 in all) at its width 32.
-_PAPER_IMAGE = Budget(
-    epochs={"nmm": 250, "iic": 250, "ddc": 100, "edgam": 1000, "moe": 3200},
-    params={"ddc": {"n_runs": 20}, "edgam": {"pretrain_epochs": 200}, "moe": {"stage_split": "paper"}},
-    curve_every={"nmm": 5, "iic": 5, "ddc": 5, "edgam": 20, "moe": 20},
-)
+def paper_image_budget(edgam_architecture: str) -> Budget:
+    return Budget(
+        epochs={"nmm": 250, "iic": 250, "ddc": 100, "edgam": 1000, "moe": 3200},
+        params={"ddc": {"n_runs": 20}, "edgam": {"pretrain_epochs": 200, "architecture": edgam_architecture},
+                "moe": {"stage_split": "paper"}},
+        curve_every={"nmm": 5, "iic": 5, "ddc": 5, "edgam": 20, "moe": 20},
+    )
+
+
+# EDGaM's Table 5: the dense auto-encoder for MNIST, the convolutional one for Fashion-MNIST.
+_EDGAM_ARCHITECTURE = {"mnist": "dense", "fashion_mnist": "conv"}
 # Digits: each estimator's defaults, but EDGaM gets 100 joint epochs of its 1000 (20 minutes
 # here) and sees the pixels as its paper's MNIST does, scaled to [0, 1] for Table 5's sigmoid
 # decoder (standardised: ACC 0.72 against 0.80, seeds 0-2).
@@ -116,9 +127,10 @@ def planned_seconds(budget: Budget, method: str) -> float:
 _CPU_CURVES = {"cpu": {"nmm": 1, "iic": 1, "ddc": 2, "edgam": 2, "moe": 1},
                "cpu-long": {"nmm": 1, "iic": 2, "ddc": 5, "edgam": 5, "moe": 2}}
 BUDGETS: dict[str, dict[str, Budget]] = {
-    **{name: {"digits": _DIGITS, **{d: cpu_image_budget(seconds, _CPU_CURVES[name]) for d in ("mnist", "fashion_mnist")}}
+    **{name: {"digits": _DIGITS,
+              **{d: cpu_image_budget(seconds, _CPU_CURVES[name], _EDGAM_ARCHITECTURE[d]) for d in ("mnist", "fashion_mnist")}}
        for name, seconds in CPU_SECONDS.items()},
-    "paper": {"digits": _DIGITS, "mnist": _PAPER_IMAGE, "fashion_mnist": _PAPER_IMAGE},
+    "paper": {"digits": _DIGITS, **{d: paper_image_budget(_EDGAM_ARCHITECTURE[d]) for d in ("mnist", "fashion_mnist")}},
 }
 
 
@@ -182,7 +194,7 @@ def fit_one(dataset: str, method: str, seed: int, budget: Budget, data_dir: str 
     seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     common = {
-        "dataset": dataset, "method": method, "seed": seed, "budget": budget.key(), "n_samples": len(rows),
+        "dataset": dataset, "method": method, "seed": seed, "budget": budget.key(method), "n_samples": len(rows),
         "epochs": getattr(estimator, "n_iter_", None) if deep else None, "threads": torch.get_num_threads(),
         "seconds": seconds, "peak_mb": peak_mb, "fit_mb": max(peak_mb - start_mb, 0.0),
     }
@@ -237,7 +249,7 @@ def run(
     done: list[dict] = json.loads(path.read_text()) if path is not None and path.is_file() else []
     budgets = {d: budget_for(budget, d) for d in datasets}
     have = {(r["dataset"], r["method"], r["seed"], r["budget"]) for r in done}
-    jobs = [(d, m, s) for d in datasets for s in seeds for m in methods if (d, m, s, budgets[d].key()) not in have]
+    jobs = [(d, m, s) for d in datasets for s in seeds for m in methods if (d, m, s, budgets[d].key(m)) not in have]
     bar = tqdm(jobs, desc="clustering", disable=not progress)
     for dataset, method, seed in bar:
         bar.set_postfix_str(f"{dataset} {method} seed {seed}")
@@ -246,7 +258,7 @@ def run(
         if path is not None:
             write_json(path, done)
     return [r for r in done if r["dataset"] in datasets and r["method"] in methods and r["seed"] in seeds
-            and r["budget"] == budgets[r["dataset"]].key()]
+            and r["budget"] == budgets[r["dataset"]].key(r["method"])]
 
 
 def summarize(results: list[dict]) -> list[dict]:
