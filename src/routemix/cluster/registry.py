@@ -10,7 +10,10 @@ the raw input, built with the settings below so that every table measures the sa
   cores and is singular on the constant border pixels), ``n_init=1``.
 * ``spectral``: ``SpectralClustering`` on the symmetrised 10-nearest-neighbour graph (a dense
   RBF affinity of MNIST would take 39 GB) with the ``cluster_qr`` label assignment, which has no
-  random restarts to tune.
+  random restarts to tune, and the LOBPCG eigensolver: scikit-learn's default ARPACK factorises
+  the shifted graph Laplacian, which on all 70,000 MNIST images ran over 25 minutes with its
+  memory past 12 GB and still growing, where LOBPCG took 215 s and 1.6 GB (ACC 0.667; Fashion-MNIST
+  208 s against ARPACK's 459 s, ACC 0.506 against 0.509; digits the same 0.804).
 
 All of them take ``fit_predict(X)`` on rows of features (flattened images for image sets).
 """
@@ -98,5 +101,5 @@ def make_estimator(
         return GaussianMixture(n_clusters, random_state=random_state, **params)
     from sklearn.cluster import SpectralClustering
 
-    params = {"affinity": "nearest_neighbors", "n_neighbors": 10, "assign_labels": "cluster_qr", **params}
+    params = {"affinity": "nearest_neighbors", "n_neighbors": 10, "assign_labels": "cluster_qr", "eigen_solver": "lobpcg", **params}
     return SpectralClustering(n_clusters, random_state=random_state, **params)
