@@ -9,6 +9,7 @@ import pytest
 from routemix.bench import clustering as bench
 from routemix.bench.published import published_table
 from routemix.cli import main
+from routemix.cluster import EDGaMClustering
 from routemix.cluster.registry import METHODS, get_method, make_estimator
 from routemix.errors import RoutemixError
 from routemix.metrics import cluster_accuracy
@@ -135,15 +136,16 @@ def test_deep_fits_write_learning_curves_and_the_time_to_accuracy_figure(tmp_pat
     assert png.stat().st_size > 10_000 and svg.is_file()
 
 
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
 @pytest.mark.parametrize("budget", sorted(bench.BUDGETS))
-def test_every_budget_builds_valid_estimators_that_fit_tiny_images(budget):
+def test_every_budget_builds_valid_estimators_that_fit_tiny_images(budget, dataset):
     """Each profile's settings on tiny data: its parameters are accepted, and a scaled-down fit
     with them (fewest epochs, two runs, one pre-training epoch) clusters 40 images."""
     rng = np.random.default_rng(0)
     images = rng.random((40, 1, 28, 28)).astype(np.float32)
     images[:20, :, :14] += 1.0  # two patterns
     X = images.reshape(40, -1) / 2
-    plan = bench.budget_for(budget, "mnist")
+    plan = bench.budget_for(budget, dataset)
     for method in ("nmm", "ddc", "edgam", "moe", "iic"):
         params = plan.params.get(method, {})
         full = make_estimator(method, 2, n_features=784, image_shape=(1, 28, 28), max_iter=plan.epochs[method], **params)
@@ -166,6 +168,17 @@ def test_cpu_budgets_give_every_deep_method_about_the_same_time(budget):
             assert method in plan.curve_every
         moe = plan.params["moe"]["stage_split"]
         assert plan.epochs["moe"] == sum(moe.values()) and set(moe) == {"autoencoder", "retrain", "manager", "cluster", "specialise"}
+
+
+def test_edgam_runs_each_dataset_as_its_paper_did():
+    """Table 5's auto-encoder and Table 6's loss weights per dataset, in every image budget."""
+    for budget in ("cpu", "cpu-long", "paper"):
+        mnist, fashion = (bench.budget_for(budget, d).params["edgam"] for d in ("mnist", "fashion_mnist"))
+        assert mnist["architecture"] == "dense" and fashion["architecture"] == "conv"
+        mnist_weights = {k: mnist.get(k, EDGaMClustering().get_params()[k]) for k in ("cluster_weight", "correction_weight", "entropy_weight")}
+        fashion_weights = {k: fashion.get(k, EDGaMClustering().get_params()[k]) for k in mnist_weights}
+        assert mnist_weights == {"cluster_weight": 1e-2, "correction_weight": 1e-2, "entropy_weight": 1e-4}
+        assert fashion_weights == {"cluster_weight": 5e-2, "correction_weight": 1e-3, "entropy_weight": 1e-4}
 
 
 def test_a_result_depends_only_on_its_own_methods_budget():
