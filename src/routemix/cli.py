@@ -515,7 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     clustering.add_argument("--datasets", default="digits,mnist,fashion_mnist", help="comma-separated (default: digits,mnist,fashion_mnist)")
     clustering.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated (default: {','.join(METHODS)})")
     clustering.add_argument("--seeds", default="3", help="seed count, range or list (default 3: seeds 0, 1, 2)")
-    clustering.add_argument("--budget", default="cpu", help="cpu (all images, every deep method about 25 min per fit on 2 cores) or paper (each paper's recipe, for a GPU)")
+    clustering.add_argument("--budget", default="cpu", help="cpu (all images, every deep method about 30 min of one thread, the MoE about 40), "
+                            "cpu-long (about 2 h each) or paper (each paper's recipe, for a GPU); default cpu")
     clustering.add_argument("--data-dir", help="root holding MNIST/FashionMNIST (default: $ROUTEMIX_DATA or the user cache)")
     clustering.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     clustering.add_argument("--out", default="runs/bench-clustering", help="folder for results.json (a rerun continues), table.md, table.csv")
