@@ -17,11 +17,14 @@ from routemix.errors import RoutemixError
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a glibc malloc setting")
 
-# Page faults in the last four of eight training steps of a 4-path convolution, batch norm and ReLU
-# whose activations (33.5 MB) are above glibc's largest mmap threshold (32 MiB): without the setting
-# every step maps, faults in (4 KiB at a time) and unmaps each of them afresh.
+# Page faults per training step of a 4-path convolution, batch norm and ReLU whose activations
+# (33.5 MB) are above glibc's largest mmap threshold (32 MiB): without the setting every step maps,
+# faults in (4 KiB at a time) and unmaps each of them afresh, about 74,000 faults a step. With it a
+# step reuses the freed blocks and faults nothing, except in the odd step in which the fragmented
+# heap still grows by a 32 MiB block (0-4 blocks over steps 4-7 in repeated runs, on 2 cores): the
+# median step of the eight after four warm-up steps is the steady state.
 FAULTS_OF_TRAINING_STEPS = textwrap.dedent("""
-    import resource, subprocess, sys, torch
+    import resource, statistics, subprocess, sys, torch
     from routemix import allocator
     from routemix.nn import PathBatchNorm2d, PathConv2d
     mode = sys.argv[1]
@@ -32,11 +35,12 @@ FAULTS_OF_TRAINING_STEPS = textwrap.dedent("""
     torch.manual_seed(0)
     conv, norm = PathConv2d(4, 32, 32, 3), PathBatchNorm2d(4, 32)
     x = torch.randn(64, 4, 32, 32, 32)
-    for step in range(8):
-        if step == 4:
-            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    faults = []
+    for step in range(12):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         torch.relu(norm(conv(x))).sum().backward()
-    print("faults", resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    print("faults", statistics.median(faults[4:]))
 """)
 
 
@@ -60,13 +64,13 @@ def plain():
 def test_freed_large_blocks_are_reused_not_faulted_in_again(plain):
     kept = _run("call")
     assert kept["applied"] == "True"
-    assert int(plain["faults"]) > 4 * 8192, "without the setting every step should fault its 33.5 MB blocks in afresh"
-    assert int(kept["faults"]) < int(plain["faults"]) / 10
+    assert float(plain["faults"]) > 8192, "without the setting every step should fault its 33.5 MB blocks in afresh"
+    assert float(kept["faults"]) < float(plain["faults"]) / 10
 
 
 @pytest.mark.skipif(not _glibc(), reason="needs glibc's malloc")
 def test_child_processes_inherit_the_setting(plain):
-    assert int(_run("inherit")["faults"]) < int(plain["faults"]) / 10
+    assert float(_run("inherit")["faults"]) < float(plain["faults"]) / 10
 
 
 def test_opt_out_variable_leaves_malloc_alone(monkeypatch):
