@@ -10,6 +10,10 @@ learned embedding, the learned betas, the cluster sizes and the spread (std) of 
 
 for example ``fashion_mnist '{"architecture": "conv", "pretrain_epochs": 15, "max_iter": 30,
 "cluster_weight": 0.05, "correction_weight": 0.001}' 10000 ../shared/data``.
+
+A diagnostic, not an estimator option: the setting ``"freeze_betas": true`` keeps eq. 4/6's betas
+at their initial value instead of learning them (the estimator always learns them, as the paper
+does), to see whether the joint stage's drift comes from the betas going to 0.
 """
 
 from __future__ import annotations
@@ -23,11 +27,26 @@ import torch
 
 from routemix.cluster import EDGaMClustering
 from routemix.data import load_dataset
+from routemix.losses.edgam import UnfoldedGaussianMixture
 from routemix.train.curves import LearningCurve
+
+
+def freeze_betas() -> None:
+    """Every mixture built from now on keeps its betas fixed (a diagnostic; see the docstring)."""
+    build = UnfoldedGaussianMixture.__init__
+
+    def build_frozen(self, *args, **kwargs):
+        build(self, *args, **kwargs)
+        self.betas.requires_grad_(False)
+
+    UnfoldedGaussianMixture.__init__ = build_frozen
 
 
 def main(dataset: str, settings: dict, n_images: int, data_dir: str) -> dict:
     torch.set_num_threads(1)
+    settings = dict(settings)
+    if settings.pop("freeze_betas", False):
+        freeze_betas()
     data = load_dataset(dataset, data_dir=data_dir)
     images = data.data[:n_images].reshape(n_images, -1).numpy().astype(np.float32) / 255.0
     labels = np.asarray(data.labels[:n_images])
@@ -35,7 +54,7 @@ def main(dataset: str, settings: dict, n_images: int, data_dir: str) -> dict:
         warnings.simplefilter("ignore")  # the soft-assignment warning is reported below as numbers
         model = EDGaMClustering(10, image_shape=(1, 28, 28), random_state=0, **settings).fit(images)
     return {
-        "dataset": dataset, "n_images": n_images, "settings": settings,
+        "dataset": dataset, "n_images": n_images, "settings": settings, "frozen_betas": not model.module_.mixture.betas.requires_grad,
         "curve": [(point["stage"], point["epoch"], round(point["acc"], 3)) for point in curve.points],
         "confidence_per_epoch": [round(v, 3) for v in model.module_.confidence_history],
         "confidence": model.assignment_confidence_, "kmeans_agreement": model.kmeans_agreement_,
