@@ -13,7 +13,9 @@ for example ``fashion_mnist '{"architecture": "conv", "pretrain_epochs": 15, "ma
 
 A diagnostic, not an estimator option: the setting ``"freeze_betas": true`` keeps eq. 4/6's betas
 at their initial value instead of learning them (the estimator always learns them, as the paper
-does), to see whether the joint stage's drift comes from the betas going to 0.
+does), to see whether the joint stage's drift comes from the betas going to 0. Every other setting is an
+estimator parameter (``"cluster_responsibilities": "differentiable"`` gives eq. 7's gradient
+through the responsibilities, as routemix did before 2026-12-06's evening).
 """
 
 from __future__ import annotations

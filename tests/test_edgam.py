@@ -145,6 +145,39 @@ def test_reweighting_with_delta_by_hand():
     assert cluster_loss(z, resp, mu, delta=3.0).item() == pytest.approx(expected, rel=1e-12)
 
 
+def test_cluster_loss_gradient_holds_the_responsibilities_constant_by_hand():
+    # With lambda constant (EM's M-step), d/dz_n of 1/B * 1/2 sum_k w_k lambda_nk ||z_n - mu_k||^2
+    # is 1/B sum_k w_k lambda_nk (z_n - mu_k), and the loss sends nothing back into lambda.
+    z = torch.tensor(Z, requires_grad=True)
+    mu = torch.tensor(MU, requires_grad=True)
+    resp = e_step(z, mu)
+    cluster_loss(z, resp, mu).backward()
+    lam = resp.detach().numpy()
+    w = cluster_weights(resp).numpy()
+    diff = Z[:, None, :] - MU[None, :, :]  # (N, K, c)
+    np.testing.assert_allclose(z.grad.numpy(), ((w * lam)[:, :, None] * diff).sum(1) / len(Z), rtol=1e-12)
+    np.testing.assert_allclose(mu.grad.numpy(), -((w * lam)[:, :, None] * diff).sum(0) / len(Z), rtol=1e-12)
+
+
+def test_differentiable_responsibilities_pull_a_sample_towards_the_largest_cluster():
+    # A sample half-way between a large cluster (3 members) and a small one (1 member): eq. 7
+    # differentiated through lambda moves its responsibility towards the large cluster, whose
+    # w_k is smaller; held constant, lambda gets no gradient from eq. 7 at all.
+    mu = torch.tensor([[0.0, 0.0], [4.0, 0.0]], dtype=torch.float64)
+    z = torch.tensor([[0.0, 0.1], [0.1, 0.0], [-0.1, 0.0], [4.0, 0.0], [2.0, 0.0]], dtype=torch.float64)
+    logits = (-0.5 * ((z[:, None] - mu[None]) ** 2).sum(-1)).requires_grad_(True)
+    resp = torch.softmax(logits, dim=1)
+    w = cluster_weights(resp)
+    assert w[0] < w[1]
+    cluster_loss(z, resp, mu, gradient="differentiable").backward()
+    # gradient descent raises the large cluster's logit for the middle sample against the small one's
+    assert logits.grad[4, 0] < logits.grad[4, 1]
+    logits.grad = None
+    z.requires_grad_(True)
+    cluster_loss(z, torch.softmax(logits, dim=1), mu, gradient="constant").backward()
+    assert logits.grad is None and z.grad is not None
+
+
 def test_reweighting_is_one_for_balanced_batches():
     resp = torch.full((6, 3), 1 / 3, dtype=torch.float64)
     np.testing.assert_allclose(cluster_weights(resp, 3.0).numpy(), np.ones(3), rtol=1e-12)
@@ -226,6 +259,8 @@ def test_loss_refuses_negative_weights_and_unknown_reductions():
         EDGaMLoss(cluster_weight=-1.0)
     with pytest.raises(ValueError, match="reconstruction"):
         EDGaMLoss(reconstruction="max")
+    with pytest.raises(ValueError, match="responsibilities"):
+        EDGaMLoss(responsibilities="detached")
 
 
 # --- auto-encoders ------------------------------------------------------------------------------
@@ -346,7 +381,8 @@ def test_conv_without_image_shape_is_a_clear_error(blobs):
 
 
 @pytest.mark.parametrize("params, match", [({"beta_init": 2.0}, "beta_init"), ({"architecture": "rnn"}, "architecture"),
-                                           ({"hidden_layer_sizes": (0,)}, "hidden_layer_sizes")])
+                                           ({"hidden_layer_sizes": (0,)}, "hidden_layer_sizes"),
+                                           ({"cluster_responsibilities": "detached"}, "cluster_responsibilities")])
 def test_bad_parameters_are_clear_errors(blobs, params, match):
     X, _ = blobs
     with pytest.raises(ValueError, match=match):

@@ -10,7 +10,7 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from routemix.cluster.base import COMMON_CONSTRAINTS, DeepClusterer
-from routemix.losses.edgam import MOMENT_UPDATES, RECONSTRUCTIONS, EDGaMLoss, UnfoldedGaussianMixture
+from routemix.losses.edgam import MOMENT_UPDATES, RECONSTRUCTIONS, RESPONSIBILITY_GRADIENTS, EDGaMLoss, UnfoldedGaussianMixture
 from routemix.metrics import cluster_accuracy
 from routemix.models.autoencoders import DEC_HIDDEN_SIZES, ConvAutoencoder, DenseAutoencoder
 from routemix.train import clustering as training
@@ -88,6 +88,9 @@ class EDGaMClustering(DeepClusterer):
     reconstruction : ``"sum"`` (eq. 9's squared error summed over features) or ``"mean"``.
     moment_update : eq. 4's alpha from beta, ``"complement"`` (1 - beta) or ``"printed"`` (2 beta^2);
         see :mod:`routemix.losses.edgam`.
+    cluster_responsibilities : whether eq. 7's gradient holds the responsibilities ``"constant"``
+        (EM's M-step; the default) or takes it through them (``"differentiable"``), which pulls
+        samples into the largest cluster; see :mod:`routemix.losses.edgam`.
     input_scaling : vector data ``"standard"``-ised (linear decoder output) or ``"minmax"``-scaled
         to [0, 1] per feature (sigmoid output); images are always scaled to [0, 1].
     random_state, device, verbose : seed, ``"cpu"``/``"cuda"``/``"auto"``, progress bar.
@@ -122,6 +125,7 @@ class EDGaMClustering(DeepClusterer):
         "centroid_init": [StrOptions({"kmeans", "glorot"})],
         "reconstruction": [StrOptions(set(RECONSTRUCTIONS))],
         "moment_update": [StrOptions(set(MOMENT_UPDATES))],
+        "cluster_responsibilities": [StrOptions(set(RESPONSIBILITY_GRADIENTS))],
         "input_scaling": [StrOptions({"standard", "minmax"})],
     }
 
@@ -147,6 +151,7 @@ class EDGaMClustering(DeepClusterer):
         centroid_init: str = "kmeans",
         reconstruction: str = "sum",
         moment_update: str = "complement",
+        cluster_responsibilities: str = "constant",
         input_scaling: str = "standard",
         random_state=None,
         device: str = "cpu",
@@ -171,6 +176,7 @@ class EDGaMClustering(DeepClusterer):
         self.centroid_init = centroid_init
         self.reconstruction = reconstruction
         self.moment_update = moment_update
+        self.cluster_responsibilities = cluster_responsibilities
         self.input_scaling = input_scaling
         self.random_state = random_state
         self.device = device
@@ -202,7 +208,8 @@ class EDGaMClustering(DeepClusterer):
         mixture = UnfoldedGaussianMixture(self.n_clusters, self.embedding_dim, n_layers=self.n_layers,
                                           beta_init=self.beta_init, moment_update=self.moment_update)
         loss = EDGaMLoss(cluster_weight=self.cluster_weight, correction_weight=self.correction_weight,
-                         entropy_weight=self.entropy_weight, delta=self.delta, reconstruction=self.reconstruction)
+                         entropy_weight=self.entropy_weight, delta=self.delta, reconstruction=self.reconstruction,
+                         responsibilities=self.cluster_responsibilities)
         return edgam.EDGaMModule(autoencoder, mixture, loss, lr=self.learning_rate)
 
     def _fit_data(self, data: torch.Tensor, seed: int) -> None:
