@@ -173,16 +173,22 @@ def test_lenet_layers_and_hidden_representation():
         DDCLeNet(num_classes=2, input_size=(12, 12))
 
 
-@pytest.mark.parametrize("net, x", [(DDCLeNet(num_classes=10), torch.rand(64, 1, 28, 28)),
-                                    (DDCMLP(num_classes=4, in_features=64), torch.randn(64, 64))])
-def test_kernel_sees_the_batch_normalised_activation(net, x):
+def test_image_kernel_sees_the_batch_normalised_activation():
     # Linear, ReLU, BatchNorm (the co-author's code; see the module docstring): in training mode
-    # each hidden unit is centred with unit variance over the batch, so the kernel gets negative
-    # values too, not the ReLU's sparse non-negative code.
-    hidden = net.train().forward_features(x)
+    # each hidden unit is centred over the batch, so the kernel gets negative values too, not the
+    # ReLU's sparse non-negative code.
+    net = DDCLeNet(num_classes=10).train()
+    hidden = net.forward_features(torch.rand(64, 1, 28, 28))
     assert isinstance(net.features[-1], torch.nn.BatchNorm1d) and isinstance(net.features[-2], torch.nn.ReLU)
     torch.testing.assert_close(hidden.mean(0), torch.zeros(hidden.shape[1]), atol=1e-5, rtol=0)
     assert (hidden < 0).any()
+
+
+def test_vector_kernel_sees_the_relu_of_the_batch_normalised_layer():
+    net = DDCMLP(num_classes=4, in_features=64).train()
+    hidden = net.forward_features(torch.randn(64, 64))
+    assert isinstance(net.features[-1], torch.nn.ReLU) and isinstance(net.features[-2], torch.nn.BatchNorm1d)
+    assert (hidden >= 0).all() and (hidden == 0).any()
 
 
 def test_mlp_layers_and_batch_norm_only_in_the_500_unit_layer():

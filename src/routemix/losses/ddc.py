@@ -23,7 +23,8 @@ median) the kernel is e^-22 at the median distance, nearly the identity. The DDC
 code sets ``sigma^2 = 0.15 * median`` of the *squared* distances (``rule="squared"``, our
 default; sigma = 0.39 * median). On digits (Adam 1e-3, 100 epochs, seeds 0-2) the squared rule
 with the pair-averaged eq. (3) reached ACC 0.70 / 0.68 / 0.72, the literal one with the printed
-1/k 0.59 / 0.55 / 0.63.
+1/k 0.59 / 0.55 / 0.63 (both with the batch norm before the hidden ReLU, routemix's network
+until 2026-12-06; see :mod:`routemix.models.ddc_nets`).
 
 Scaling. Eq. (3)/(4) print a ``1/k`` before the sums; we average over the k(k-1)/2 pairs of
 clusters instead, as the authors' code does, so that each of the three terms lies in [0, 1] and
@@ -33,7 +34,7 @@ printed sum is ``orthogonality="sum"``): the sum grows with the batch (at batch 
 its minimum is 450), so the divergence terms would hardly count, yet the paper's ablation
 (Table 2) says they do: l1+l2 (71.9% on MNIST) is far from l2 alone (48.9%). Measured on digits
 with everything else equal, the mean reached ACC 0.63 and the sum 0.46 (100 epochs, Adam 1e-3,
-one seed, literal bandwidth).
+one seed, literal bandwidth, batch norm before the ReLU).
 
 One process. The kernel matrix couples every pair of samples of the batch, and the bandwidth is a
 median over all pairs: on a share of the batch per process it would be a different objective, and
