@@ -115,7 +115,7 @@ _EDGAM = {"mnist": {"architecture": "dense"},
           "fashion_mnist": {"architecture": "conv", "cluster_weight": 5e-2, "correction_weight": 1e-3}}
 # Digits: each estimator's defaults, but EDGaM gets 100 joint epochs of its 1000 (20 minutes
 # here) and sees the pixels as its paper's MNIST does, scaled to [0, 1] for Table 5's sigmoid
-# decoder (standardised: ACC 0.72 against 0.80, seeds 0-2).
+# decoder (standardised: ACC 0.72 against 0.80, seeds 0-2, eq. 7 through the responsibilities).
 _DIGITS = Budget(epochs={"edgam": 100}, params={"edgam": {"input_scaling": "minmax"}},
                  curve_every={"nmm": 10, "iic": 10, "ddc": 10, "edgam": 10, "moe": 5})
 def planned_seconds(budget: Budget, method: str) -> float:

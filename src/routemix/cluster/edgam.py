@@ -57,7 +57,8 @@ class EDGaMClustering(DeepClusterer):
     says are close at convergence). A :class:`~routemix.train.edgam.SoftAssignmentWarning` is
     raised when the confidence is still below 0.5 after a quarter of the joint epochs.
 
-    Measured on digits (seeds 0-2, 100 joint epochs, docs/RESULTS.md): the paper's recipe (no
+    Measured on digits (seeds 0-2, 100 joint epochs, docs/RESULTS.md; eq. 7 then differentiated
+    through the responsibilities, the default minmax row 0.80 either way): the paper's recipe (no
     pre-training, Glorot centroids) 0.33-0.40 with soft assignments (confidence ~0.25). With
     ``input_scaling="minmax"``, 50 pre-training epochs and k-means centroids: 0.78-0.82 (mean 0.80;
     confidence 0.89-0.92, agreement 0.98-0.99), about what k-means reaches on the pre-trained
