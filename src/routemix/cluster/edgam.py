@@ -91,7 +91,8 @@ class EDGaMClustering(DeepClusterer):
         see :mod:`routemix.losses.edgam`.
     cluster_responsibilities : whether eq. 7's gradient holds the responsibilities ``"constant"``
         (EM's M-step; the default) or takes it through them (``"differentiable"``), which pulls
-        samples into the largest cluster; see :mod:`routemix.losses.edgam`.
+        samples into the largest cluster; held constant, the embedding may shrink until the
+        components merge (all of Fashion-MNIST); see :mod:`routemix.losses.edgam`.
     input_scaling : vector data ``"standard"``-ised (linear decoder output) or ``"minmax"``-scaled
         to [0, 1] per feature (sigmoid output); images are always scaled to [0, 1].
     random_state, device, verbose : seed, ``"cpu"``/``"cuda"``/``"auto"``, progress bar.
