@@ -10,7 +10,9 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from routemix.cluster.base import COMMON_CONSTRAINTS, DeepClusterer
-from routemix.losses.edgam import MOMENT_UPDATES, RECONSTRUCTIONS, RESPONSIBILITY_GRADIENTS, EDGaMLoss, UnfoldedGaussianMixture
+from routemix.losses.edgam import (
+    MOMENT_UPDATES, RECONSTRUCTIONS, RESPONSIBILITY_GRADIENTS, EDGaMLoss, UnfoldedGaussianMixture,
+)
 from routemix.metrics import cluster_accuracy
 from routemix.models.autoencoders import DEC_HIDDEN_SIZES, ConvAutoencoder, DenseAutoencoder
 from routemix.train import clustering as training
