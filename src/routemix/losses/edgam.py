@@ -268,7 +268,8 @@ class EDGaMLoss(nn.Module):
         if reconstruction not in RECONSTRUCTIONS:
             raise ValueError(f"reconstruction must be one of {', '.join(RECONSTRUCTIONS)}, got {reconstruction!r}.")
         if responsibilities not in RESPONSIBILITY_GRADIENTS:
-            raise ValueError(f"responsibilities must be one of {', '.join(RESPONSIBILITY_GRADIENTS)}, got {responsibilities!r}.")
+            raise ValueError(
+                f"responsibilities must be one of {', '.join(RESPONSIBILITY_GRADIENTS)}, got {responsibilities!r}.")
         self.cluster_weight = cluster_weight
         self.correction_weight = correction_weight
         self.entropy_weight = entropy_weight
