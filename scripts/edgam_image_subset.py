@@ -11,11 +11,20 @@ learned embedding, the learned betas, the cluster sizes and the spread (std) of 
 for example ``fashion_mnist '{"architecture": "conv", "pretrain_epochs": 15, "max_iter": 30,
 "cluster_weight": 0.05, "correction_weight": 0.001}' 10000 ../shared/data``.
 
-A diagnostic, not an estimator option: the setting ``"freeze_betas": true`` keeps eq. 4/6's betas
-at their initial value instead of learning them (the estimator always learns them, as the paper
-does), to see whether the joint stage's drift comes from the betas going to 0. Every other setting is an
-estimator parameter (``"cluster_responsibilities": "differentiable"`` gives eq. 7's gradient
-through the responsibilities, as routemix did before 2026-12-06's evening).
+Two diagnostics, not estimator options:
+
+* ``"freeze_betas": true`` keeps eq. 4/6's betas at their initial value instead of learning them
+  (the estimator always learns them, as the paper does), to see whether the joint stage's drift
+  comes from the betas going to 0.
+* ``"soft_start": TARGET`` starts the joint stage with soft assignments, as appendix E's hint 4
+  asks (mean largest responsibility "around 0.5 in the first few iterations"): after pre-training
+  and the k-means centroids, the embedding is shrunk by the factor s that makes the mean largest
+  responsibility equal TARGET (the encoder's last layer and the centroids divided by s, eq. 8's
+  fusion layer multiplied by s, so the reconstruction is unchanged and only the mixture sees a
+  smaller embedding); s is reported as ``soft_start_scale``.
+
+Every other setting is an estimator parameter (``"cluster_responsibilities": "differentiable"``
+gives eq. 7's gradient through the responsibilities, as routemix did before 2026-12-06's evening).
 """
 
 from __future__ import annotations
@@ -29,7 +38,9 @@ import torch
 
 from routemix.cluster import EDGaMClustering
 from routemix.data import load_dataset
-from routemix.losses.edgam import UnfoldedGaussianMixture
+from routemix.losses.edgam import UnfoldedGaussianMixture, e_step
+from routemix.train import clustering as training
+from routemix.train import edgam as edgam_training
 from routemix.train.curves import LearningCurve
 
 
@@ -44,11 +55,45 @@ def freeze_betas() -> None:
     UnfoldedGaussianMixture.__init__ = build_frozen
 
 
+def soft_scale(z: torch.Tensor, centroids: torch.Tensor, target: float) -> float:
+    """The s > 1 at which the mean largest responsibility of ``z / s`` under ``centroids / s`` is ``target``."""
+    low, high = 1.0, 1e3
+    for _ in range(40):  # bisection in log scale; the confidence falls as s grows
+        scale = (low * high) ** 0.5
+        confidence = e_step(z / scale, centroids / scale).max(dim=1).values.mean().item()
+        low, high = (scale, high) if confidence > target else (low, scale)
+    return scale
+
+
+def start_soft(target: float, record: dict) -> None:
+    """Every EDGaM joint stage trained from now on starts with its embedding shrunk to ``target``
+    (a diagnostic; see the docstring); the scale goes to ``record["soft_start_scale"]``."""
+    fit = training.fit
+
+    def fit_soft(module, loader, **kwargs):
+        if isinstance(module, edgam_training.EDGaMModule):
+            z = edgam_training.embed(module, loader.dataset.tensors[0])
+            scale = soft_scale(z, module.mixture.centroids.detach(), target)
+            last = [m for m in module.autoencoder.encoder.modules() if isinstance(m, torch.nn.Linear)][-1]
+            with torch.no_grad():
+                last.weight /= scale
+                last.bias /= scale
+                module.mixture.centroids /= scale
+                module.fusion.weight *= scale
+            record["soft_start_scale"] = scale
+        return fit(module, loader, **kwargs)
+
+    training.fit = fit_soft
+
+
 def main(dataset: str, settings: dict, n_images: int, data_dir: str) -> dict:
     torch.set_num_threads(1)
     settings = dict(settings)
     if settings.pop("freeze_betas", False):
         freeze_betas()
+    record: dict = {}
+    if "soft_start" in settings:
+        start_soft(float(settings.pop("soft_start")), record)
     data = load_dataset(dataset, data_dir=data_dir)
     images = data.data[:n_images].reshape(n_images, -1).numpy().astype(np.float32) / 255.0
     labels = np.asarray(data.labels[:n_images])
@@ -56,7 +101,8 @@ def main(dataset: str, settings: dict, n_images: int, data_dir: str) -> dict:
         warnings.simplefilter("ignore")  # the soft-assignment warning is reported below as numbers
         model = EDGaMClustering(10, image_shape=(1, 28, 28), random_state=0, **settings).fit(images)
     return {
-        "dataset": dataset, "n_images": n_images, "settings": settings, "frozen_betas": not model.module_.mixture.betas.requires_grad,
+        "dataset": dataset, "n_images": n_images, "settings": settings,
+        "frozen_betas": not model.module_.mixture.betas.requires_grad, **record,
         "curve": [(point["stage"], point["epoch"], round(point["acc"], 3)) for point in curve.points],
         "confidence_per_epoch": [round(v, 3) for v in model.module_.confidence_history],
         "confidence": model.assignment_confidence_, "kmeans_agreement": model.kmeans_agreement_,
