@@ -28,6 +28,7 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import normalize
 
+from routemix.cluster.manifold import fit_umap
 from routemix.models.vae import VAE, Manager, build_manager, build_vae
 from routemix.train import moe as training
 from routemix.train.clustering import accelerator_for, fit, make_loader
@@ -80,23 +81,10 @@ def umap_neighbours(n_samples: int) -> int:
 
 def umap_embedding(codes: np.ndarray, n_components: int, random_state: int) -> np.ndarray:
     """Sec. 4.4.2: UMAP of the L1-normalised codes with the Manhattan metric and eq. 3.6's
-    ``n_neighbors``. umap-learn runs single-threaded with a fixed ``random_state``."""
-    import umap  # slow to import (numba); only needed here
-
-    n_samples = len(codes)
-    n_components = int(min(n_components, n_samples - 2))
-    reducer = umap.UMAP(
-        n_neighbors=umap_neighbours(n_samples), n_components=max(1, n_components), metric="manhattan",
-        random_state=random_state, init="spectral" if n_samples > 4 * n_components + 10 else "random",
-        n_jobs=1,  # what a fixed random_state implies anyway; saying it keeps umap-learn from warning so
-    )
-    threads = torch.get_num_threads()
-    try:
-        return reducer.fit_transform(l1_normalised(codes)).astype(np.float64)
-    finally:
-        # numba's OpenMP layer resets torch's thread count to the core count while UMAP runs;
-        # left so, every later torch step runs ~10-50x slower on a shared CPU.
-        torch.set_num_threads(threads)
+    ``n_neighbors`` (:func:`routemix.cluster.manifold.fit_umap`, UMAP's default ``min_dist``)."""
+    _, embedding = fit_umap(l1_normalised(codes), n_components=n_components, n_neighbors=umap_neighbours(len(codes)),
+                            metric="manhattan", random_state=random_state)
+    return embedding
 
 
 def hdbscan_labels(embedding: np.ndarray) -> np.ndarray:
