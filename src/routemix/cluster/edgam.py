@@ -17,6 +17,7 @@ from routemix.metrics import cluster_accuracy
 from routemix.models.autoencoders import DEC_HIDDEN_SIZES, ConvAutoencoder, DenseAutoencoder
 from routemix.train import clustering as training
 from routemix.train import edgam
+from routemix.train.autoencoder import AutoencoderModule, kmeans_labels
 
 
 class EDGaMClustering(DeepClusterer):
@@ -222,12 +223,12 @@ class EDGaMClustering(DeepClusterer):
         loader = training.make_loader(data, batch_size=min(self.batch_size, len(data)), shuffle=True, seed=seed)
         accelerator = training.accelerator_for(self.device)
         if self.pretrain_epochs:
-            pretraining = edgam.AutoencoderModule(module.autoencoder, lr=self.learning_rate,
-                                                  reconstruction=self.reconstruction, n_clusters=self.n_clusters)
+            pretraining = AutoencoderModule(module.autoencoder, lr=self.learning_rate,
+                                            reconstruction=self.reconstruction, n_clusters=self.n_clusters)
             training.fit(pretraining, loader, max_epochs=self.pretrain_epochs, progress=bool(self.verbose), accelerator=accelerator)
             edgam.pass_embedding_through_(module.fusion)
         if self.centroid_init == "kmeans":
-            _, centroids = edgam.kmeans_labels(edgam.embed(module, data), self.n_clusters, seed=seed)
+            _, centroids = kmeans_labels(edgam.embed(module, data), self.n_clusters, seed=seed)
             with torch.no_grad():
                 module.mixture.centroids.copy_(torch.as_tensor(centroids, dtype=module.mixture.centroids.dtype))
         trainer = training.fit(module, loader, max_epochs=self.max_iter, progress=bool(self.verbose), accelerator=accelerator)
@@ -240,7 +241,7 @@ class EDGaMClustering(DeepClusterer):
         # Appendix E's sanity check: sharp assignments that agree with k-means on the learned embedding.
         proba = edgam.responsibilities(z, self._centroids)
         self.assignment_confidence_ = float(proba.max(axis=1).mean())
-        self.kmeans_agreement_ = cluster_accuracy(edgam.kmeans_labels(z, self.n_clusters, seed=seed)[0], proba.argmax(axis=1))
+        self.kmeans_agreement_ = cluster_accuracy(kmeans_labels(z, self.n_clusters, seed=seed)[0], proba.argmax(axis=1))
 
     def _predict_proba_data(self, data: torch.Tensor) -> np.ndarray:
         z = edgam.embed(self.module_, self._network_input(data))

@@ -10,8 +10,8 @@ The paper trains end to end from Glorot-initialised weights (appendix E.1) and m
 auto-encoder pre-training or mixture initialisation. From random weights the embedding stays small
 and the centroids close together, and EM with unit covariances merges the components (the
 responsibilities drift to 1/K). routemix therefore follows the recipe of DEC, whose auto-encoder
-EDGaM's Table 5 takes: :class:`AutoencoderModule` pre-trains the auto-encoder on the
-reconstruction term alone, k-means on its embedding gives the initial centroids, and the fusion
+EDGaM's Table 5 takes: :class:`~routemix.train.autoencoder.AutoencoderModule` pre-trains the
+auto-encoder on the reconstruction term alone, k-means on its embedding gives the initial centroids, and the fusion
 layer starts by passing ``z`` through (:func:`pass_embedding_through_`), so joint training starts
 from the pre-trained auto-encoder (see :class:`routemix.cluster.EDGaMClustering`).
 
@@ -35,7 +35,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 
-from routemix.losses.edgam import EDGaMLoss, MixtureOutput, UnfoldedGaussianMixture, e_step, reconstruction_error
+from routemix.losses.edgam import EDGaMLoss, MixtureOutput, UnfoldedGaussianMixture, e_step
 from routemix.models.autoencoders import glorot_init_
 from routemix.train.common import batched_inference
 
@@ -46,44 +46,6 @@ SOFT_ASSIGNMENTS = 0.5
 
 class SoftAssignmentWarning(ConvergenceWarning):
     """EDGaM's responsibilities stay soft: appendix E's sanity check fails."""
-
-
-def kmeans_labels(z: torch.Tensor, n_clusters: int, *, seed: int, n_init: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """k-means (scikit-learn) of embeddings ``z``: labels (N,) and centroids (K, c)."""
-    from sklearn.cluster import KMeans
-
-    kmeans = KMeans(n_clusters, n_init=n_init, random_state=seed).fit(z.double().numpy())
-    return kmeans.labels_, kmeans.cluster_centers_
-
-
-class AutoencoderModule(L.LightningModule):
-    """Pre-training: the auto-encoder alone on eq. 9's reconstruction term, Adam (DEC's recipe).
-
-    ``cluster_labels`` (for learning curves) is k-means on the current embedding: what the
-    mixture would start from if pre-training stopped now.
-    """
-
-    def __init__(self, autoencoder: nn.Module, *, n_clusters: int, lr: float = 1e-3, reconstruction: str = "sum") -> None:
-        super().__init__()
-        self.autoencoder = autoencoder
-        self.lr = lr
-        self.reconstruction = reconstruction
-        self.n_clusters = n_clusters
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.autoencoder.parameters(), lr=self.lr)
-
-    def training_step(self, batch, batch_idx):
-        x = batch[0]
-        loss = reconstruction_error(x, self.autoencoder(x), self.reconstruction)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"auto-encoder loss became {loss.item()} at step {self.global_step}; lower the learning rate.")
-        self.log("pretrain/reconstruction", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
-        return loss
-
-    def cluster_labels(self, data: torch.Tensor) -> np.ndarray:
-        z = batched_inference(self, self.autoencoder.encode, data)
-        return kmeans_labels(z, self.n_clusters, seed=0, n_init=3)[0]
 
 
 def pass_embedding_through_(fusion: nn.Linear) -> None:
