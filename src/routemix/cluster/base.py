@@ -6,7 +6,10 @@ method subclasses it and implements two hooks:
 
 * ``_fit_data(data, seed)`` trains on a float32 tensor, ``(N, D)`` for vector data or
   ``(N, C, H, W)`` for images, and stores its fitted state in attributes ending in ``_``,
-  ``n_iter_`` (epochs run) among them;
+  ``n_iter_`` (epochs run) among them. It returns ``None``, or the training data's cluster
+  probabilities when those are not what ``_predict_proba_data`` would give for the same data
+  (N2D clusters UMAP's embedding of the training set, which placing the same points anew only
+  approximates);
 * ``_predict_proba_data(data)`` returns cluster probabilities ``(N, n_clusters)`` as a numpy array
   (one-hot rows for a method that only gives hard assignments).
 
@@ -82,7 +85,7 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
 
     # --- hooks -------------------------------------------------------------------------------
 
-    def _fit_data(self, data: torch.Tensor, seed: int) -> None:  # pragma: no cover - abstract
+    def _fit_data(self, data: torch.Tensor, seed: int) -> np.ndarray | None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _predict_proba_data(self, data: torch.Tensor) -> np.ndarray:  # pragma: no cover - abstract
@@ -130,8 +133,9 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self._fit_data(data, seed)
-        proba = self._predict_proba_data(data)
+            proba = self._fit_data(data, seed)
+        if proba is None:
+            proba = self._predict_proba_data(data)
         sizes = np.bincount(proba.argmax(axis=1), minlength=proba.shape[1])
         self.cluster_order_ = np.argsort(-sizes, kind="stable")
         self.n_clusters_found_ = int((sizes > 0).sum())
