@@ -41,6 +41,7 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("ddc", "deep divergence-based clustering (Kampffmeyer et al.)", True, "routemix.cluster.ddc:DDCClustering"),
         MethodSpec("edgam", "Gaussian mixture unfolded in an autoencoder (EDGaM)", True, "routemix.cluster.edgam:EDGaMClustering"),
         MethodSpec("moe", "mixture of VAE experts with a manager network (Santos)", True, "routemix.cluster.moe:MoEClustering"),
+        MethodSpec("n2d", "autoencoder, UMAP of its embedding, Gaussian mixture (N2D, McConville et al.)", True, "routemix.cluster.n2d:N2DClustering"),
         MethodSpec("iic", "invariant information clustering, single head (thesis Table 4.3 setting)", True, "routemix.cluster.iic:IICClustering"),
         MethodSpec("kmeans", "k-means on the raw input (scikit-learn, n_init=10)", False, ""),
         MethodSpec("gmm", "Gaussian mixture on the raw input (scikit-learn)", False, ""),
