@@ -21,7 +21,7 @@ from routemix.cluster.registry import make_estimator
 from routemix.data import load_dataset
 from routemix.train.curves import LearningCurve
 
-ONE_EPOCH = {"nmm": {}, "iic": {}, "ddc": {}, "edgam": {"pretrain_epochs": 1}, "moe": {"base_width": 16}}
+ONE_EPOCH = {"nmm": {}, "iic": {}, "ddc": {}, "edgam": {"pretrain_epochs": 1}, "moe": {"base_width": 16}, "n2d": {}}
 
 
 def main() -> None:

@@ -146,7 +146,7 @@ def test_every_budget_builds_valid_estimators_that_fit_tiny_images(budget, datas
     images[:20, :, :14] += 1.0  # two patterns
     X = images.reshape(40, -1) / 2
     plan = bench.budget_for(budget, dataset)
-    for method in ("nmm", "ddc", "edgam", "moe", "iic"):
+    for method in ("nmm", "ddc", "edgam", "moe", "iic", "n2d"):
         params = plan.params.get(method, {})
         full = make_estimator(method, 2, n_features=784, image_shape=(1, 28, 28), max_iter=plan.epochs[method], **params)
         full._validate_params()
@@ -161,7 +161,7 @@ def test_cpu_budgets_give_every_deep_method_about_the_same_time(budget):
     seconds = bench.CPU_SECONDS[budget]
     for dataset in ("mnist", "fashion_mnist"):
         plan = bench.budget_for(budget, dataset)
-        for method in ("nmm", "iic", "ddc", "edgam", "moe"):
+        for method in ("nmm", "iic", "ddc", "edgam", "moe", "n2d"):
             planned = bench.planned_seconds(plan, method)
             # the MoE's one epoch per stage is its floor (about 40 minutes here)
             assert 0.7 * seconds <= planned <= 1.3 * max(seconds, bench.CPU_MOE_FIXED_SECONDS), method

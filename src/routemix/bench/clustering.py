@@ -39,8 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
+from routemix.cluster.registry import METHODS as CLUSTERING_METHODS
+
 DATASETS = ("digits", "mnist", "fashion_mnist")
-METHODS = ("nmm", "ddc", "edgam", "moe", "iic", "kmeans", "gmm", "spectral")
+METHODS = tuple(CLUSTERING_METHODS)  # every method of the registry, in its order
 SINGLE_RUN, LOWEST_LOSS, VOTE = "single run", "lowest loss", "vote"
 
 
@@ -65,8 +67,10 @@ class Budget:
 # Measured seconds per epoch on all 70,000 MNIST images on one thread, two fits side by side
 # (scripts/calibrate_cpu_budget.py, 2026-12-06; Fashion-MNIST's images cost the same). The cpu
 # budgets give each deep method ``seconds`` over these epochs, so that each trains about as long.
-CPU_SECONDS_PER_EPOCH = {"nmm": 628, "iic": 320, "ddc": 33, "edgam": 101}
+CPU_SECONDS_PER_EPOCH = {"nmm": 628, "iic": 320, "ddc": 33, "edgam": 101, "n2d": 21}
 CPU_EDGAM_PRETRAIN_SECONDS_PER_EPOCH = 61  # the auto-encoder alone
+# N2D's UMAP and Gaussian mixture after its auto-encoder, on all 70,000 embeddings (measured, see RESULTS).
+CPU_N2D_FIXED_SECONDS = 150
 # DDC's N in the cpu budgets: its time is shared among N runs (lowest loss of N, vote of the best 3).
 CPU_DDC_RUNS = 5
 CPU_SECONDS = {"cpu": 1800, "cpu-long": 7200}  # per deep fit on all images
@@ -84,6 +88,7 @@ def cpu_image_budget(seconds: float, curve_every: dict[str, int], edgam_settings
     epochs["ddc"] = max(1, epochs["ddc"] // CPU_DDC_RUNS)
     epochs["edgam"] = max(1, round(seconds / 2 / CPU_SECONDS_PER_EPOCH["edgam"]))  # half pre-training, half joint
     pretrain = max(1, round(seconds / 2 / CPU_EDGAM_PRETRAIN_SECONDS_PER_EPOCH))
+    epochs["n2d"] = max(1, round((seconds - CPU_N2D_FIXED_SECONDS) / CPU_SECONDS_PER_EPOCH["n2d"]))
     retrain = max(1, round((seconds - CPU_MOE_FIXED_SECONDS) / CPU_MOE_RETRAIN_SECONDS_PER_EPOCH))
     moe_stages = {"autoencoder": 1, "retrain": retrain, "manager": 1, "cluster": 1, "specialise": 1}
     epochs["moe"] = sum(moe_stages.values())
@@ -98,13 +103,14 @@ def cpu_image_budget(seconds: float, curve_every: dict[str, int], edgam_settings
 # The papers' recipes on all data: NMM-EM 250 epochs (thesis sec. 4.5.2), IIC the same setting,
 # DDC 100 epochs = 70,000 iterations of 100 and 20 runs (sec. 4.6), EDGaM 1000 epochs after
 # IDEC's 200 of pre-training (sec. 5; the pre-training is routemix's, see EDGaMClustering),
-# MoE the thesis' 1000/1000/1000/100/100 epochs per stage (3,200 in all) at its width 32.
+# MoE the thesis' 1000/1000/1000/100/100 epochs per stage (3,200 in all) at its width 32, N2D
+# 1000 auto-encoder epochs (its authors' run.sh).
 def paper_image_budget(edgam_settings: dict) -> Budget:
     return Budget(
-        epochs={"nmm": 250, "iic": 250, "ddc": 100, "edgam": 1000, "moe": 3200},
+        epochs={"nmm": 250, "iic": 250, "ddc": 100, "edgam": 1000, "moe": 3200, "n2d": 1000},
         params={"ddc": {"n_runs": 20}, "edgam": {"pretrain_epochs": 200, **edgam_settings},
                 "moe": {"stage_split": "paper"}},
-        curve_every={"nmm": 5, "iic": 5, "ddc": 5, "edgam": 20, "moe": 20},
+        curve_every={"nmm": 5, "iic": 5, "ddc": 5, "edgam": 20, "moe": 20, "n2d": 50},
     )
 
 
@@ -117,18 +123,20 @@ _EDGAM = {"mnist": {"architecture": "dense"},
 # here) and sees the pixels as its paper's MNIST does, scaled to [0, 1] for Table 5's sigmoid
 # decoder (standardised: ACC 0.72 against 0.80, seeds 0-2, eq. 7 through the responsibilities).
 _DIGITS = Budget(epochs={"edgam": 100}, params={"edgam": {"input_scaling": "minmax"}},
-                 curve_every={"nmm": 10, "iic": 10, "ddc": 10, "edgam": 10, "moe": 5})
+                 curve_every={"nmm": 10, "iic": 10, "ddc": 10, "edgam": 10, "moe": 5, "n2d": 50})
 def planned_seconds(budget: Budget, method: str) -> float:
     """Training seconds a cpu budget plans for ``method`` on all images (the calibration above)."""
     params = budget.params.get(method, {})
     if method == "moe":
         return CPU_MOE_FIXED_SECONDS + (params["stage_split"]["retrain"] - 1) * CPU_MOE_RETRAIN_SECONDS_PER_EPOCH
+    if method == "n2d":
+        return CPU_N2D_FIXED_SECONDS + budget.epochs[method] * CPU_SECONDS_PER_EPOCH[method]
     seconds = budget.epochs[method] * params.get("n_runs", 1) * CPU_SECONDS_PER_EPOCH[method]
     return seconds + params.get("pretrain_epochs", 0) * CPU_EDGAM_PRETRAIN_SECONDS_PER_EPOCH
 
 
-_CPU_CURVES = {"cpu": {"nmm": 1, "iic": 1, "ddc": 2, "edgam": 2, "moe": 1},
-               "cpu-long": {"nmm": 1, "iic": 2, "ddc": 5, "edgam": 5, "moe": 2}}
+_CPU_CURVES = {"cpu": {"nmm": 1, "iic": 1, "ddc": 2, "edgam": 2, "moe": 1, "n2d": 5},
+               "cpu-long": {"nmm": 1, "iic": 2, "ddc": 5, "edgam": 5, "moe": 2, "n2d": 20}}
 BUDGETS: dict[str, dict[str, Budget]] = {
     **{name: {"digits": _DIGITS,
               **{d: cpu_image_budget(seconds, _CPU_CURVES[name], _EDGAM[d]) for d in ("mnist", "fashion_mnist")}}
