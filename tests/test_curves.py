@@ -65,3 +65,17 @@ def test_scoring_time_is_not_training_time():
 def test_every_n_epochs_must_be_positive():
     with pytest.raises(ValueError, match="every_n_epochs"):
         LearningCurve(LABELS, every_n_epochs=0)
+
+
+def test_a_stage_outside_lightning_adds_a_scored_point(tmp_path):
+    """record_stage scores given labels on the active curve (and its file); without one it does nothing."""
+    from routemix.train.curves import record_stage
+
+    labels = np.array([0, 0, 1, 1])
+    record_stage("shallow", 3, labels)  # no active curve: nothing to do, nothing raised
+    with LearningCurve(labels, path=tmp_path / "curve.jsonl") as curve:
+        record_stage("shallow", 3, np.array([1, 1, 0, 0]))
+        with pytest.raises(ValueError, match="all 4 training samples"):
+            curve.record_labels("shallow", 3, np.array([0, 1]))
+    assert len(curve.points) == 1 and curve.points[0]["stage"] == "shallow" and curve.points[0]["acc"] == 1.0
+    assert json.loads((tmp_path / "curve.jsonl").read_text())["epoch"] == 3

@@ -89,3 +89,16 @@ def test_bad_settings_are_refused(blobs):
         N2DClustering(4, umap_neighbors=1).fit(X)
     with pytest.raises(ValueError, match="hidden_layer_sizes"):
         N2DClustering(4, hidden_layer_sizes=(), max_iter=1).fit(X)
+
+
+def test_a_learning_curve_ends_at_n2ds_result(blobs):
+    """The auto-encoder's epochs are points of the curve (k-means on its embedding), and the last
+    point is the UMAP + GMM stage's labels: the method's own result, not the auto-encoder's."""
+    from routemix.train.curves import LearningCurve
+
+    X, y = blobs
+    with LearningCurve(y, every_n_epochs=5) as curve:
+        model = N2DClustering(4, max_iter=10, hidden_layer_sizes=(32, 32, 64), random_state=0).fit(X)
+    assert [p["stage"] for p in curve.points] == ["AutoencoderModule"] * 2 + ["UMAP + GMM"]
+    assert curve.points[-1]["epoch"] == 10 and curve.points[-1]["seconds"] >= curve.points[-2]["seconds"]
+    assert curve.points[-1]["acc"] == cluster_accuracy(y, model.labels_)

@@ -14,6 +14,7 @@ from routemix.models.autoencoders import DEC_HIDDEN_SIZES, DenseAutoencoder
 from routemix.train import clustering as training
 from routemix.train.autoencoder import AutoencoderModule
 from routemix.train.common import batched_inference
+from routemix.train.curves import record_stage
 
 
 class N2DClustering(DeepClusterer):
@@ -139,7 +140,9 @@ class N2DClustering(DeepClusterer):
         )
         # Stage 3: the Gaussian mixture on UMAP's embedding.
         self.mixture_ = GaussianMixture(self.n_clusters, covariance_type="full", random_state=seed).fit(self.embedding_)
-        return self.mixture_.predict_proba(self.embedding_)
+        proba = self.mixture_.predict_proba(self.embedding_)
+        record_stage("UMAP + GMM", self.n_iter_, proba.argmax(axis=1))  # a learning curve's last point: N2D's result
+        return proba
 
     def _predict_proba_data(self, data: torch.Tensor) -> np.ndarray:
         return self.mixture_.predict_proba(transform_umap(self.reducer_, self._encode(data)))

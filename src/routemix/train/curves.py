@@ -15,7 +15,9 @@ exists) gets points without scores, which still say when its stage ran. With ``p
 is appended to a JSON-lines file as it is made and flushed, so a killed run keeps its curve.
 
 A module takes part by having ``cluster_labels(data) -> np.ndarray``: its labels of ``data``
-(the training tensor, in the module's input format) in its current state.
+(the training tensor, in the module's input format) in its current state. A stage that is not a
+Lightning fit (N2D's UMAP and Gaussian mixture after its auto-encoder) reports its labels with
+:func:`record_stage`, so that the curve ends at the method's own result.
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ import lightning as L
 import numpy as np
 
 _ACTIVE: contextvars.ContextVar["LearningCurve | None"] = contextvars.ContextVar("routemix_learning_curve", default=None)
+
+
+def record_stage(stage: str, epoch: int, labels) -> None:
+    """Score ``labels`` (of the whole training set) as a point of the active curve, if there is one:
+    for a stage that runs outside Lightning, its seconds counted as training time."""
+    curve = _ACTIVE.get()
+    if curve is not None:
+        curve.record_labels(stage, epoch, labels)
 
 
 def active_callbacks() -> list[L.Callback]:
@@ -72,14 +82,26 @@ class LearningCurve:
 
     def record(self, stage: str, epoch: int, module, data) -> dict:
         """Score ``module``'s labels of ``data`` (when it has them) and keep the point."""
+        labeller = getattr(module, "cluster_labels", None)
+        usable = labeller is not None and data is not None and len(data) == len(self.labels)
+        return self._add(stage, epoch, (lambda: labeller(data)) if usable else None)
+
+    def record_labels(self, stage: str, epoch: int, labels) -> dict:
+        """Score ``labels`` of the whole training set and keep the point."""
+        if len(labels) != len(self.labels):
+            raise ValueError(f"the curve scores all {len(self.labels)} training samples, got {len(labels)} labels.")
+        return self._add(stage, epoch, lambda: labels)
+
+    def _add(self, stage: str, epoch: int, labels) -> dict:
+        """A point at the training seconds so far, scored when ``labels`` (a callable giving them) is
+        not ``None``; written to ``path`` if there is one. Its own time is not training time."""
         seconds = self.seconds()
         began = time.perf_counter()
         point: dict = {"stage": stage, "epoch": int(epoch), "seconds": round(seconds, 3)}
-        labeller = getattr(module, "cluster_labels", None)
-        if labeller is not None and data is not None and len(data) == len(self.labels):
+        if labels is not None:
             from routemix.metrics import clustering_scores
 
-            point.update(clustering_scores(self.labels, labeller(data)))
+            point.update(clustering_scores(self.labels, np.asarray(labels())))
         self.points.append(point)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
