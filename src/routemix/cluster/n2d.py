@@ -32,9 +32,10 @@ class N2DClustering(DeepClusterer):
        initialisation) on UMAP's embedding; its posteriors are the cluster probabilities.
 
     These are the settings of the authors' public ``run.sh`` and ``n2d.py`` for every image set
-    (rymc/n2d, read for the numbers only), which the paper's text does not all state. Published:
-    MNIST ACC 0.979 (NMI 0.942), Fashion-MNIST 0.672 (the MoE thesis, Table 4.22, could not
-    reproduce them with the authors' architecture and suspected a best of several runs).
+    (rymc/n2d, read for the numbers only), which the paper's text does not all state. Published,
+    as the MoE thesis cites them (Table 4.22): MNIST ACC 0.979 (NMI 0.94), Fashion-MNIST 0.672;
+    the thesis could not reproduce them with the authors' architecture and suspected a best of
+    several runs.
 
     Images are scaled to [0, 1] (the authors divide by 255); vector data is standardised per
     feature, as for the other routemix estimators (the authors fed HAR's features as they are).
