@@ -35,7 +35,8 @@ def test_the_papers_three_stages_and_settings(fitted):
     assert not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in autoencoder.modules())
     assert isinstance(list(autoencoder.decoder)[-1], torch.nn.Linear)
     assert fitted.embedding_.shape == (240, 4)
-    assert fitted.reducer_.n_neighbors == 20 and fitted.reducer_.min_dist == 0.0 and fitted.reducer_.metric == "euclidean"
+    reducer = fitted.reducer_
+    assert reducer.n_neighbors == 20 and reducer.min_dist == 0.0 and reducer.metric == "euclidean"
     assert fitted.mixture_.covariance_type == "full" and fitted.mixture_.n_components == 4
 
 

@@ -69,7 +69,8 @@ class Budget:
 # budgets give each deep method ``seconds`` over these epochs, so that each trains about as long.
 CPU_SECONDS_PER_EPOCH = {"nmm": 628, "iic": 320, "ddc": 33, "edgam": 101, "n2d": 21}
 CPU_EDGAM_PRETRAIN_SECONDS_PER_EPOCH = 61  # the auto-encoder alone
-# N2D's UMAP and Gaussian mixture after its auto-encoder, on all 70,000 embeddings (measured, see RESULTS).
+# N2D's UMAP and Gaussian mixture after its auto-encoder, on all 70,000 embeddings: 90 s measured
+# beside one other fit (docs/RESULTS.md, "N2D"), 100 s for UMAP alone beside the test suite; 150 planned.
 CPU_N2D_FIXED_SECONDS = 150
 # DDC's N in the cpu budgets: its time is shared among N runs (lowest loss of N, vote of the best 3).
 CPU_DDC_RUNS = 5
@@ -124,6 +125,8 @@ _EDGAM = {"mnist": {"architecture": "dense"},
 # decoder (standardised: ACC 0.72 against 0.80, seeds 0-2, eq. 7 through the responsibilities).
 _DIGITS = Budget(epochs={"edgam": 100}, params={"edgam": {"input_scaling": "minmax"}},
                  curve_every={"nmm": 10, "iic": 10, "ddc": 10, "edgam": 10, "moe": 5, "n2d": 50})
+
+
 def planned_seconds(budget: Budget, method: str) -> float:
     """Training seconds a cpu budget plans for ``method`` on all images (the calibration above)."""
     params = budget.params.get(method, {})

@@ -128,7 +128,8 @@ class N2DClustering(DeepClusterer):
         autoencoder = DenseAutoencoder(flat.shape[1], self.embedding_dim or self.n_clusters, hidden_sizes=hidden,
                                        input_dropout=0.0, output_activation="linear")
         # Stage 1: the auto-encoder on the mean squared error (Keras' "mse").
-        module = AutoencoderModule(autoencoder, n_clusters=self.n_clusters, lr=self.learning_rate, reconstruction="mean")
+        module = AutoencoderModule(autoencoder, n_clusters=self.n_clusters, lr=self.learning_rate,
+                                   reconstruction="mean")
         loader = training.make_loader(flat, batch_size=min(self.batch_size, len(flat)), shuffle=True, seed=seed)
         trainer = training.fit(module, loader, max_epochs=self.max_iter, progress=bool(self.verbose),
                                accelerator=training.accelerator_for(self.device))
