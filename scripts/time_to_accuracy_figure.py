@@ -28,6 +28,9 @@ def main() -> None:
     parser.add_argument("--results", nargs="+", required=True, help="results.json files, earliest first")
     parser.add_argument("--curves", nargs="+", default=[], help="curve folders, earliest first")
     args = parser.parse_args()
+    missing = [p for p in args.results if not Path(p).is_file()] + [p for p in args.curves if not Path(p).is_dir()]
+    if missing:
+        parser.error(f"not found: {', '.join(missing)} (results are files, curves are folders).")
     by_method: dict[str, list[dict]] = {}
     for path in args.results:
         rows = [r for r in json.loads(Path(path).read_text()) if r["dataset"] == args.dataset]

@@ -69,8 +69,8 @@ class Budget:
 # budgets give each deep method ``seconds`` over these epochs, so that each trains about as long.
 CPU_SECONDS_PER_EPOCH = {"nmm": 628, "iic": 320, "ddc": 33, "edgam": 101, "n2d": 21}
 CPU_EDGAM_PRETRAIN_SECONDS_PER_EPOCH = 61  # the auto-encoder alone
-# N2D's UMAP and Gaussian mixture after its auto-encoder, on all 70,000 embeddings: 90 s measured
-# beside one other fit (docs/RESULTS.md, "N2D"), 100 s for UMAP alone beside the test suite; 150 planned.
+# N2D's UMAP and Gaussian mixture after its auto-encoder, on all 70,000 embeddings: 80-130 s in
+# the cpu runs (docs/RESULTS.md, "N2D"); 150 planned.
 CPU_N2D_FIXED_SECONDS = 150
 # DDC's N in the cpu budgets: its time is shared among N runs (lowest loss of N, vote of the best 3).
 CPU_DDC_RUNS = 5

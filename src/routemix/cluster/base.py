@@ -67,6 +67,14 @@ def check_image_shape(image_shape, n_features: int) -> tuple[int, int, int]:
     return tuple(int(s) for s in shape)
 
 
+def hidden_widths(hidden_layer_sizes) -> tuple[int, ...]:
+    """An estimator's ``hidden_layer_sizes`` as a tuple of ints, refused unless all are positive."""
+    hidden = tuple(int(h) for h in np.ravel(hidden_layer_sizes))
+    if not hidden or min(hidden) < 1:
+        raise ValueError(f"hidden_layer_sizes must be positive widths, got {hidden_layer_sizes!r}.")
+    return hidden
+
+
 class DeepClusterer(ClusterMixin, BaseEstimator):
     """Base class of the neural clustering estimators (see the module docstring).
 

@@ -9,7 +9,7 @@ import torch
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from routemix.cluster.base import COMMON_CONSTRAINTS, DeepClusterer
+from routemix.cluster.base import COMMON_CONSTRAINTS, DeepClusterer, hidden_widths
 from routemix.losses.edgam import (
     MOMENT_UPDATES, RECONSTRUCTIONS, RESPONSIBILITY_GRADIENTS, EDGaMLoss, UnfoldedGaussianMixture,
 )
@@ -203,11 +203,8 @@ class EDGaMClustering(DeepClusterer):
         if self._uses_conv():
             autoencoder = ConvAutoencoder(tuple(data.shape[1:]), self.embedding_dim)
         else:
-            hidden = tuple(int(h) for h in np.ravel(self.hidden_layer_sizes))
-            if not hidden or min(hidden) < 1:
-                raise ValueError(f"hidden_layer_sizes must be positive widths, got {self.hidden_layer_sizes!r}.")
             autoencoder = DenseAutoencoder(
-                data.shape[1], self.embedding_dim, hidden_sizes=hidden, input_dropout=self.input_dropout,
+                data.shape[1], self.embedding_dim, hidden_sizes=hidden_widths(self.hidden_layer_sizes), input_dropout=self.input_dropout,
                 output_activation="linear" if self.image_shape is None and self.input_scaling == "standard" else "sigmoid",
             )
         mixture = UnfoldedGaussianMixture(self.n_clusters, self.embedding_dim, n_layers=self.n_layers,

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from routemix.cluster.base import COMMON_CONSTRAINTS, DeepClusterer
+from routemix.cluster.base import COMMON_CONSTRAINTS, DeepClusterer, hidden_widths
 from routemix.cluster.manifold import fit_umap, transform_umap
 from routemix.models.autoencoders import DEC_HIDDEN_SIZES, DenseAutoencoder
 from routemix.train import clustering as training
@@ -126,11 +126,9 @@ class N2DClustering(DeepClusterer):
         from sklearn.mixture import GaussianMixture
 
         flat = data.flatten(1)
-        hidden = tuple(int(h) for h in np.ravel(self.hidden_layer_sizes))
-        if not hidden or min(hidden) < 1:
-            raise ValueError(f"hidden_layer_sizes must be positive widths, got {self.hidden_layer_sizes!r}.")
-        autoencoder = DenseAutoencoder(flat.shape[1], self.embedding_dim or self.n_clusters, hidden_sizes=hidden,
-                                       input_dropout=0.0, output_activation="linear")
+        autoencoder = DenseAutoencoder(flat.shape[1], self.embedding_dim or self.n_clusters,
+                                       hidden_sizes=hidden_widths(self.hidden_layer_sizes), input_dropout=0.0,
+                                       output_activation="linear")
         # Stage 1: the auto-encoder on the mean squared error (Keras' "mse").
         module = AutoencoderModule(autoencoder, n_clusters=self.n_clusters, lr=self.learning_rate,
                                    reconstruction="mean")
