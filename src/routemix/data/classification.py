@@ -23,10 +23,10 @@ Where each step runs, and why:
   converts and normalises.
 
 Randomness depends only on the seed and on *where* training is, never on how far a random
-generator has run: the shuffle order on ``(seed, epoch)`` (:class:`EpochShuffle`), the in-memory
-augmentation on ``(seed, global step)`` and each ImageNet crop on ``(seed, epoch, image)``. So a
-run resumed from a checkpoint draws exactly what the uninterrupted run would have drawn, and the
-ImageNet crops do not depend on the number of workers.
+generator has run: the shuffle order on ``(seed, epoch)`` (:mod:`routemix.data.loaders`), the
+in-memory augmentation on ``(seed, global step)`` and each ImageNet crop on ``(seed, epoch, image)``.
+So a run resumed from a checkpoint, even one written in the middle of an epoch, draws exactly what
+the uninterrupted run would have drawn, and the ImageNet crops do not depend on the number of workers.
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from routemix.data.loaders import EpochLoader, EpochShuffle, derived_seed, tensor_loader
 from routemix.errors import RoutemixError, unknown_name
 
 
@@ -86,11 +87,6 @@ def get_classification_spec(name: str) -> ClassificationSpec:
         raise unknown_name("dataset", name, _CLASSIFICATION_SETS, f"Classification datasets: {', '.join(classification_datasets())}.") from None
 
 
-def derived_seed(*parts: int) -> int:
-    """A well-mixed 63-bit seed from non-negative integers (seed, epoch, step, ...)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> np.uint64(1))
-
-
 # --- in-memory sets ----------------------------------------------------------------------------
 
 
@@ -125,51 +121,6 @@ def random_shift_flip(images: Tensor, *, max_shift: int = 4, generator: torch.Ge
     batch = torch.arange(b, device=device)[:, None, None]
     # Advanced indices around a slice put their broadcast shape first: (B, H, W, C).
     return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
-
-
-class EpochShuffle(Sampler):
-    """Indices ``0..n-1``, shuffled in an order fixed by ``(seed, epoch)``.
-
-    Lightning calls :meth:`set_epoch` before every epoch, so a resumed run replays the order the
-    uninterrupted run would have used. ``item_seeds=True`` yields ``(index, seed)`` pairs whose seed
-    is fixed by ``(seed, epoch, index)`` for per-image random transforms.
-    """
-
-    def __init__(self, n: int, seed: int = 0, *, shuffle: bool = True, item_seeds: bool = False) -> None:
-        self.n, self.seed, self.shuffle, self.item_seeds = n, seed, shuffle, item_seeds
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(derived_seed(self.seed, self.epoch))
-            order = torch.randperm(self.n, generator=generator).tolist()
-        else:
-            order = range(self.n)
-        if not self.item_seeds:
-            return iter(order)
-        return ((i, derived_seed(self.seed, self.epoch, i)) for i in order)
-
-
-class EpochBatches(BatchSampler):
-    """A ``BatchSampler`` that passes ``set_epoch`` on to its :class:`EpochShuffle`."""
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-
-
-def _tensor_loader(images: Tensor, labels: Tensor, *, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
-    """Whole batches indexed out of the tensors at once (``batch_size=None`` hands the index list
-    to ``TensorDataset``). Training drops a last batch smaller than ``batch_size`` (batch norm
-    cannot normalise a batch of one) unless the set is smaller than one batch."""
-    drop_last = shuffle and len(images) > batch_size
-    batches = EpochBatches(EpochShuffle(len(images), seed, shuffle=shuffle), batch_size, drop_last)
-    return DataLoader(TensorDataset(images, labels), sampler=batches, batch_size=None)
 
 
 # --- ImageNet-style folders --------------------------------------------------------------------
@@ -402,7 +353,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.setup("fit")
         if not self.spec.streamed:
             images, labels = self.train_data
-            return _tensor_loader(images, labels, batch_size=self.batch_size, shuffle=True, seed=self.seed)
+            return tensor_loader(images, labels, batch_size=self.batch_size, shuffle=True, seed=self.seed)
         dataset = ImageFolderSplit(self.train_data, self._class_names, imagenet_transform(True, image_size=self.image_size))
         sampler = EpochShuffle(len(dataset), self.seed, item_seeds=True)
         return self._stream(dataset, sampler, self.batch_size, drop_last=len(dataset) > self.batch_size)
@@ -414,7 +365,7 @@ class ClassificationDataModule(L.LightningDataModule):
             raise RoutemixError(f"--ten-crop is the ImageNet evaluation; {self.dataset_name} images are evaluated whole.")
         if not self.spec.streamed:
             images, labels = self.test_data
-            return _tensor_loader(images, labels, batch_size=self.eval_batch_size, shuffle=False, seed=self.seed)
+            return tensor_loader(images, labels, batch_size=self.eval_batch_size, shuffle=False, seed=self.seed)
         dataset = ImageFolderSplit(self.test_data, self._class_names, imagenet_transform(False, image_size=self.image_size, ten_crop=ten_crop))
         batch_size = max(self.eval_batch_size // 10, 1) if ten_crop else self.eval_batch_size
         return self._stream(dataset, EpochShuffle(len(dataset), shuffle=False), batch_size, drop_last=False)
@@ -426,9 +377,10 @@ class ClassificationDataModule(L.LightningDataModule):
         return self.eval_dataloader(ten_crop=self.ten_crop)
 
     def _stream(self, dataset: Dataset, sampler: Sampler, batch_size: int, *, drop_last: bool) -> DataLoader:
-        return DataLoader(
+        return EpochLoader(
             dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     # -- on the device --

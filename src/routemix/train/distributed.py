@@ -31,6 +31,7 @@ from lightning.pytorch.plugins.layer_sync import LayerSync
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 
+from routemix.data.loaders import EpochLoader
 from routemix.losses.nmm import data_parallel_world_size, global_batch_moments
 
 
@@ -84,9 +85,10 @@ def shard_batches(loader: DataLoader) -> DataLoader:
     )
     if loader.num_workers > 0:
         options["prefetch_factor"] = loader.prefetch_factor
+    kind = EpochLoader if isinstance(loader, EpochLoader) else DataLoader  # resumable mid-epoch stays so
     if loader.batch_sampler is None:  # batch_size=None: the sampler yields whole batches of indices
-        return DataLoader(loader.dataset, sampler=GlobalBatchShards(loader.sampler), batch_size=None, **options)
-    return DataLoader(loader.dataset, batch_sampler=GlobalBatchShards(loader.batch_sampler), **options)
+        return kind(loader.dataset, sampler=GlobalBatchShards(loader.sampler), batch_size=None, **options)
+    return kind(loader.dataset, batch_sampler=GlobalBatchShards(loader.batch_sampler), **options)
 
 
 def gather_from_processes(tensor: Tensor) -> Tensor:
