@@ -28,8 +28,9 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
+from routemix.data.loaders import tensor_loader
 from routemix.losses import NMMLoss, consistency_kl
 from routemix.metrics import clustering_scores
 from routemix.train.common import accelerator_for, batched_inference, make_trainer, quiet_lightning, resume_checkpoint  # noqa: F401  (re-exported)
@@ -135,14 +136,11 @@ class NMMModule(L.LightningModule):
 
 
 def make_loader(data: torch.Tensor, labels=None, *, batch_size: int, shuffle: bool, seed: int | None = None) -> DataLoader:
-    """In-memory loader. Training drops a last batch smaller than ``batch_size`` (a batch of one
-    cannot be normalised) unless the whole set is smaller than one batch."""
+    """In-memory loader (:func:`routemix.data.loaders.tensor_loader`): shuffled by ``(seed, epoch)``,
+    so a run resumes exactly, even from the middle of an epoch. Training drops a last batch smaller
+    than ``batch_size`` (a batch of one cannot be normalised) unless the whole set is smaller than one batch."""
     tensors = [data] if labels is None else [data, torch.as_tensor(np.asarray(labels))]
-    generator = None
-    if shuffle and seed is not None:
-        generator = torch.Generator().manual_seed(seed)
-    drop_last = shuffle and len(data) > batch_size
-    return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=generator)
+    return tensor_loader(*tensors, batch_size=batch_size, shuffle=shuffle, seed=0 if seed is None else seed)
 
 
 def fit(
@@ -159,11 +157,13 @@ def fit(
     devices: int = 1,
     num_nodes: int = 1,
     strategy: str = "auto",
+    checkpoint_every: int | None = None,
 ) -> L.Trainer:
     """Train ``module`` for ``max_epochs`` epochs.
 
     With ``run_dir``, metrics go to ``run_dir/logs/version_N/metrics.csv`` (CSV logger) and checkpoints to
-    ``run_dir/checkpoints`` (``last.ckpt`` every epoch); ``resume=True`` continues from it
+    ``run_dir/checkpoints`` (``last.ckpt`` every epoch, every ``checkpoint_every`` batches and on
+    SIGINT/SIGTERM: :mod:`routemix.train.resumable`); ``resume=True`` continues from it exactly
     (layout: :mod:`routemix.train.common`). ``devices`` x ``num_nodes`` processes train
     data-parallel on shares of each batch of the loaders, which stay the global batches.
     """
@@ -171,6 +171,7 @@ def fit(
     trainer = make_trainer(
         max_epochs=max_epochs, run_dir=run_dir, progress=progress, accelerator=accelerator,
         val_every_n_epochs=val_every_n_epochs, devices=devices, num_nodes=num_nodes, strategy=strategy,
+        checkpoint_every=checkpoint_every,
     )
     if trainer.world_size > 1:
         train_loader = shard_batches(train_loader)
