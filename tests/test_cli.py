@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import torch
 from routemix.cli import main
 from routemix.errors import RoutemixError
 from routemix.train.checkpoint import load_checkpoint, save_checkpoint
+from routemix.train.resumable import saved_position
 
 
 def test_cluster_digits_writes_a_run_directory(tmp_path, capsys):
@@ -37,7 +39,7 @@ def test_cluster_images_with_learning_curves_and_resume(shared_data, tmp_path):
     curves = (run_dir / "logs" / "version_0" / "metrics.csv").read_text()
     assert "val/acc" in curves and "train/em_loss" in curves
     assert main([*args[:-4], "--epochs", "2", "--run-dir", str(run_dir), "--resume", "--no-progress", "--no-kmeans"]) == 0
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+    assert saved_position(run_dir / "checkpoints" / "last.ckpt") == {"epochs": 2, "batches": 0}
     # the resumed run trained only the second epoch, logged beside the first
     resumed = (run_dir / "logs" / "version_1" / "metrics.csv").read_text().splitlines()
     epochs = {line.split(",")[0] for line in resumed[1:]}
@@ -111,3 +113,23 @@ def test_module_entry_point_and_listings():
     assert "clusternet_mnist" in result.stdout and "0.772M" in result.stdout and "basecnn" not in result.stdout
     result = subprocess.run([sys.executable, "-m", "routemix", "datasets"], capture_output=True, text=True, check=True)
     assert "cifar100_20" in result.stdout and "digits" in result.stdout
+
+
+def test_results_on_stdout_progress_on_stderr(tmp_path):
+    """`routemix cluster ... > results.txt` holds the table alone; the progress bar goes to stderr."""
+    result = subprocess.run([sys.executable, "-m", "routemix", "cluster", "blobs", "--epochs", "2", "--run-dir", str(tmp_path / "r")],
+                            capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = result.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["blobs:", "method", "nmm", "kmeans", "run"], result.stdout
+    assert "Epoch 1" in result.stderr  # the bar of the second epoch (Lightning counts from 0)
+
+
+def test_models_lists_every_registered_model(capsys):
+    """`routemix models` (a README command) prints a row for each registered model, the clustered
+    routers included (their bincount has no meta kernel: counted on the CPU instead)."""
+    from routemix.models import list_models
+
+    assert main(["models"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:] if line.strip()}
+    assert set(list_models()) <= set(rows)
+    assert rows["clustered_basecnn_2_top1"].split()[1:3] == ["2", "0.840M"]

@@ -24,16 +24,17 @@ import torch.nn.functional as F
 from routemix.cli import main
 from routemix.data.classification import (
     ClassificationDataModule,
-    EpochShuffle,
     classification_datasets,
     get_classification_spec,
     load_split,
     random_shift_flip,
 )
+from routemix.data.loaders import EpochShuffle
 from routemix.errors import RoutemixError
 from routemix.models import create_model, list_models
 from routemix.train.common import run_loggers
 from routemix.train.evaluate import build_classifier, evaluate_model, load_classifier, save_classifier
+from routemix.train.resumable import saved_position
 from routemix.train.supervised import ClassifierModule, TrainConfig, apply_recipe, classification_loss, fit, load_config_file
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -249,7 +250,7 @@ def test_fit_logs_curves_and_gates_and_resumes_exactly(tmp_path):
     router = next(c for c in gates if c.endswith("/1_0")).rsplit("/", 1)[0]  # a router with 2 incoming paths
     total = sum(float(row[f"{router}/{i}_{j}"]) for i in range(2) for j in range(2) if f"{router}/{i}_{j}" in row)
     assert total == pytest.approx(2.0, abs=1e-4)  # each of the 2 incoming paths' gates sums to 1
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+    assert saved_position(run_dir / "checkpoints" / "last.ckpt") == {"epochs": 2, "batches": 0}
 
 
 def test_loggers_fall_back_to_csv_without_tensorboard(tmp_path, monkeypatch):
@@ -373,7 +374,7 @@ def test_train_resume_and_eval_on_fashion_mnist(shared_data, tmp_path, capsys):
 
     assert main(["train", "--resume", "--epochs", "2", *common]) == 0  # the rest comes from config.json
     capsys.readouterr()
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+    assert saved_position(run_dir / "checkpoints" / "last.ckpt") == {"epochs": 2, "batches": 0}
     assert {row["epoch"] for row in read_csv(run_dir / "logs" / "version_1" / "metrics.csv")} == {"1"}
 
     assert main(["eval", str(run_dir), "--limit", "100", "--no-progress", "--out", str(tmp_path / "eval.json")]) == 0

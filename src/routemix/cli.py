@@ -4,17 +4,22 @@ Subcommands: ``cluster`` (clustering of a dataset by NMM-EM or a peer method), `
 classifiers of the model zoo), ``datasets`` and ``models`` (what the registries hold). Each subcommand is one ``_cmd_<name>`` function registered in
 :func:`build_parser`; ``train``, ``eval``, ``viz`` and ``bench`` slot in the same way.
 A user's mistake (:class:`RoutemixError` or a ``ValueError`` from input validation) prints one
-line and exits with status 2; ``--debug`` shows the traceback instead.
+line and exits with status 2; ``--debug`` shows the traceback instead. SIGINT and SIGTERM end a
+command with one line and status 130 or 143; a model in training saves its state first
+(:mod:`routemix.train.resumable`), and the line says how to resume.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from routemix.allocator import is_keeping_freed_memory, keep_freed_memory_unless_opted_out
-from routemix.errors import RoutemixError
+from routemix.errors import Interrupted, RoutemixError
+from routemix.train import CHECKPOINT_EVERY
 
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
@@ -26,8 +31,8 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         two_fold=not args.em_only, normalization=args.normalization, priors=args.priors, seed=args.seed,
         split=args.split, data_dir=args.data_dir, download=args.download, label_column=args.label_column,
         n_samples=args.n_samples, limit=args.limit, device=args.device, progress=not args.no_progress,
-        resume=args.resume, run_dir=args.run_dir, kmeans=not args.no_kmeans,
-        devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
+        resume=args.resume, overwrite=args.overwrite, run_dir=args.run_dir, kmeans=not args.no_kmeans,
+        devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy, checkpoint_every=args.checkpoint_every,
     )
     result = run_cluster_job(cfg)
     if result is None:  # a data-parallel process other than global rank 0: rank 0 reports
@@ -55,7 +60,7 @@ _TRAIN_OPTIONS = (
     "model", "dataset", "epochs", "batch_size", "lr", "momentum", "weight_decay", "milestones", "gamma", "seed",
     "classes", "image_size", "ten_crop", "data_dir", "download", "limit", "limit_test", "workers", "device",
     "run_dir", "resume", "gate_reg", "gate_reg_weight", "gate_reg_priors", "gate_reg_routers",
-    "devices", "num_nodes", "strategy", "precision", "channels_last", "compile",
+    "devices", "num_nodes", "strategy", "precision", "channels_last", "compile", "checkpoint_every", "overwrite",
 )
 
 
@@ -177,7 +182,7 @@ def _cmd_bench_sparse(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_clustering(args: argparse.Namespace) -> int:
-    from routemix.bench.clustering import BUDGETS, DATASETS, format_markdown, plot_time_to_accuracy, run, summarize, write_tables
+    from routemix.bench.clustering import BUDGETS, format_markdown, plot_time_to_accuracy, run, summarize, write_tables
     from routemix.cluster.registry import METHODS
     from routemix.data import get_dataset_spec
 
@@ -384,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--strategy", default="auto", help="auto (ddp when more than one process), ddp or ddp_spawn")
     cluster.add_argument("--run-dir", help="output directory (default: runs/cluster-DATASET-METHOD-TIME)")
     cluster.add_argument("--resume", action="store_true", help="nmm on images: continue from RUN_DIR/checkpoints/last.ckpt")
+    cluster.add_argument("--overwrite", action="store_true", help="replace the run already in --run-dir (its files are removed first)")
+    cluster.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY, metavar="N",
+                         help=f"nmm on images: also save last.ckpt every N training batches inside an epoch (default {CHECKPOINT_EVERY}; 0: at epoch ends only)")
     cluster.add_argument("--no-kmeans", action="store_true", help="skip the k-means comparison")
     cluster.add_argument("--no-progress", action="store_true", help="no progress bar")
     cluster.set_defaults(handler=_cmd_cluster)
@@ -417,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--compile", action="store_true", default=None, help="torch.compile the network (minutes of compilation first)")
     train.add_argument("--run-dir", help="output directory (default: runs/train-MODEL-DATASET-TIME)")
     train.add_argument("--resume", action="store_true", default=None, help="continue from RUN_DIR/checkpoints/last.ckpt")
+    train.add_argument("--overwrite", action="store_true", default=None, help="replace the run already in --run-dir (its files are removed first)")
+    train.add_argument("--checkpoint-every", type=int, metavar="N",
+                       help=f"also save last.ckpt every N training batches inside an epoch (default {CHECKPOINT_EVERY}; 0: at epoch ends only)")
     train.add_argument("--gate-reg", choices=("none", "local", "global", "balance"),
                        help="regularise the routers' gates with the NMM-EM loss: local (thesis ch. 5.1, one mixture per "
                             "gating vector) or global (ch. 5.2, one per router); or balance, the load-balancing loss of "
@@ -582,9 +593,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_interrupted(signum: int, frame) -> None:
+    raise Interrupted(signum)
+
+
+def _report_interrupted(error: Interrupted, command: str) -> int:
+    """One line on stderr: what stopped the run, what was saved, how to go on; the shell's status."""
+    if error.checkpoint is not None:
+        how = f"continue with the same command and --resume (the --run-dir is {Path(error.checkpoint).parent.parent})."
+        print(f"routemix: {error}; {how}", file=sys.stderr)
+    else:
+        print(f"routemix: {error}; nothing was saved to resume from: run `routemix {command}` again.", file=sys.stderr)
+    return error.exit_status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # SIGTERM (a scheduler's stop, `kill`) ends the command like Ctrl-C does: a message and status
+    # 143, not a silent exit; while a model trains, routemix.train.resumable saves first
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted) if threading.current_thread() is threading.main_thread() else None
     try:
         keep_freed_memory_unless_opted_out()  # CPU training speed; see routemix.allocator
         return args.handler(args)
@@ -593,9 +621,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"routemix: error: {error}", file=sys.stderr)
         return 2
+    except Interrupted as error:
+        return _report_interrupted(error, args.command)
     except KeyboardInterrupt:
-        print("routemix: interrupted", file=sys.stderr)
-        return 130
+        return _report_interrupted(Interrupted(signal.SIGINT), args.command)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

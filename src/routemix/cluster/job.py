@@ -7,8 +7,11 @@ NMM-EM on vectors, runs through its scikit-learn style estimator, images as flat
 The run directory holds ``config.json`` (resolved settings and the command), ``metrics.json``
 (ACC/NMI/ARI and seconds for the method and k-means), ``labels.csv`` (the predicted cluster of
 every sample, in dataset order), ``model.pt`` for the neural methods (the trained network and its
-state, loadable with ``weights_only=True``) and, for NMM-EM on image sets, Lightning's ``checkpoints/last.ckpt`` and
-``logs/version_N/metrics.csv`` (learning curves; a resumed run adds the next version).
+state, loadable with ``weights_only=True``) and, for NMM-EM on image sets, ``checkpoints/last.ckpt``
+(:mod:`routemix.train.resumable`: every epoch, every ``--checkpoint-every`` batches, on SIGINT/SIGTERM)
+and ``logs/version_N/metrics.csv`` (learning curves; a resumed run adds the next version). Every
+option is checked, and the run directory too (:mod:`routemix.rundir`: a directory holding a run
+needs ``--resume`` or ``--overwrite``), before any data is read or file written.
 
 ``--devices`` / ``--num-nodes`` train NMM-EM on images data-parallel, as the same algorithm on the
 same global batch (:mod:`routemix.train.clustering`); every process runs this job, global rank 0
@@ -28,16 +31,18 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
-from routemix.data import LoadedDataset, load_dataset
-from routemix.data.registry import is_tabular_path
 from routemix.cluster.base import scaler_offset_and_scale, thesis_network
 from routemix.cluster.registry import get_method, make_estimator
-from routemix.errors import RoutemixError
+from routemix.data import LoadedDataset, load_dataset
+from routemix.data.registry import is_tabular_path
+from routemix.errors import Interrupted, RoutemixError
 from routemix.losses import NMMLoss
 from routemix.metrics import clustering_scores
+from routemix.rundir import check_run_dir, discard_if_nothing_to_resume, resume_conflicts, start_run_dir
+from routemix.train import CHECKPOINT_EVERY
 from routemix.train import clustering as training
 from routemix.train.checkpoint import save_checkpoint, write_json, write_text
-from routemix.train.common import launched_as_rank_zero, shared_run_dir
+from routemix.train.common import launched_as_rank_zero, resume_checkpoint, shared_run_dir
 
 # Options of NMM-EM alone, with the value that means "not given".
 NMM_OPTIONS = {"gamma": 5.0, "em_lr": None, "consistency_lr": None, "two_fold": True, "normalization": "batch", "priors": False}
@@ -67,8 +72,10 @@ class ClusterConfig:
     devices: int = 1  # data-parallel processes per node (nmm on images); batch_size stays the global batch
     num_nodes: int = 1
     strategy: str = "auto"
+    checkpoint_every: int = CHECKPOINT_EVERY  # nmm on images: training batches between checkpoints inside an epoch
     progress: bool = True
     resume: bool = False
+    overwrite: bool = False  # replace the run already in run_dir (routemix.rundir)
     run_dir: str | None = None
     kmeans: bool = True
     command: list[str] = field(default_factory=lambda: list(sys.argv))
@@ -146,7 +153,7 @@ def _fit_images(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
     trainer = training.fit(
         module, train_loader, max_epochs=cfg.epochs, val_loader=val_loader, run_dir=run_dir,
         progress=cfg.progress, accelerator=training.accelerator_for(cfg.device), resume=cfg.resume,
-        devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy,
+        devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy, checkpoint_every=cfg.checkpoint_every,
     )
     if not trainer.is_global_zero:
         return None, None
@@ -159,6 +166,8 @@ def _fit_images(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
 def run_cluster_job(cfg: ClusterConfig) -> ClusterResult | None:
     """One run; None in a data-parallel process other than global rank 0 (rank 0 writes and scores)."""
     get_method(cfg.method)  # an unknown name is an error before any data is loaded
+    _check_options(cfg)
+    check_run_dir(cfg.run_dir, resume=cfg.resume, overwrite=cfg.overwrite)
     processes = cfg.devices * cfg.num_nodes if isinstance(cfg.devices, int) and isinstance(cfg.num_nodes, int) else 0
     if processes != 1:
         from routemix.train.common import accelerator_for, check_scale_options
@@ -187,28 +196,33 @@ def run_cluster_job(cfg: ClusterConfig) -> ClusterResult | None:
         cfg.clusters = dataset.num_classes
     _check_data(dataset, cfg.clusters)
     image = dataset.kind == "image"
-    if cfg.resume:
-        if not (image and cfg.run_dir and cfg.method == "nmm"):
-            raise RoutemixError("--resume continues an NMM-EM image run: pass the --run-dir of that run.")
-        last = Path(cfg.run_dir) / "checkpoints" / "last.ckpt"
-        if not last.is_file():  # checked before anything is written into the run dir
-            raise RoutemixError(f"--resume: no checkpoint at {last}; pass the --run-dir of an earlier run, or drop --resume.")
     nmm_images = image and cfg.method == "nmm"
+    if cfg.resume and not nmm_images:
+        raise RoutemixError("--resume continues an NMM-EM image run (the only clustering that keeps checkpoints); drop --resume.")
     if processes > 1 and not nmm_images:
         raise RoutemixError(f"{cfg.dataset} is vector data, which NMM-EM fits in one process; --devices/--num-nodes above 1 are for image data.")
     if cfg.method == "nmm":
         cfg.epochs = cfg.epochs or (250 if image else 200)
         cfg.em_lr = cfg.em_lr or (5e-5 if image else 1e-3)
         cfg.consistency_lr = cfg.consistency_lr or (1e-4 if image else 2e-3)
+    if cfg.resume:
+        resume_checkpoint(cfg.run_dir)  # corrupt: a clear error before anything is written
+        _check_resume_agrees(cfg)
 
     name = Path(cfg.dataset).stem if is_tabular_path(cfg.dataset) else cfg.dataset
     run_dir = shared_run_dir(cfg.run_dir, f"runs/cluster-{name}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}", processes=processes)
+    created = not run_dir.exists()
     if launched_as_rank_zero():
-        run_dir.mkdir(parents=True, exist_ok=True)
+        start_run_dir(run_dir, overwrite=cfg.overwrite)
         write_json(run_dir / "config.json", asdict(cfg))
 
     start = time.perf_counter()
-    labels, state = (_fit_images if nmm_images else _fit_estimator)(cfg, dataset, run_dir)
+    try:
+        labels, state = (_fit_images if nmm_images else _fit_estimator)(cfg, dataset, run_dir)
+    except (Interrupted, KeyboardInterrupt):
+        if launched_as_rank_zero():
+            discard_if_nothing_to_resume(run_dir, created=created)
+        raise
     seconds = time.perf_counter() - start
     if labels is None:
         return None
@@ -224,6 +238,43 @@ def run_cluster_job(cfg: ClusterConfig) -> ClusterResult | None:
     write_text(run_dir / "labels.csv", "index,cluster\n" + "".join(f"{i},{c}\n" for i, c in enumerate(labels)))
     write_json(run_dir / "metrics.json", {"dataset": cfg.dataset, "n_samples": len(dataset), "results": rows})
     return ClusterResult(run_dir, rows, labels)
+
+
+def _check_options(cfg: ClusterConfig) -> None:
+    """Every number a flag takes, checked before any data is read or file written."""
+    def whole(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    at_least = {"--clusters": (cfg.clusters, 1), "--epochs": (cfg.epochs, 1), "--batch-size": (cfg.batch_size, 1),
+                "--limit": (cfg.limit, 1), "--n-samples": (cfg.n_samples, 1), "--seed": (cfg.seed, 0),
+                "--checkpoint-every": (cfg.checkpoint_every, 0)}
+    for flag, (value, low) in at_least.items():
+        if value is not None and (not whole(value) or value < low):
+            raise RoutemixError(f"{flag} takes a whole number of at least {low}, got {value!r}.")
+    for flag, value in {"--gamma": cfg.gamma, "--em-lr": cfg.em_lr, "--consistency-lr": cfg.consistency_lr}.items():
+        if value is not None and not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+            raise RoutemixError(f"{flag} takes a positive number, got {value!r}.")
+
+
+# What a resumed run must keep: everything that changes what it computes but the number of epochs.
+_RESUME_KEYS = ("dataset", "method", "clusters", "batch_size", "gamma", "em_lr", "consistency_lr", "two_fold",
+                "normalization", "priors", "seed", "split", "limit", "n_samples", "label_column")
+
+
+def _check_resume_agrees(cfg: ClusterConfig) -> None:
+    import json
+
+    saved_path = Path(cfg.run_dir) / "config.json"
+    try:
+        saved = json.loads(saved_path.read_text())
+    except (OSError, ValueError) as error:
+        raise RoutemixError(f"--resume: cannot read {saved_path} ({error}); pass the --run-dir of a routemix run.") from None
+    conflicts = resume_conflicts(saved, asdict(cfg), _RESUME_KEYS)
+    if conflicts:
+        raise RoutemixError(
+            f"--resume: this command differs from the run in {cfg.run_dir} ({'; '.join(conflicts)}). "
+            "Repeat the run's own options to continue it, or start a new one (--overwrite or another --run-dir)."
+        )
 
 
 def _scores(dataset: LoadedDataset, labels: np.ndarray) -> dict:

@@ -13,10 +13,20 @@ import torch
 from routemix.errors import RoutemixError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write) -> None:
+    """``write(file)`` into a temporary file beside ``path``, then rename it over ``path``: a
+    reader sees the old file or the new one, never half of one. The file gets the permissions
+    any new file gets (0644 under the usual umask), not the temporary file's 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)
@@ -37,9 +47,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise RoutemixError(f"no checkpoint at {path}.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for truncated or foreign files
+    except Exception as error:  # torch raises several types for truncated, empty or foreign files
+        detail = next(iter(str(error).splitlines()), "")[:200]
+        reason = "the file is empty" if path.stat().st_size == 0 else f"{type(error).__name__}: {detail}"
         raise RoutemixError(
-            f"{path} is not a readable checkpoint ({type(error).__name__}: {str(error).splitlines()[0][:200]}). "
+            f"{path} is not a readable checkpoint ({reason}). "
             "It may be truncated or from another program: re-run training to write a new one."
         ) from None
     if not isinstance(state, dict):

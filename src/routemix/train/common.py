@@ -4,7 +4,8 @@
 One implementation for the clustering (:mod:`routemix.train.clustering`) and the supervised
 (:mod:`routemix.train.supervised`) trainers, so a run directory looks the same whoever wrote it::
 
-    run_dir/checkpoints/last.ckpt        every epoch; ``resume=True`` continues from it
+    run_dir/checkpoints/last.ckpt        every epoch, every ``checkpoint_every`` batches and on SIGINT/SIGTERM
+                                         (:mod:`routemix.train.resumable`); ``resume=True`` continues from it
     run_dir/logs/version_N/metrics.csv   CSV learning curves, a new version per (re)start
     run_dir/tensorboard/version_N/       the same curves for TensorBoard, when it is installed
 """
@@ -55,6 +56,38 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
     warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+
+
+def stderr_progress_bar():
+    """Lightning's progress bar on stderr, where progress belongs: stdout keeps the results, so
+    ``routemix cluster digits > results.txt`` holds the table alone. (Lightning's bar writes to
+    stdout; each of its bars is built with ``file=sys.stdout`` read at construction.)"""
+    import contextlib
+    import sys
+
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    class StderrProgressBar(TQDMProgressBar):
+        def _on_stderr(self, build):
+            with contextlib.redirect_stdout(sys.stderr):
+                return build()
+
+        def init_sanity_tqdm(self):
+            return self._on_stderr(super().init_sanity_tqdm)
+
+        def init_train_tqdm(self):
+            return self._on_stderr(super().init_train_tqdm)
+
+        def init_validation_tqdm(self):
+            return self._on_stderr(super().init_validation_tqdm)
+
+        def init_test_tqdm(self):
+            return self._on_stderr(super().init_test_tqdm)
+
+        def init_predict_tqdm(self):
+            return self._on_stderr(super().init_predict_tqdm)
+
+    return StderrProgressBar()
 
 
 def tensorboard_available() -> bool:
@@ -150,9 +183,12 @@ def make_trainer(
     strategy: str = "auto",
     precision: str = "32",
     find_unused_parameters: bool = False,
+    checkpoint_every: int | None = None,
 ) -> L.Trainer:
-    """A Lightning ``Trainer``. With ``run_dir``: loggers and ``last.ckpt`` every epoch (see the
-    module docstring); without it, nothing is written.
+    """A Lightning ``Trainer``. With ``run_dir``: loggers and ``last.ckpt`` every epoch, every
+    ``checkpoint_every`` training batches (default :data:`routemix.train.CHECKPOINT_EVERY`;
+    0: epoch ends only) and when SIGINT or SIGTERM stops training (see the module docstring);
+    without it, nothing is written.
 
     ``devices`` per node times ``num_nodes`` processes train data-parallel (``strategy`` ``ddp`` by
     default when that is more than one; ``ddp_spawn`` where the script cannot be re-run, e.g. a
@@ -173,13 +209,17 @@ def make_trainer(
 
     quiet_lightning()
     callbacks = active_callbacks()
+    if progress:
+        callbacks.append(stderr_progress_bar())
     logger: list | bool = False
     if run_dir is not None:
-        from lightning.pytorch.callbacks import ModelCheckpoint
+        from routemix.train import CHECKPOINT_EVERY
+        from routemix.train.resumable import RunCheckpoint
 
         run_dir = Path(run_dir)
         logger = run_loggers(run_dir)
-        callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0))
+        every = CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every
+        callbacks.append(RunCheckpoint(run_dir / "checkpoints" / "last.ckpt", every=every))
     scale: dict = {"strategy": strategy}
     if devices * num_nodes > 1 or strategy != "auto":
         from lightning.pytorch.strategies import DDPStrategy

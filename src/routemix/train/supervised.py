@@ -47,13 +47,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from routemix.errors import RoutemixError, unknown_name
+from routemix.errors import Interrupted, RoutemixError, unknown_name
 from routemix.losses.gates import DEFAULT_WEIGHT as DEFAULT_GATE_WEIGHT
 from routemix.losses.gates import REGULARIZERS as GATE_REGULARIZERS
 from routemix.metrics import gate_statistics, summarize_gate_statistics
 from routemix.models.basecnn import ensemble_log_probs
 from routemix.nn.gates import GateTrace
 from routemix.nn.sparse import sparse_top_k
+from routemix.rundir import check_run_dir, discard_if_nothing_to_resume, start_run_dir
+from routemix.train import CHECKPOINT_EVERY
 from routemix.train.common import accelerator_for, check_scale_options, launched_as_rank_zero, make_trainer, resume_checkpoint, shared_run_dir, torch_device
 from routemix.train.distributed import gather_from_processes, shard_batches, sum_over_processes
 from routemix.train.evaluate import EvalResult, batch_metrics, build_classifier, check_classifier_name, classify, evaluate_model, gate_log_keys, save_classifier
@@ -237,13 +239,18 @@ def fit(
     num_nodes: int = 1,
     strategy: str = "auto",
     precision: str = "32",
+    checkpoint_every: int | None = None,
 ) -> L.Trainer:
-    """Train for ``max_epochs`` epochs (run-directory layout: :mod:`routemix.train.common`).
+    """Train for ``max_epochs`` epochs (run-directory layout: :mod:`routemix.train.common`;
+    checkpoints at epoch ends, every ``checkpoint_every`` batches and on SIGINT/SIGTERM:
+    :mod:`routemix.train.resumable`).
 
-    ``resume=True`` continues from ``run_dir/checkpoints/last.ckpt`` exactly: Lightning restores
-    weights, optimizer momentum, schedule, epoch and global step, and the data module's draws are
-    functions of (seed, epoch, step) rather than of a generator's history
-    (:mod:`routemix.data.classification`), so on CPU the resumed run equals the uninterrupted one.
+    ``resume=True`` continues from ``run_dir/checkpoints/last.ckpt`` exactly, even when it was
+    written in the middle of an epoch: Lightning restores weights, optimizer momentum, schedule,
+    epoch, global step and the loader's place in its epoch, routemix the global random state, and
+    the data module's draws are functions of (seed, epoch, step) rather than of a generator's
+    history (:mod:`routemix.data.classification`), so on CPU the resumed run equals the
+    uninterrupted one.
 
     ``devices`` x ``num_nodes`` > 1 trains data-parallel on shares of the data module's batches,
     which stay the global batches (see the module docstring); its ``batch_size`` must divide evenly.
@@ -253,7 +260,7 @@ def fit(
     ckpt_path = resume_checkpoint(run_dir) if resume else None
     trainer = make_trainer(max_epochs=max_epochs, run_dir=run_dir, progress=progress, accelerator=accelerator,
                            devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision,
-                           find_unused_parameters=bool(sparse_top_k(module.model)))
+                           find_unused_parameters=bool(sparse_top_k(module.model)), checkpoint_every=checkpoint_every)
     if trainer.world_size > 1:
         if datamodule.batch_size % trainer.world_size:
             raise RoutemixError(f"batch size {datamodule.batch_size} (the global batch) does not split evenly over {trainer.world_size} processes.")
@@ -298,8 +305,10 @@ class TrainConfig:
     precision: str = "32"  # 32, bf16-mixed, 16-mixed (CUDA)
     channels_last: bool = False
     compile: bool = False  # torch.compile the network's forward
+    checkpoint_every: int = CHECKPOINT_EVERY  # training batches between checkpoints inside an epoch (0: epoch ends only)
     progress: bool = True
     resume: bool = False
+    overwrite: bool = False  # replace the run already in run_dir (routemix.rundir)
     run_dir: str | None = None
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
@@ -311,10 +320,15 @@ _FIELD_TYPES = {
     "limit_test": int, "workers": int, "device": str, "progress": bool, "run_dir": str,
     "gate_reg": str, "gate_reg_weight": float, "gate_reg_priors": bool, "gate_reg_routers": str,
     "devices": int, "num_nodes": int, "strategy": str, "precision": str, "channels_last": bool, "compile": bool,
+    "checkpoint_every": int,
 }
 # how a run is executed rather than what it computes: a resumed run takes them from its own command
-_INVOCATION_KEYS = ("progress", "devices", "num_nodes", "strategy", "compile")
+_INVOCATION_KEYS = ("progress", "devices", "num_nodes", "strategy", "compile", "checkpoint_every")
 CONFIG_KEYS = tuple(_FIELD_TYPES)  # what a YAML config may set
+# what a resumed run must keep: everything that changes what it computes, except the number of
+# epochs (a run may be extended) and what only says where the data is or how the test set is read
+_RESUME_KEYS = tuple(k for k in _FIELD_TYPES if k not in _INVOCATION_KEYS and k not in
+                     ("epochs", "data_dir", "download", "workers", "device", "limit_test", "ten_crop", "run_dir"))
 
 
 def _check_value(key: str, value: Any, where: str) -> Any:
@@ -393,6 +407,8 @@ def validate_config(cfg: TrainConfig) -> None:
             raise RoutemixError(f"{key} must be at least 1, got {value}.")
     if cfg.seed < 0:
         raise RoutemixError(f"seed must be non-negative, got {cfg.seed}.")
+    if cfg.checkpoint_every < 0:
+        raise RoutemixError(f"checkpoint_every must be a number of batches >= 0 (0: at epoch ends only), got {cfg.checkpoint_every}.")
     if not cfg.lr > 0:
         raise RoutemixError(f"lr must be positive, got {cfg.lr}.")
     if cfg.weight_decay is not None and cfg.weight_decay < 0:
@@ -420,21 +436,31 @@ def validate_config(cfg: TrainConfig) -> None:
 
 def resolve_config(overrides: dict[str, Any], config_file: str | None = None) -> TrainConfig:
     """Defaults < the run's saved ``config.json`` (on resume) < the YAML file < ``overrides``
-    (command-line flags that were given). The model of a resumed run cannot change."""
+    (command-line flags that were given). A resumed run keeps what it computes: a flag or file
+    that changes it (the model, the data, a limit, a learning rate; not the number of epochs) is
+    an error naming every difference."""
     import json
+
+    from routemix.rundir import resume_conflicts
 
     saved: dict[str, Any] = {}
     if overrides.get("resume") and overrides.get("run_dir"):
         saved_path = Path(overrides["run_dir"]) / "config.json"
         if saved_path.is_file():
+            try:
+                stored = json.loads(saved_path.read_text())
+            except (OSError, ValueError) as error:
+                raise RoutemixError(f"--resume: cannot read {saved_path} ({error}); it is not a routemix run's config.") from None
             # what the run was, not how it was watched: the progress bar is this invocation's choice
-            saved = {k: v for k, v in json.loads(saved_path.read_text()).items() if k in _FIELD_TYPES and k not in _INVOCATION_KEYS}
+            saved = {k: v for k, v in stored.items() if k in _FIELD_TYPES and k not in _INVOCATION_KEYS}
     from_file = load_config_file(config_file) if config_file else {}
     settings = {**saved, **from_file, **{k: v for k, v in overrides.items() if v is not None}}
-    if saved.get("model") and settings.get("model") != saved["model"]:
-        raise RoutemixError(f"--resume: checkpoint {overrides['run_dir']} is for model {saved['model']}, not {settings.get('model')}.")
-    if saved.get("dataset") and settings.get("dataset") != saved["dataset"]:
-        raise RoutemixError(f"--resume: {overrides['run_dir']} was trained on {saved['dataset']}, not {settings.get('dataset')}.")
+    conflicts = resume_conflicts(saved, settings, _RESUME_KEYS)
+    if conflicts:
+        raise RoutemixError(
+            f"--resume: this command differs from the run in {overrides['run_dir']} ({'; '.join(conflicts)}). "
+            "Drop those options to continue the run as it was, or start a new one (--overwrite or another --run-dir)."
+        )
     cfg = TrainConfig(**{k: v for k, v in settings.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
     return cfg
 
@@ -478,10 +504,9 @@ def run_training(cfg: TrainConfig) -> TrainResult | None:
     check_classifier_name(cfg.model)  # an unknown or unsuitable model fails before any data is read
     apply_recipe(cfg)
     validate_config(cfg)
+    check_run_dir(cfg.run_dir, resume=cfg.resume, overwrite=cfg.overwrite)
     if cfg.resume:
-        if not cfg.run_dir:
-            raise RoutemixError("--resume continues a run: pass the --run-dir of that run.")
-        resume_checkpoint(cfg.run_dir)  # missing or corrupt: a clear error before anything is written
+        resume_checkpoint(cfg.run_dir)  # corrupt: a clear error before anything is written
     workers = cfg.workers
     if workers is None and cfg.devices > 1:  # streamed sets: the node's cores shared by its processes
         workers = max(1, min(8, (os.cpu_count() or 1) // cfg.devices))
@@ -500,16 +525,23 @@ def run_training(cfg: TrainConfig) -> TrainResult | None:
     default = f"runs/train-{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = shared_run_dir(cfg.run_dir, default, processes=cfg.devices * cfg.num_nodes)
     cfg.run_dir = str(run_dir)
+    created = not run_dir.exists()
     if launched_as_rank_zero():
-        run_dir.mkdir(parents=True, exist_ok=True)
+        start_run_dir(run_dir, overwrite=cfg.overwrite)
         write_json(run_dir / "config.json", asdict(cfg))
 
     module = ClassifierModule(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, milestones=cfg.milestones,
                               gamma=cfg.gamma, gate_regularizer=gate_regularizer_for(cfg, model), gate_weight=cfg.gate_reg_weight,
                               channels_last=cfg.channels_last)
     start = time.perf_counter()
-    trainer = fit(module, datamodule, max_epochs=cfg.epochs, run_dir=run_dir, progress=cfg.progress, accelerator=accelerator_for(cfg.device),
-                  resume=cfg.resume, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision)
+    try:
+        trainer = fit(module, datamodule, max_epochs=cfg.epochs, run_dir=run_dir, progress=cfg.progress, accelerator=accelerator_for(cfg.device),
+                      resume=cfg.resume, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision,
+                      checkpoint_every=cfg.checkpoint_every)
+    except (Interrupted, KeyboardInterrupt):
+        if launched_as_rank_zero():
+            discard_if_nothing_to_resume(run_dir, created=created)
+        raise
     seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return None
