@@ -28,8 +28,18 @@ class ModelInfo:
 
 
 def model_info(name: str, num_classes: int = LISTING_CLASSES) -> ModelInfo:
-    """Parameters and forward multiply-adds of ``name`` built for ``num_classes`` outputs."""
-    with torch.device("meta"):
+    """Parameters and forward multiply-adds of ``name`` built for ``num_classes`` outputs.
+
+    Counted on the ``meta`` device; a model with an operator that has no meta kernel (the
+    clustered routers' ``bincount``) is built and run once on the CPU instead."""
+    try:
+        return _measure(name, num_classes, torch.device("meta"))
+    except NotImplementedError:
+        return _measure(name, num_classes, torch.device("cpu"))
+
+
+def _measure(name: str, num_classes: int, device: torch.device) -> ModelInfo:
+    with device:
         try:
             model = create_model(name, num_classes=num_classes)
         except TypeError:  # builders that need more than num_classes (the tabular MLP)
@@ -40,7 +50,7 @@ def model_info(name: str, num_classes: int = LISTING_CLASSES) -> ModelInfo:
         shape = None
         if size and channels:
             shape = (channels, *size) if isinstance(size, tuple) else (channels, size, size)
-            with FlopCounterMode(display=False) as counter:
-                model.eval()(torch.empty(1, *shape))
+            with FlopCounterMode(display=False) as counter, torch.no_grad():
+                model.eval()(torch.zeros(1, *shape))
             macs = counter.get_total_flops() // 2
     return ModelInfo(name, count_parameters(model), macs, shape, getattr(model, "num_paths", 1))
