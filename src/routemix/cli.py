@@ -353,7 +353,9 @@ def _cmd_bench_nclusters(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, viz_figures: bool = True) -> argparse.ArgumentParser:
+    """The whole command line; ``viz_figures=False`` leaves out the ``viz`` figures' own options
+    (see :func:`routemix.viz.command.add_viz_parser`)."""
     parser = argparse.ArgumentParser(
         prog="routemix", description=__doc__.splitlines()[0],
         epilog="On Linux the command makes malloc keep freed memory for reuse (faster CPU training, higher peak "
@@ -584,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from routemix.viz.command import add_viz_parser
 
-    add_viz_parser(commands)
+    add_viz_parser(commands, figures=viz_figures)
 
     models = commands.add_parser("models", help="list the registered models with parameter counts and multiply-adds")
     models.add_argument("patterns", nargs="*", help="only names matching these shell patterns, e.g. 'resnet20*'")
@@ -608,8 +610,9 @@ def _report_interrupted(error: Interrupted, command: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else argv
+    parser = build_parser(viz_figures="viz" in arguments)
+    args = parser.parse_args(arguments)
     # SIGTERM (a scheduler's stop, `kill`) ends the command like Ctrl-C does: a message and status
     # 143, not a silent exit; while a model trains, routemix.train.resumable saves first
     previous = signal.signal(signal.SIGTERM, _raise_interrupted) if threading.current_thread() is threading.main_thread() else None

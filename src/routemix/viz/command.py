@@ -19,9 +19,14 @@ def all_figures() -> dict[str, Figure]:
     return {figure.name: figure for figure in figures}
 
 
-def add_viz_parser(commands) -> None:
-    """Add ``viz`` and its sub-commands to the ``routemix`` sub-parsers ``commands``."""
+def add_viz_parser(commands, *, figures: bool = True) -> None:
+    """Add ``viz`` and its sub-commands to the ``routemix`` sub-parsers ``commands``.
+
+    ``figures=False`` adds ``viz`` alone, for a command line that is not a ``viz`` one: the
+    figure modules import PyTorch and matplotlib, which ``routemix --help`` should not wait for."""
     viz = commands.add_parser("viz", help="draw the figures of thesis sec. 3.5 and 4.5.3 from a checkpoint")
+    if not figures:
+        return
     figures = viz.add_subparsers(dest="figure", required=True, metavar="FIGURE")
     for figure in all_figures().values():
         sub = figures.add_parser(figure.name, help=figure.help)

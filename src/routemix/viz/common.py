@@ -7,8 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: the command line's help reads FORMATS and Figure without PyTorch
+    import torch
+    from torch import nn
 
 FORMATS = ("png", "svg")
 DPI = 120
@@ -67,6 +70,7 @@ def synthesize_inputs(objective: Callable[[torch.Tensor], torch.Tensor], shape: 
     (``blur_sigma``, 0 for none) every ``blur_every`` steps (both as Yosinski et al. 2015), which
     suppress the high-frequency patterns gradient ascent otherwise amplifies.
     """
+    import torch
     from kornia.filters import gaussian_blur2d
 
     generator = torch.Generator().manual_seed(seed)
