@@ -146,3 +146,24 @@ def test_help_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("NMMClustering") and "usage: routemix" in result.stdout
+
+
+def test_kmeans_baseline_sees_the_input_the_method_sees(tmp_path, capsys):
+    """NMM-EM standardises vectors; the k-means row beside it clusters the same standardised
+    rows, not the raw features (where a feature in large units would decide alone)."""
+    from sklearn.cluster import KMeans
+    from sklearn.preprocessing import StandardScaler
+
+    from routemix.metrics import clustering_scores
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 40)
+    points = np.column_stack([labels + rng.normal(0, 0.1, 80), rng.normal(0, 1000, 80)])  # the label lives in small units
+    path = tmp_path / "scales.csv"
+    path.write_text("a,b,label\n" + "".join(f"{a},{b},{y}\n" for (a, b), y in zip(points, labels)))
+    assert main(["cluster", str(path), "--label-column", "label", "--epochs", "5", "--run-dir", str(tmp_path / "r"), "--no-progress"]) == 0
+    rows = {row["method"]: row for row in json.loads((tmp_path / "r" / "metrics.json").read_text())["results"]}
+    expected = KMeans(2, n_init=10, random_state=0).fit_predict(StandardScaler().fit_transform(points))
+    assert rows["kmeans"]["acc"] == clustering_scores(labels, expected)["acc"] == 1.0
+    raw = KMeans(2, n_init=10, random_state=0).fit_predict(points)
+    assert clustering_scores(labels, raw)["acc"] < 0.75  # what the row showed before

@@ -132,6 +132,14 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
             return data.reshape(-1, *check_image_shape(self.image_shape, X.shape[1]))
         return torch.as_tensor(self.scaler_.transform(X), dtype=torch.float32)
 
+    def scaled_input(self, X) -> np.ndarray:
+        """``X`` as the fitted estimator's network sees it, as rows (n_samples, n_features):
+        standardised vectors, images scaled to [0, 1]. The input a baseline compared with this
+        method should see."""
+        check_is_fitted(self)
+        X = self._validate_input(X, reset=False)
+        return self._to_tensor(X).reshape(len(X), -1).numpy()
+
     def fit(self, X, y=None):
         """Fit the clustering to ``X`` (n_samples, n_features); ``y`` is ignored."""
         self._validate_params()

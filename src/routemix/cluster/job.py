@@ -107,7 +107,8 @@ def _check_data(dataset: LoadedDataset, clusters: int) -> None:
 
 
 def _fit_estimator(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
-    """Any method through its estimator; images go in as flattened rows with ``image_shape``."""
+    """Any method through its estimator; images go in as flattened rows with ``image_shape``.
+    Returns the labels, the state to save (None for the baselines) and the rows the method saw."""
     spec = get_method(cfg.method)
     image = dataset.kind == "image"
     data = dataset.data.reshape(len(dataset), -1).numpy()
@@ -125,9 +126,10 @@ def _fit_estimator(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
         max_iter=cfg.epochs, random_state=cfg.seed, device=cfg.device, verbose=cfg.progress, **params,
     )
     labels = estimator.fit_predict(data)
+    seen = estimator.scaled_input(data) if hasattr(estimator, "scaled_input") else data
     module = getattr(estimator, "module_", None)
     if not isinstance(module, torch.nn.Module):
-        return labels, None  # the scikit-learn baselines: labels and metrics only
+        return labels, None, seen  # the scikit-learn baselines: labels and metrics only
     state = {"kind": f"{cfg.method}_{'image' if image else 'vector'}", "network": module.state_dict(),
              "cluster_order": torch.as_tensor(estimator.cluster_order_)}
     if hasattr(estimator, "scaler_"):  # (x - mean) / scale, whichever scaler the method uses
@@ -135,7 +137,7 @@ def _fit_estimator(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
         state.update(scaler_mean=torch.as_tensor(offset), scaler_scale=torch.as_tensor(scale))
     if hasattr(estimator, "pixel_range_"):
         state["pixel_range"] = list(estimator.pixel_range_)
-    return labels, state
+    return labels, state, seen
 
 
 def _fit_images(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
@@ -156,11 +158,11 @@ def _fit_images(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
         devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy, checkpoint_every=cfg.checkpoint_every,
     )
     if not trainer.is_global_zero:
-        return None, None
+        return None, None, None
     module = module.cpu()
     labels = training.predict_proba(module, dataset.data).argmax(axis=1)
     state = {"kind": "nmm_image", "network": network.state_dict(), "loss": loss.state_dict()}
-    return labels, state
+    return labels, state, dataset.data.reshape(len(dataset), -1).float().div(255.0).numpy()  # pixels in [0, 1]
 
 
 def run_cluster_job(cfg: ClusterConfig) -> ClusterResult | None:
@@ -218,7 +220,7 @@ def run_cluster_job(cfg: ClusterConfig) -> ClusterResult | None:
 
     start = time.perf_counter()
     try:
-        labels, state = (_fit_images if nmm_images else _fit_estimator)(cfg, dataset, run_dir)
+        labels, state, seen = (_fit_images if nmm_images else _fit_estimator)(cfg, dataset, run_dir)
     except (Interrupted, KeyboardInterrupt):
         if launched_as_rank_zero():
             discard_if_nothing_to_resume(run_dir, created=created)
@@ -230,10 +232,9 @@ def run_cluster_job(cfg: ClusterConfig) -> ClusterResult | None:
         save_checkpoint(run_dir / "model.pt", {**state, "config": asdict(cfg)})
 
     rows = [{"method": cfg.method, "seconds": seconds, **_scores(dataset, labels)}]
-    if cfg.kmeans and cfg.method != "kmeans":
+    if cfg.kmeans and cfg.method != "kmeans":  # on the input the method saw (standardised vectors for the deep methods)
         start = time.perf_counter()
-        flat = dataset.data.reshape(len(dataset), -1).float().numpy()
-        kmeans_labels = KMeans(cfg.clusters, n_init=10, random_state=cfg.seed).fit_predict(flat)
+        kmeans_labels = KMeans(cfg.clusters, n_init=10, random_state=cfg.seed).fit_predict(seen)
         rows.append({"method": "kmeans", "seconds": time.perf_counter() - start, **_scores(dataset, kmeans_labels)})
     write_text(run_dir / "labels.csv", "index,cluster\n" + "".join(f"{i},{c}\n" for i, c in enumerate(labels)))
     write_json(run_dir / "metrics.json", {"dataset": cfg.dataset, "n_samples": len(dataset), "results": rows})
