@@ -124,3 +124,41 @@ def test_cluster_images_killed_mid_epoch_resume_to_the_same_clusters(shared_data
     finish([*CLUSTER, "--resume"], run_dir)
     same_weights(straight / "model.pt", run_dir / "model.pt", "network")
     assert (run_dir / "labels.csv").read_text() == (straight / "labels.csv").read_text()
+
+
+def children_of(pid: int) -> list[int]:
+    result = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in result.stdout.split()]
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has ended
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and relies on Linux's parent-death signal")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_bench_leaves_no_fit_running(tmp_path, signum):
+    """`bench clustering` fits in a fresh process; stopping the bench (SIGTERM, or SIGKILL which it
+    cannot catch) ends that fit too instead of leaving it to run on."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "routemix", "bench", "clustering", "--datasets", "digits", "--methods", "nmm",
+               "--seeds", "1", "--out", str(tmp_path / "bench"), "--no-progress"]
+    bench = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    fits: list[int] = []
+    while time.monotonic() < deadline and not fits:  # the pool's worker, once it has started
+        fits = [c for c in children_of(bench.pid) if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text(errors="replace")]
+        time.sleep(0.2)
+    assert fits, "the bench never started its fit"
+    time.sleep(2)  # into the fit
+    bench.send_signal(signum)
+    bench.communicate(timeout=60)
+    assert bench.returncode == (143 if signum == signal.SIGTERM else -signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(running(pid) for pid in fits):
+        time.sleep(0.2)
+    assert not any(running(pid) for pid in fits)

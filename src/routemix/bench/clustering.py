@@ -242,12 +242,26 @@ def _resident_mb() -> float:
         return 0.0
 
 
-def _in_fresh_process(*args, **kwargs) -> list[dict]:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+def _die_with_parent() -> None:
+    """Linux: have the kernel send this process SIGTERM when its parent dies, so a bench killed
+    with SIGKILL leaves no fit running on (elsewhere: nothing; a stopped bench still ends its fit)."""
+    import signal
+    import sys
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(fit_one, *args, **kwargs).result()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _in_fresh_process(*args, **kwargs) -> list[dict]:
+    """``fit_one`` in a new process (its peak memory its own, nothing left from the last fit).
+    However the bench stops (Ctrl-C, SIGTERM, an error), leaving the ``with`` terminates the fit."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1, initializer=_die_with_parent) as pool:
+        return pool.apply(fit_one, args, kwargs)
 
 
 def run(
