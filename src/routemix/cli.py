@@ -19,6 +19,7 @@ from pathlib import Path
 
 from routemix.allocator import is_keeping_freed_memory, keep_freed_memory_unless_opted_out
 from routemix.errors import Interrupted, RoutemixError
+from routemix.threads import prefer_passive_waiting
 from routemix.train import CHECKPOINT_EVERY
 
 
@@ -359,7 +360,9 @@ def build_parser(*, viz_figures: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="routemix", description=__doc__.splitlines()[0],
         epilog="On Linux the command makes malloc keep freed memory for reuse (faster CPU training, higher peak "
-               "memory; see routemix.allocator); ROUTEMIX_KEEP_FREED_MEMORY=0 turns that off.",
+               "memory; see routemix.allocator); ROUTEMIX_KEEP_FREED_MEMORY=0 turns that off. It sets "
+               "OMP_WAIT_POLICY=PASSIVE unless set, so that fits on a busy machine slow down no more than the "
+               "load explains (routemix.threads).",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     from routemix.cluster.registry import METHODS
@@ -610,6 +613,7 @@ def _report_interrupted(error: Interrupted, command: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    prefer_passive_waiting()  # before anything imports torch; see routemix.threads
     arguments = sys.argv[1:] if argv is None else argv
     parser = build_parser(viz_figures="viz" in arguments)
     args = parser.parse_args(arguments)

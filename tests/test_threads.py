@@ -1,0 +1,25 @@
+"""routemix.threads: OpenMP threads that sleep while they wait, set by the command before torch loads."""
+
+import os
+import subprocess
+import sys
+
+from routemix.threads import WAIT_POLICY, prefer_passive_waiting
+
+
+def test_the_command_asks_for_passive_waiting_before_torch_loads():
+    code = ("import os, sys\nfrom routemix.cli import main\nmain(['datasets'])\n"
+            "print(os.environ.get('OMP_WAIT_POLICY'))\n")
+    env = {k: v for k, v in os.environ.items() if k != WAIT_POLICY}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert result.stdout.split()[-1] == "PASSIVE"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, WAIT_POLICY: "ACTIVE"}, check=True)
+    assert result.stdout.split()[-1] == "ACTIVE"  # the user's choice stays
+
+
+def test_prefer_passive_waiting_reports_whether_it_can_take_effect(monkeypatch):
+    monkeypatch.delenv(WAIT_POLICY, raising=False)
+    assert prefer_passive_waiting() is False  # the test process imported torch long ago: too late here
+    assert os.environ[WAIT_POLICY] == "PASSIVE"  # but the processes it starts get it
+    monkeypatch.setenv(WAIT_POLICY, "ACTIVE")
+    assert prefer_passive_waiting() is False and os.environ[WAIT_POLICY] == "ACTIVE"
