@@ -162,3 +162,20 @@ def test_a_stopped_bench_leaves_no_fit_running(tmp_path, signum):
     while time.monotonic() < deadline and any(running(pid) for pid in fits):
         time.sleep(0.2)
     assert not any(running(pid) for pid in fits)
+
+
+def test_ctrl_c_before_anything_to_resume_leaves_no_run_dir(tmp_path):
+    """A method that keeps no checkpoint, stopped by Ctrl-C in the middle of its fit: status 130,
+    one line, and no run directory holding a config.json of a run that never was."""
+    run_dir = tmp_path / "run"
+    process = start(["cluster", "digits", "--method", "ddc", "--epochs", "200", "--no-progress"], run_dir)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (run_dir / "config.json").is_file():
+        assert process.poll() is None, process.communicate()[1]
+        time.sleep(0.05)
+    time.sleep(3)  # into the fit
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted by SIGINT" in err and "nothing was saved" in err and "Traceback" not in err
+    assert not run_dir.exists()

@@ -617,9 +617,12 @@ def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
     parser = build_parser(viz_figures="viz" in arguments)
     args = parser.parse_args(arguments)
-    # SIGTERM (a scheduler's stop, `kill`) ends the command like Ctrl-C does: a message and status
-    # 143, not a silent exit; while a model trains, routemix.train.resumable saves first
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted) if threading.current_thread() is threading.main_thread() else None
+    # Ctrl-C and SIGTERM (a scheduler's stop, `kill`) end the command with a message and status
+    # 130 / 143 (Lightning would turn a KeyboardInterrupt into exit 1, and SIGTERM exited 0); while
+    # a model trains, routemix.train.resumable takes them over and saves first
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         keep_freed_memory_unless_opted_out()  # CPU training speed; see routemix.allocator
         return args.handler(args)
@@ -633,8 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _report_interrupted(Interrupted(signal.SIGINT), args.command)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":
