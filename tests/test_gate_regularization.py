@@ -154,6 +154,7 @@ def test_train_and_eval_commands_with_gate_regularisation(shared_data, tmp_path,
     assert "has no router to regularise" in capsys.readouterr().err
     assert main(bad("basecnn_2cc", "--gate-reg-routers", "nothing*")) == 2
     assert "no gate network matches 'nothing*'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
 
 
 # --- gate statistics ---------------------------------------------------------------------------

@@ -522,6 +522,8 @@ def run_training(cfg: TrainConfig) -> TrainResult | None:
     if cfg.compile:
         model.compile()  # in place: the forward is compiled, the state dict keeps its keys
 
+    gate_regularizer = gate_regularizer_for(cfg, model)  # the last option to check: it needs the model
+
     default = f"runs/train-{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = shared_run_dir(cfg.run_dir, default, processes=cfg.devices * cfg.num_nodes)
     cfg.run_dir = str(run_dir)
@@ -531,7 +533,7 @@ def run_training(cfg: TrainConfig) -> TrainResult | None:
         write_json(run_dir / "config.json", asdict(cfg))
 
     module = ClassifierModule(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, milestones=cfg.milestones,
-                              gamma=cfg.gamma, gate_regularizer=gate_regularizer_for(cfg, model), gate_weight=cfg.gate_reg_weight,
+                              gamma=cfg.gamma, gate_regularizer=gate_regularizer, gate_weight=cfg.gate_reg_weight,
                               channels_last=cfg.channels_last)
     start = time.perf_counter()
     try:
