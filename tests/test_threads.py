@@ -23,3 +23,29 @@ def test_prefer_passive_waiting_reports_whether_it_can_take_effect(monkeypatch):
     assert os.environ[WAIT_POLICY] == "PASSIVE"  # but the processes it starts get it
     monkeypatch.setenv(WAIT_POLICY, "ACTIVE")
     assert prefer_passive_waiting() is False and os.environ[WAIT_POLICY] == "ACTIVE"
+
+
+def test_cluster_fits_vectors_on_one_thread_unless_the_user_chose(tmp_path, monkeypatch):
+    """Small networks on vectors: one intra-op thread during the fit (as fast idle, 5-7x faster
+    on a busy machine: docs/RESULTS.md), the thread count restored after; OMP_NUM_THREADS rules."""
+    import torch
+
+    from routemix.cli import main
+    from routemix.cluster import job
+
+    seen = []
+    make = job.make_estimator
+
+    def spying(*args, **kwargs):
+        estimator = make(*args, **kwargs)
+        fit_predict = estimator.fit_predict
+        estimator.fit_predict = lambda X: (seen.append(torch.get_num_threads()), fit_predict(X))[1]
+        return estimator
+
+    monkeypatch.setattr(job, "make_estimator", spying)
+    torch.set_num_threads(2)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert main(["cluster", "blobs", "--epochs", "1", "--run-dir", str(tmp_path / "a"), "--no-progress", "--no-kmeans"]) == 0
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert main(["cluster", "blobs", "--epochs", "1", "--run-dir", str(tmp_path / "b"), "--no-progress", "--no-kmeans"]) == 0
+    assert seen == [1, 2] and torch.get_num_threads() == 2

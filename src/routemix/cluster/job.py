@@ -22,6 +22,7 @@ loops, so more than one device is an error for them rather than a silently diffe
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -39,6 +40,7 @@ from routemix.errors import Interrupted, RoutemixError
 from routemix.losses import NMMLoss
 from routemix.metrics import clustering_scores
 from routemix.rundir import check_run_dir, discard_if_nothing_to_resume, resume_conflicts, start_run_dir
+from routemix.threads import torch_threads
 from routemix.train import CHECKPOINT_EVERY
 from routemix.train import clustering as training
 from routemix.train.checkpoint import save_checkpoint, write_json, write_text
@@ -125,7 +127,11 @@ def _fit_estimator(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
         cfg.method, cfg.clusters, n_features=data.shape[1], image_shape=tuple(dataset.data.shape[1:]) if image else None,
         max_iter=cfg.epochs, random_state=cfg.seed, device=cfg.device, verbose=cfg.progress, **params,
     )
-    labels = estimator.fit_predict(data)
+    # a small network on vectors gains nothing from a second thread, and a busy machine costs
+    # threads that wait for each other dearly (routemix.threads); the user's OMP_NUM_THREADS rules
+    threads = 1 if not image and "OMP_NUM_THREADS" not in os.environ else torch.get_num_threads()
+    with torch_threads(threads):
+        labels = estimator.fit_predict(data)
     seen = estimator.scaled_input(data) if hasattr(estimator, "scaled_input") else data
     module = getattr(estimator, "module_", None)
     if not isinstance(module, torch.nn.Module):
