@@ -147,6 +147,8 @@ def _fit_estimator(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
 
 
 def _fit_images(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
+    """NMM-EM on images in its own Lightning loop; returns as :func:`_fit_estimator` does, with
+    None for the rows seen: the network takes the pixels themselves."""
     torch.manual_seed(cfg.seed)  # network initialisation and augmentation draws
     network, preprocess, augment = thesis_network(cfg.clusters, image_shape=tuple(dataset.data.shape[1:]))
     loss = NMMLoss(cfg.clusters, cfg.gamma, normalization=cfg.normalization, priors=cfg.priors)
@@ -168,7 +170,7 @@ def _fit_images(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
     module = module.cpu()
     labels = training.predict_proba(module, dataset.data).argmax(axis=1)
     state = {"kind": "nmm_image", "network": network.state_dict(), "loss": loss.state_dict()}
-    return labels, state, dataset.data.reshape(len(dataset), -1).float().div(255.0).numpy()  # pixels in [0, 1]
+    return labels, state, None  # the network saw the pixels (k-means takes them in [0, 1])
 
 
 def run_cluster_job(cfg: ClusterConfig) -> ClusterResult | None:
@@ -240,6 +242,8 @@ def run_cluster_job(cfg: ClusterConfig) -> ClusterResult | None:
     rows = [{"method": cfg.method, "seconds": seconds, **_scores(dataset, labels)}]
     if cfg.kmeans and cfg.method != "kmeans":  # on the input the method saw (standardised vectors for the deep methods)
         start = time.perf_counter()
+        if seen is None:
+            seen = dataset.data.reshape(len(dataset), -1).float().div(255.0).numpy()
         kmeans_labels = KMeans(cfg.clusters, n_init=10, random_state=cfg.seed).fit_predict(seen)
         rows.append({"method": "kmeans", "seconds": time.perf_counter() - start, **_scores(dataset, kmeans_labels)})
     write_text(run_dir / "labels.csv", "index,cluster\n" + "".join(f"{i},{c}\n" for i, c in enumerate(labels)))
