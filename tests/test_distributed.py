@@ -434,3 +434,17 @@ def test_bf16_mixed_precision_trains_a_plain_model():
 def test_bf16_mixed_precision_trains_a_routed_model():
     _, trainer = _train_one_epoch("basecnn_2cc", precision="bf16-mixed")
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
+
+
+def test_cluster_command_on_two_processes_writes_one_run_dir(shared_data, tmp_path):
+    """The real command, data-parallel: Lightning's launcher starts the second process once the
+    first has written the run directory, which the second must not take for someone else's run."""
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "routemix", "cluster", "mnist", "--data-dir", str(shared_data), "--limit", "256",
+               "--epochs", "1", "--devices", "2", "--device", "cpu", "--run-dir", str(run_dir), "--no-kmeans", "--no-progress"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert (run_dir / "model.pt").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()

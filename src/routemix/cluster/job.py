@@ -177,7 +177,8 @@ def run_cluster_job(cfg: ClusterConfig) -> ClusterResult | None:
     """One run; None in a data-parallel process other than global rank 0 (rank 0 writes and scores)."""
     get_method(cfg.method)  # an unknown name is an error before any data is loaded
     _check_options(cfg)
-    check_run_dir(cfg.run_dir, resume=cfg.resume, overwrite=cfg.overwrite)
+    if launched_as_rank_zero():  # the other processes of a data-parallel run start once rank 0 has written the run dir
+        check_run_dir(cfg.run_dir, resume=cfg.resume, overwrite=cfg.overwrite)
     processes = cfg.devices * cfg.num_nodes if isinstance(cfg.devices, int) and isinstance(cfg.num_nodes, int) else 0
     if processes != 1:
         from routemix.train.common import accelerator_for, check_scale_options

@@ -504,7 +504,8 @@ def run_training(cfg: TrainConfig) -> TrainResult | None:
     check_classifier_name(cfg.model)  # an unknown or unsuitable model fails before any data is read
     apply_recipe(cfg)
     validate_config(cfg)
-    check_run_dir(cfg.run_dir, resume=cfg.resume, overwrite=cfg.overwrite)
+    if launched_as_rank_zero():  # the other processes of a data-parallel run start once rank 0 has written the run dir
+        check_run_dir(cfg.run_dir, resume=cfg.resume, overwrite=cfg.overwrite)
     if cfg.resume:
         resume_checkpoint(cfg.run_dir)  # corrupt: a clear error before anything is written
     workers = cfg.workers
