@@ -8,31 +8,32 @@
 * Callers check the directory (:func:`check_run_dir`) with their other options, and create it
   (:func:`start_run_dir`) only once every option and the data have been validated, so a mistake
   leaves nothing behind. A run stopped before it saved anything to resume from removes what it
-  created (:func:`discard_if_nothing_to_resume`).
+  created (:func:`discarded_if_stopped`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from routemix.errors import RoutemixError
+from routemix.errors import Interrupted, RoutemixError
 
 # Everything routemix writes into a run directory; --overwrite removes these and nothing else.
 RUN_FILES = ("config.json", "model.pt", "metrics.json", "labels.csv", "checkpoints", "logs", "tensorboard")
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
-def check_run_dir(run_dir: str | os.PathLike | None, *, resume: bool, overwrite: bool, resumable: bool = True) -> None:
+def check_run_dir(run_dir: str | os.PathLike | None, *, resume: bool, overwrite: bool, first_process: bool = True) -> None:
     """A RoutemixError naming the flag when ``run_dir`` cannot take this run; writes nothing.
 
-    ``resumable=False``: this run keeps no checkpoint (``--resume`` is refused)."""
+    ``first_process=False`` in the other processes of a data-parallel run: Lightning's launcher
+    starts them after the first has written the directory, which is then theirs, not an old run."""
     if resume and overwrite:
         raise RoutemixError("--resume continues the run in --run-dir and --overwrite replaces it: pass one of them.")
-    if resume and not resumable:
-        raise RoutemixError("--resume continues a run that kept checkpoints; this one keeps none: drop --resume.")
     if resume and not run_dir:
         raise RoutemixError("--resume continues a run: pass the --run-dir of that run.")
     if run_dir is None:
@@ -49,7 +50,7 @@ def check_run_dir(run_dir: str | os.PathLike | None, *, resume: bool, overwrite:
         if not (path / LAST_CHECKPOINT).is_file():
             raise RoutemixError(f"--resume: no checkpoint at {path / LAST_CHECKPOINT}; pass the --run-dir of an earlier run, or drop --resume.")
         return
-    held = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    held = sorted(p.name for p in path.iterdir()) if path.is_dir() and first_process else []
     if held and not overwrite:
         shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
         raise RoutemixError(
@@ -78,6 +79,27 @@ def discard_if_nothing_to_resume(run_dir: str | os.PathLike, *, created: bool) -
     path = Path(run_dir)
     if created and path.is_dir() and not (path / LAST_CHECKPOINT).is_file():
         shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def discarded_if_stopped(run_dir: str | os.PathLike, *, created: bool) -> Iterator[None]:
+    """The block's run, whose directory :func:`discard_if_nothing_to_resume` removes when a signal
+    (:class:`~routemix.errors.Interrupted`, Ctrl-C) stops it."""
+    try:
+        yield
+    except (Interrupted, KeyboardInterrupt):
+        discard_if_nothing_to_resume(run_dir, created=created)
+        raise
+
+
+def read_run_config(run_dir: str | os.PathLike) -> dict:
+    """The ``config.json`` a run wrote, for ``--resume`` to compare with; a clear error when
+    it cannot be read."""
+    path = Path(run_dir) / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise RoutemixError(f"--resume: cannot read {path} ({error}); pass the --run-dir of a routemix run.") from None
 
 
 def resume_conflicts(saved: dict, current: dict, keys: Iterable[str]) -> list[str]:

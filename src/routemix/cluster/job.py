@@ -36,10 +36,10 @@ from routemix.cluster.base import scaler_offset_and_scale, thesis_network
 from routemix.cluster.registry import get_method, make_estimator
 from routemix.data import LoadedDataset, load_dataset
 from routemix.data.registry import is_tabular_path
-from routemix.errors import Interrupted, RoutemixError
+from routemix.errors import RoutemixError
 from routemix.losses import NMMLoss
 from routemix.metrics import clustering_scores
-from routemix.rundir import check_run_dir, discard_if_nothing_to_resume, resume_conflicts, start_run_dir
+from routemix.rundir import check_run_dir, discarded_if_stopped, read_run_config, resume_conflicts, start_run_dir
 from routemix.threads import torch_threads
 from routemix.train import CHECKPOINT_EVERY
 from routemix.train import clustering as training
@@ -177,8 +177,7 @@ def run_cluster_job(cfg: ClusterConfig) -> ClusterResult | None:
     """One run; None in a data-parallel process other than global rank 0 (rank 0 writes and scores)."""
     get_method(cfg.method)  # an unknown name is an error before any data is loaded
     _check_options(cfg)
-    if launched_as_rank_zero():  # the other processes of a data-parallel run start once rank 0 has written the run dir
-        check_run_dir(cfg.run_dir, resume=cfg.resume, overwrite=cfg.overwrite)
+    check_run_dir(cfg.run_dir, resume=cfg.resume, overwrite=cfg.overwrite, first_process=launched_as_rank_zero())
     processes = cfg.devices * cfg.num_nodes if isinstance(cfg.devices, int) and isinstance(cfg.num_nodes, int) else 0
     if processes != 1:
         from routemix.train.common import accelerator_for, check_scale_options
@@ -228,12 +227,8 @@ def run_cluster_job(cfg: ClusterConfig) -> ClusterResult | None:
         write_json(run_dir / "config.json", asdict(cfg))
 
     start = time.perf_counter()
-    try:
+    with discarded_if_stopped(run_dir, created=created and launched_as_rank_zero()):
         labels, state, seen = (_fit_images if nmm_images else _fit_estimator)(cfg, dataset, run_dir)
-    except (Interrupted, KeyboardInterrupt):
-        if launched_as_rank_zero():
-            discard_if_nothing_to_resume(run_dir, created=created)
-        raise
     seconds = time.perf_counter() - start
     if labels is None:
         return None
@@ -274,14 +269,7 @@ _RESUME_KEYS = ("dataset", "method", "clusters", "batch_size", "gamma", "em_lr",
 
 
 def _check_resume_agrees(cfg: ClusterConfig) -> None:
-    import json
-
-    saved_path = Path(cfg.run_dir) / "config.json"
-    try:
-        saved = json.loads(saved_path.read_text())
-    except (OSError, ValueError) as error:
-        raise RoutemixError(f"--resume: cannot read {saved_path} ({error}); pass the --run-dir of a routemix run.") from None
-    conflicts = resume_conflicts(saved, asdict(cfg), _RESUME_KEYS)
+    conflicts = resume_conflicts(read_run_config(cfg.run_dir), asdict(cfg), _RESUME_KEYS)
     if conflicts:
         raise RoutemixError(
             f"--resume: this command differs from the run in {cfg.run_dir} ({'; '.join(conflicts)}). "

@@ -21,6 +21,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from routemix.rundir import LAST_CHECKPOINT
+
 
 def accelerator_for(device: str) -> str:
     """Lightning accelerator for a routemix device name: ``cpu``, ``cuda`` or ``auto``."""
@@ -111,7 +113,7 @@ def resume_checkpoint(run_dir: str | os.PathLike) -> str:
     file is a :class:`~routemix.errors.RoutemixError`, not a traceback from inside Lightning."""
     from routemix.train.checkpoint import load_checkpoint
 
-    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    last = Path(run_dir) / LAST_CHECKPOINT
     load_checkpoint(last)
     return str(last)
 
@@ -219,7 +221,7 @@ def make_trainer(
         run_dir = Path(run_dir)
         logger = run_loggers(run_dir)
         every = CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every
-        callbacks.append(RunCheckpoint(run_dir / "checkpoints" / "last.ckpt", every=every))
+        callbacks.append(RunCheckpoint(run_dir / LAST_CHECKPOINT, every=every))
     scale: dict = {"strategy": strategy}
     if devices * num_nodes > 1 or strategy != "auto":
         from lightning.pytorch.strategies import DDPStrategy

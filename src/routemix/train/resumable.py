@@ -31,8 +31,9 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 
-from routemix.errors import Interrupted
+from routemix.errors import Interrupted, RoutemixError
 from routemix.train import CHECKPOINT_EVERY
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -134,7 +135,6 @@ class RunCheckpoint(Checkpoint):
 def saved_position(checkpoint: str | os.PathLike) -> dict:
     """Where the run of a ``last.ckpt`` stood: ``{"epochs": complete epochs, "batches": batches of
     the next one}`` (a corrupt or foreign file is a RoutemixError)."""
-    from routemix.errors import RoutemixError
     from routemix.train.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint).get("callbacks", {}).get(RunCheckpoint.__qualname__)

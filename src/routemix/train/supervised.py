@@ -47,14 +47,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from routemix.errors import Interrupted, RoutemixError, unknown_name
+from routemix.errors import RoutemixError, unknown_name
 from routemix.losses.gates import DEFAULT_WEIGHT as DEFAULT_GATE_WEIGHT
 from routemix.losses.gates import REGULARIZERS as GATE_REGULARIZERS
 from routemix.metrics import gate_statistics, summarize_gate_statistics
 from routemix.models.basecnn import ensemble_log_probs
 from routemix.nn.gates import GateTrace
 from routemix.nn.sparse import sparse_top_k
-from routemix.rundir import check_run_dir, discard_if_nothing_to_resume, start_run_dir
+from routemix.rundir import check_run_dir, discarded_if_stopped, start_run_dir
 from routemix.train import CHECKPOINT_EVERY
 from routemix.train.common import accelerator_for, check_scale_options, launched_as_rank_zero, make_trainer, resume_checkpoint, shared_run_dir, torch_device
 from routemix.train.distributed import gather_from_processes, shard_batches, sum_over_processes
@@ -439,20 +439,14 @@ def resolve_config(overrides: dict[str, Any], config_file: str | None = None) ->
     (command-line flags that were given). A resumed run keeps what it computes: a flag or file
     that changes it (the model, the data, a limit, a learning rate; not the number of epochs) is
     an error naming every difference."""
-    import json
 
-    from routemix.rundir import resume_conflicts
+    from routemix.rundir import read_run_config, resume_conflicts
 
     saved: dict[str, Any] = {}
     if overrides.get("resume") and overrides.get("run_dir"):
-        saved_path = Path(overrides["run_dir"]) / "config.json"
-        if saved_path.is_file():
-            try:
-                stored = json.loads(saved_path.read_text())
-            except (OSError, ValueError) as error:
-                raise RoutemixError(f"--resume: cannot read {saved_path} ({error}); it is not a routemix run's config.") from None
+        if (Path(overrides["run_dir"]) / "config.json").is_file():
             # what the run was, not how it was watched: the progress bar is this invocation's choice
-            saved = {k: v for k, v in stored.items() if k in _FIELD_TYPES and k not in _INVOCATION_KEYS}
+            saved = {k: v for k, v in read_run_config(overrides["run_dir"]).items() if k in _FIELD_TYPES and k not in _INVOCATION_KEYS}
     from_file = load_config_file(config_file) if config_file else {}
     settings = {**saved, **from_file, **{k: v for k, v in overrides.items() if v is not None}}
     conflicts = resume_conflicts(saved, settings, _RESUME_KEYS)
@@ -504,8 +498,7 @@ def run_training(cfg: TrainConfig) -> TrainResult | None:
     check_classifier_name(cfg.model)  # an unknown or unsuitable model fails before any data is read
     apply_recipe(cfg)
     validate_config(cfg)
-    if launched_as_rank_zero():  # the other processes of a data-parallel run start once rank 0 has written the run dir
-        check_run_dir(cfg.run_dir, resume=cfg.resume, overwrite=cfg.overwrite)
+    check_run_dir(cfg.run_dir, resume=cfg.resume, overwrite=cfg.overwrite, first_process=launched_as_rank_zero())
     if cfg.resume:
         resume_checkpoint(cfg.run_dir)  # corrupt: a clear error before anything is written
     workers = cfg.workers
@@ -537,14 +530,10 @@ def run_training(cfg: TrainConfig) -> TrainResult | None:
                               gamma=cfg.gamma, gate_regularizer=gate_regularizer, gate_weight=cfg.gate_reg_weight,
                               channels_last=cfg.channels_last)
     start = time.perf_counter()
-    try:
+    with discarded_if_stopped(run_dir, created=created and launched_as_rank_zero()):
         trainer = fit(module, datamodule, max_epochs=cfg.epochs, run_dir=run_dir, progress=cfg.progress, accelerator=accelerator_for(cfg.device),
                       resume=cfg.resume, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision,
                       checkpoint_every=cfg.checkpoint_every)
-    except (Interrupted, KeyboardInterrupt):
-        if launched_as_rank_zero():
-            discard_if_nothing_to_resume(run_dir, created=created)
-        raise
     seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return None
