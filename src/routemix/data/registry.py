@@ -1,5 +1,8 @@
 """The dataset registry: ``load_dataset("mnist", data_dir=...)`` -> :class:`LoadedDataset`.
 
+``name`` may also be a user's own data: a ``.csv`` / ``.npy`` file (:mod:`routemix.data.tabular`)
+or a folder of images (:mod:`routemix.data.folder`).
+
 Image sets load through torchvision from a root directory in torchvision's own layout, resolved
 as ``data_dir``, else ``$ROUTEMIX_DATA``, else a per-user cache directory; ``download=True`` lets
 torchvision fetch them where there is internet. Images are kept whole in memory as uint8
@@ -30,6 +33,10 @@ class LoadedDataset:
     """Samples and (optional) labels of one dataset.
 
     ``data`` is float32 (N, D) for tabular sets and uint8 (N, C, H, W) for image sets.
+    For a folder of images, ``files`` holds each sample's path relative to the folder, POSIX
+    style (``"sub/a.png"``), in sample order, and ``skipped`` the ``(relative path, reason)`` of
+    every file that looked like an image but could not be read; other sets leave ``files`` None
+    and ``skipped`` empty.
     """
 
     name: str
@@ -37,6 +44,8 @@ class LoadedDataset:
     data: torch.Tensor
     labels: np.ndarray | None
     num_classes: int | None
+    files: list[str] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -68,7 +77,7 @@ def get_dataset_spec(name: str) -> DatasetSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        known = f"Known: {', '.join(sorted(_REGISTRY))}, or a path to a .csv/.npy file."
+        known = f"Known: {', '.join(sorted(_REGISTRY))}, a path to a .csv/.npy file, or a folder of images."
         raise unknown_name("dataset", name, _REGISTRY, known) from None
 
 
@@ -90,6 +99,16 @@ def is_tabular_path(name: str) -> bool:
     return name.lower().endswith((".csv", ".npy"))
 
 
+def is_image_folder(name: str | os.PathLike) -> bool:
+    """True when ``name`` is an existing directory, loaded as a folder of the user's images.
+
+    A registered name wins over a folder of the same name in the working directory (a data root
+    often holds an ``mnist`` folder, and macOS matches ``MNIST`` to it too): write such a folder
+    as a path, ``./mnist``.
+    """
+    return str(name) not in _REGISTRY and Path(name).expanduser().is_dir()
+
+
 def load_dataset(
     name: str,
     *,
@@ -99,13 +118,21 @@ def load_dataset(
     label_column: str | int | None = None,
     n_samples: int | None = None,
     random_state: int | None = 0,
+    image_size: int | None = None,
 ) -> LoadedDataset:
-    """Load a registered dataset, or a user's ``.csv`` / ``.npy`` file when ``name`` is a path.
+    """Load a registered dataset, a user's ``.csv`` / ``.npy`` file, or a folder of images.
 
-    ``n_samples`` and ``random_state`` apply to the synthetic 2-D sets; ``label_column`` to files.
+    ``n_samples`` and ``random_state`` apply to the synthetic 2-D sets; ``label_column`` to files;
+    ``image_size`` (resize the shorter side, then centre-crop to a square) to image folders only.
     """
     if split not in SPLITS:
         raise RoutemixError(f"split must be one of {SPLITS}, got {split!r}.")
+    if is_image_folder(name):
+        from routemix.data.folder import load_image_folder
+
+        return load_image_folder(name, image_size=image_size)
+    if image_size is not None:
+        raise RoutemixError(f"--image-size applies to folders of images only, not to {name!r}; leave it out.")
     if is_tabular_path(name):
         from routemix.data.tabular import load_tabular_file
 
