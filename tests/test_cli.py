@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from routemix.cli import main
+from routemix.cluster.saved import load_clusterer
 from routemix.errors import RoutemixError
 from routemix.train.checkpoint import load_checkpoint, save_checkpoint
 from routemix.train.resumable import saved_position
@@ -26,8 +27,10 @@ def test_cluster_digits_writes_a_run_directory(tmp_path, capsys):
     assert labels[0] == "index,cluster" and len(labels) == 1798
     config = json.loads((run_dir / "config.json").read_text())
     assert config["epochs"] == 3 and config["clusters"] == 10
-    state = load_checkpoint(run_dir / "model.pt")
-    assert state["kind"] == "nmm_vector" and "network" in state
+    saved = load_clusterer(run_dir)  # the one run format, with the run's settings
+    assert saved.method == "nmm" and saved.estimator.image_shape is None and saved.config["epochs"] == 3
+    labels_csv = [int(line.split(",")[1]) for line in labels[1:]]
+    assert np.array_equal(saved.estimator.labels_, labels_csv)
 
 
 def test_cluster_images_with_learning_curves_and_resume(shared_data, tmp_path):

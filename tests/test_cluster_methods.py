@@ -11,9 +11,9 @@ from routemix.bench.published import published_table
 from routemix.cli import main
 from routemix.cluster import EDGaMClustering
 from routemix.cluster.registry import METHODS, get_method, make_estimator
+from routemix.cluster.saved import load_clusterer
 from routemix.errors import RoutemixError
 from routemix.metrics import cluster_accuracy
-from routemix.train.checkpoint import load_checkpoint
 
 
 @pytest.mark.parametrize("name", ["kmeans", "gmm", "spectral"])
@@ -58,8 +58,8 @@ def test_cluster_cli_peer_method_on_an_image_set(shared_data, tmp_path):
     assert main(args) == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["n_samples"] == 300 and 0 <= metrics["results"][0]["acc"] <= 1
-    state = load_checkpoint(run_dir / "model.pt")
-    assert state["kind"] == "ddc_image" and state["pixel_range"] == [0.0, 1.0]  # the job passes pixels / 255
+    estimator = load_clusterer(run_dir).estimator
+    assert estimator.image_shape == (1, 28, 28) and estimator.pixel_range_ == (0.0, 1.0)  # the job passes pixels / 255
 
 
 def test_cluster_cli_baseline_has_no_model_file_and_no_second_kmeans(tmp_path):

@@ -61,8 +61,11 @@ def assert_mid_epoch(run_dir: Path, epoch: int) -> dict:
     return position
 
 
-def same_weights(a: Path, b: Path, key: str) -> None:
-    first, second = torch.load(a, weights_only=True)[key], torch.load(b, weights_only=True)[key]
+def same_weights(a: Path, b: Path, *keys: str) -> None:
+    """The state dicts under ``keys`` (a path into the saved dict) are equal, bit for bit."""
+    first, second = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    for key in keys:
+        first, second = first[key], second[key]
     assert first.keys() == second.keys()
     for name in first:
         torch.testing.assert_close(first[name], second[name], rtol=0, atol=0, msg=name)
@@ -122,7 +125,7 @@ def test_cluster_images_killed_mid_epoch_resume_to_the_same_clusters(shared_data
     assert_mid_epoch(run_dir, epoch=1)
 
     finish([*CLUSTER, "--resume"], run_dir)
-    same_weights(straight / "model.pt", run_dir / "model.pt", "network")
+    same_weights(straight / "model.pt", run_dir / "model.pt", "modules", "module_")
     assert (run_dir / "labels.csv").read_text() == (straight / "labels.csv").read_text()
 
 

@@ -1,6 +1,7 @@
 """The ``routemix`` command (also ``python -m routemix``).
 
-Subcommands: ``cluster`` (clustering of a dataset by NMM-EM or a peer method), ``train`` and ``eval`` (supervised
+Subcommands: ``cluster`` (clustering of a dataset by NMM-EM or a peer method), ``predict`` (a clustering run's
+clusters of new data), ``train`` and ``eval`` (supervised
 classifiers of the model zoo), ``datasets`` and ``models`` (what the registries hold). Each subcommand is one ``_cmd_<name>`` function registered in
 :func:`build_parser`; ``train``, ``eval``, ``viz`` and ``bench`` slot in the same way.
 A user's mistake (:class:`RoutemixError` or a ``ValueError`` from input validation) prints one
@@ -29,9 +30,9 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     cfg = ClusterConfig(
         dataset=args.dataset, method=args.method, clusters=args.clusters, epochs=args.epochs,
         batch_size=args.batch_size, gamma=args.gamma, em_lr=args.em_lr, consistency_lr=args.consistency_lr,
-        two_fold=not args.em_only, normalization=args.normalization, priors=args.priors, seed=args.seed,
-        split=args.split, data_dir=args.data_dir, download=args.download, label_column=args.label_column,
-        n_samples=args.n_samples, limit=args.limit, device=args.device, progress=not args.no_progress,
+        two_fold=False if args.em_only else None, normalization=args.normalization, priors=args.priors or None,
+        seed=args.seed, split=args.split, data_dir=args.data_dir, download=args.download, label_column=args.label_column,
+        n_samples=args.n_samples, image_size=args.image_size, limit=args.limit, device=args.device, progress=not args.no_progress,
         resume=args.resume, overwrite=args.overwrite, run_dir=args.run_dir, kmeans=not args.no_kmeans,
         devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy, checkpoint_every=args.checkpoint_every,
     )
@@ -44,6 +45,22 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         cells = "".join(f"{row[k]:>8.4f}" if row[k] is not None else f"{'-':>8}" for k in ("acc", "nmi", "ari"))
         print(f"{row['method']:<10}{cells}{row['seconds']:>10.1f}")
     print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from routemix.cluster.predict import predict_run
+    from routemix.train.checkpoint import write_text
+
+    prediction = predict_run(args.run, args.input, data_dir=args.data_dir, split=args.split, label_column=args.label_column)
+    if args.out is None:
+        sys.stdout.write(prediction.csv)
+        return 0
+    write_text(args.out, prediction.csv)
+    sizes = np.bincount(prediction.labels)
+    print(f"{len(prediction.labels)} samples of {args.input} in {np.count_nonzero(sizes)} clusters (sizes {', '.join(map(str, sizes))}): {args.out}")
     return 0
 
 
@@ -370,16 +387,16 @@ def build_parser(*, viz_figures: bool = True) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     cluster = commands.add_parser("cluster", help="cluster a dataset (NMM-EM or a peer method) and compare with k-means")
-    cluster.add_argument("dataset", help="registered name (see `routemix datasets`) or a .csv/.npy file")
+    cluster.add_argument("dataset", help="registered name (see `routemix datasets`), a .csv/.npy file or a folder of images")
     cluster.add_argument("--method", default="nmm", help=f"clustering method: {', '.join(METHODS)} (default: nmm)")
     cluster.add_argument("--clusters", "-k", type=int, help="number of clusters (default: the number of classes)")
     cluster.add_argument("--epochs", type=int, help="training epochs (default: the method's; nmm: 200 vector data, 250 images)")
     cluster.add_argument("--batch-size", type=int, help="samples per step (default: the method's; nmm: 128)")
-    cluster.add_argument("--gamma", type=float, default=5.0, help="nmm: temperature of eq. 4.12 (default 5, for batch 128)")
+    cluster.add_argument("--gamma", type=float, help="nmm: temperature of eq. 4.12 (default 5, for batch 128)")
     cluster.add_argument("--em-lr", type=float, help="nmm: Adam LR of the EM step (default 1e-3 vectors, 5e-5 images)")
     cluster.add_argument("--consistency-lr", type=float, help="nmm: Adam LR of the consistency step (default 2e-3 / 1e-4)")
     cluster.add_argument("--em-only", action="store_true", help="nmm: EM optimisation only (eq. 4.23), no consistency step")
-    cluster.add_argument("--normalization", choices=("batch", "running", "none"), default="batch", help="nmm: score normalisation")
+    cluster.add_argument("--normalization", choices=("batch", "running", "none"), help="nmm: score normalisation (default: batch)")
     cluster.add_argument("--priors", action="store_true", help="nmm: estimate cluster priors (uneven clusters)")
     cluster.add_argument("--seed", type=int, default=0)
     cluster.add_argument("--split", choices=("all", "train", "test"), default="all", help="image sets: which split (default: all)")
@@ -387,6 +404,8 @@ def build_parser(*, viz_figures: bool = True) -> argparse.ArgumentParser:
     cluster.add_argument("--download", action="store_true", help="let torchvision download the dataset")
     cluster.add_argument("--label-column", help="files: the column holding labels (name or 0-based index)")
     cluster.add_argument("--n-samples", type=int, help="synthetic 2-D sets: number of samples")
+    cluster.add_argument("--image-size", type=int, metavar="S", help="a folder of images: resize each (shorter side S, centre crop) to SxS; "
+                         "needed when its images differ in size")
     cluster.add_argument("--limit", type=int, help="use only the first N samples (quick runs)")
     cluster.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     cluster.add_argument("--devices", type=int, default=1, help="nmm on images: data-parallel processes per node (default 1); --batch-size stays the global batch")
@@ -400,6 +419,15 @@ def build_parser(*, viz_figures: bool = True) -> argparse.ArgumentParser:
     cluster.add_argument("--no-kmeans", action="store_true", help="skip the k-means comparison")
     cluster.add_argument("--no-progress", action="store_true", help="no progress bar")
     cluster.set_defaults(handler=_cmd_cluster)
+
+    predict = commands.add_parser("predict", help="the clusters a `routemix cluster` run gives new data (labels.csv's format)")
+    predict.add_argument("run", help="the run directory of a `routemix cluster` run of a neural method, or its model.pt")
+    predict.add_argument("input", help="registered name, a .csv/.npy file or a folder of images (resized to the run's side)")
+    predict.add_argument("--out", help="write the labels to this CSV file (default: standard output)")
+    predict.add_argument("--split", choices=("all", "train", "test"), default="all", help="image sets: which split (default: all)")
+    predict.add_argument("--data-dir", help="root of the image datasets (default: $ROUTEMIX_DATA or the user cache)")
+    predict.add_argument("--label-column", help="files: the column holding labels, left out of the features")
+    predict.set_defaults(handler=_cmd_predict)
 
     train = commands.add_parser("train", help="train a classifier of the model zoo (thesis sec. 3.4 recipes)")
     train.add_argument("--config", help="YAML file of options (configs/ holds one per thesis experiment); flags override it")

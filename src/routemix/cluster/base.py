@@ -99,6 +99,46 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
     def _predict_proba_data(self, data: torch.Tensor) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # --- saving and loading (routemix.cluster.saved) -------------------------------------------
+
+    # fitted attributes holding trained networks (a module, or a list of modules), saved as state dicts
+    _module_attributes: tuple[str, ...] = ("module_",)
+    # fitted attributes that _after_load rebuilds from the others, so not saved
+    _derived_attributes: tuple[str, ...] = ()
+    # private fitted attributes that predictions need, saved with the public ones
+    _saved_private: tuple[str, ...] = ()
+    # why this method cannot be saved, if it cannot
+    _not_storable: str | None = None
+
+    def _empty_modules(self) -> dict:  # pragma: no cover - abstract
+        """Untrained networks of the fitted shapes, one per name of ``_module_attributes``, for
+        loading saved weights into; built from the parameters and the other fitted attributes."""
+        raise NotImplementedError
+
+    def _after_load(self) -> None:
+        """Rebuild ``_derived_attributes`` once the networks are loaded."""
+
+    def _input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample as the networks take it: ``image_shape``, or ``(n_features,)``."""
+        return tuple(self.image_shape) if self.image_shape is not None else (int(self.n_features_in_),)
+
+    def save(self, path) -> None:
+        """Write the fitted estimator to ``path`` in routemix's clustering format
+        (:mod:`routemix.cluster.saved`); read it back with :meth:`load`."""
+        from routemix.cluster.saved import save_clusterer
+
+        save_clusterer(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """The fitted estimator saved at ``path`` (by :meth:`save`, or ``routemix cluster``'s ``model.pt``)."""
+        from routemix.cluster.saved import load_clusterer
+
+        estimator = load_clusterer(path).estimator
+        if cls is not DeepClusterer and not isinstance(estimator, cls):
+            raise TypeError(f"{path} holds a {type(estimator).__name__}, not a {cls.__name__}.")
+        return estimator
+
     # --- shared plumbing ---------------------------------------------------------------------
 
     def _validate_input(self, X, *, reset: bool) -> np.ndarray:
@@ -140,8 +180,9 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
         X = self._validate_input(X, reset=False)
         return self._to_tensor(X).reshape(len(X), -1).numpy()
 
-    def fit(self, X, y=None):
-        """Fit the clustering to ``X`` (n_samples, n_features); ``y`` is ignored."""
+    def fit(self, X, y=None, **fit_params):
+        """Fit the clustering to ``X`` (n_samples, n_features); ``y`` is ignored. ``fit_params``
+        go to the method's ``_fit_data`` (only NMM-EM takes any: its training run)."""
         self._validate_params()
         X = self._validate_input(X, reset=True)
         self._fit_scaling(X)
@@ -149,7 +190,7 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            proba = self._fit_data(data, seed)
+            proba = self._fit_data(data, seed, **fit_params)
         if proba is None:
             proba = self._predict_proba_data(data)
         sizes = np.bincount(proba.argmax(axis=1), minlength=proba.shape[1])

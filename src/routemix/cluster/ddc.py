@@ -129,11 +129,15 @@ class DDCClustering(DeepClusterer):
         self.device = device
         self.verbose = verbose
 
-    def _build_module(self, data: torch.Tensor) -> ddc_training.DDCModule:
-        if data.dim() == 4:
-            network = ddc_lenet(num_classes=self.n_clusters, in_channels=data.shape[1], input_size=tuple(data.shape[2:]))
+    _module_attributes = ("voters_",)
+    _derived_attributes = ("module_",)
+
+    def _build_module(self, input_shape: tuple[int, ...]) -> ddc_training.DDCModule:
+        """An untrained DDC for samples of ``input_shape``: ``(C, H, W)`` or ``(D,)``."""
+        if len(input_shape) == 3:
+            network = ddc_lenet(num_classes=self.n_clusters, in_channels=input_shape[0], input_size=tuple(input_shape[1:]))
         else:
-            network = ddc_mlp(num_classes=self.n_clusters, in_features=data.shape[1])
+            network = ddc_mlp(num_classes=self.n_clusters, in_features=input_shape[0])
         lr = LEARNING_RATE if self.learning_rate is None else self.learning_rate
         loss = DDCLoss(self.n_clusters, bandwidth_fraction=self.bandwidth_fraction)
         return ddc_training.DDCModule(network, loss, learning_rate=lr)
@@ -141,7 +145,7 @@ class DDCClustering(DeepClusterer):
     def _train_run(self, data: torch.Tensor, seed: int, batch_size: int) -> tuple[float, ddc_training.DDCModule, int]:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            module = self._build_module(data)
+            module = self._build_module(tuple(data.shape[1:]))
             loader = training.make_loader(data, batch_size=batch_size, shuffle=True, seed=seed)
             trainer = training.fit(
                 module, loader, max_epochs=self.max_iter, progress=bool(self.verbose),
@@ -167,6 +171,12 @@ class DDCClustering(DeepClusterer):
                 align_to_anchor(anchor, ddc_training.predict_proba(module, data).argmax(axis=1), self.n_clusters)
                 for module in self.voters_[1:]
             ]
+
+    def _empty_modules(self) -> dict:
+        return {"voters_": [self._build_module(self._input_shape()) for _ in self.voter_permutations_]}
+
+    def _after_load(self) -> None:
+        self.module_ = self.voters_[0]
 
     def _predict_proba_data(self, data: torch.Tensor) -> np.ndarray:
         if len(self.voters_) == 1:

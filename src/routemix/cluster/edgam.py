@@ -199,12 +199,15 @@ class EDGaMClustering(DeepClusterer):
         """Images stay (N, C, H, W) for the convolutional net; the dense net takes flat rows."""
         return data if self._uses_conv() else data.flatten(1)
 
-    def _build_module(self, data: torch.Tensor) -> edgam.EDGaMModule:
+    _saved_private = ("_centroids",)
+
+    def _build_module(self, input_shape: tuple[int, ...]) -> edgam.EDGaMModule:
+        """An untrained EDGaM for network inputs of ``input_shape`` (``(C, H, W)`` or ``(D,)``)."""
         if self._uses_conv():
-            autoencoder = ConvAutoencoder(tuple(data.shape[1:]), self.embedding_dim)
+            autoencoder = ConvAutoencoder(tuple(input_shape), self.embedding_dim)
         else:
             autoencoder = DenseAutoencoder(
-                data.shape[1], self.embedding_dim, hidden_sizes=hidden_widths(self.hidden_layer_sizes), input_dropout=self.input_dropout,
+                int(np.prod(input_shape)), self.embedding_dim, hidden_sizes=hidden_widths(self.hidden_layer_sizes), input_dropout=self.input_dropout,
                 output_activation="linear" if self.image_shape is None and self.input_scaling == "standard" else "sigmoid",
             )
         mixture = UnfoldedGaussianMixture(self.n_clusters, self.embedding_dim, n_layers=self.n_layers,
@@ -216,7 +219,7 @@ class EDGaMClustering(DeepClusterer):
 
     def _fit_data(self, data: torch.Tensor, seed: int) -> None:
         data = self._network_input(data)
-        module = self._build_module(data)
+        module = self._build_module(tuple(data.shape[1:]))
         loader = training.make_loader(data, batch_size=min(self.batch_size, len(data)), shuffle=True, seed=seed)
         accelerator = training.accelerator_for(self.device)
         if self.pretrain_epochs:
@@ -239,6 +242,9 @@ class EDGaMClustering(DeepClusterer):
         proba = edgam.responsibilities(z, self._centroids)
         self.assignment_confidence_ = float(proba.max(axis=1).mean())
         self.kmeans_agreement_ = cluster_accuracy(kmeans_labels(z, self.n_clusters, seed=seed)[0], proba.argmax(axis=1))
+
+    def _empty_modules(self) -> dict:
+        return {"module_": self._build_module(self._input_shape())}
 
     def _predict_proba_data(self, data: torch.Tensor) -> np.ndarray:
         z = edgam.embed(self.module_, self._network_input(data))

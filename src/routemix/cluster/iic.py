@@ -75,15 +75,20 @@ class IICClustering(DeepClusterer):
         self.device = device
         self.verbose = verbose
 
-    def _fit_data(self, data: torch.Tensor, seed: int) -> None:
+    def _build_module(self, n_features: int | None) -> IICModule:
         network, preprocess, augment = thesis_network(
-            self.n_clusters, image_shape=self.image_shape, n_features=data.shape[1] if data.dim() == 2 else None,
-            hidden_layer_sizes=self.hidden_layer_sizes,
+            self.n_clusters, image_shape=self.image_shape, n_features=n_features, hidden_layer_sizes=self.hidden_layer_sizes,
         )
         if augment is None:
             augment = tabular_augmentation(self.augmentation, self.augmentation_strength)
         lr = self.learning_rate or (1e-4 if self.image_shape is not None else 1e-3)
-        module = IICModule(network, augment, preprocess=preprocess, lr=lr)
+        return IICModule(network, augment, preprocess=preprocess, lr=lr)
+
+    def _empty_modules(self) -> dict:
+        return {"module_": self._build_module(None if self.image_shape is not None else int(self.n_features_in_))}
+
+    def _fit_data(self, data: torch.Tensor, seed: int) -> None:
+        module = self._build_module(data.shape[1] if data.dim() == 2 else None)
         loader = training.make_loader(data, batch_size=min(self.batch_size, len(data)), shuffle=True, seed=seed)
         trainer = training.fit(module, loader, max_epochs=self.max_iter, progress=bool(self.verbose), accelerator=training.accelerator_for(self.device))
         self.module_ = module.cpu().eval()

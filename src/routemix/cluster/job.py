@@ -1,13 +1,17 @@
 """One clustering run from the command line: load, fit, score against k-means, write a run dir.
 
-``--method`` picks any method of :mod:`routemix.cluster.registry`. NMM-EM on images runs its
-own Lightning loop here (validation curves, checkpoints, ``--resume``); every other method, and
-NMM-EM on vectors, runs through its scikit-learn style estimator, images as flattened rows.
+``--method`` picks any method of :mod:`routemix.cluster.registry`, fitted through its
+scikit-learn style estimator, images as flattened rows with ``image_shape``. NMM-EM on images
+trains in the run directory (``NMMClustering.fit(..., run=TrainingRun(...))``: learning curves,
+checkpoints, ``--resume``, several processes). The dataset is a registered name, a ``.csv`` /
+``.npy`` file, or a folder of the user's images (:mod:`routemix.data.folder`, ``--image-size``).
 
-The run directory holds ``config.json`` (resolved settings and the command), ``metrics.json``
-(ACC/NMI/ARI and seconds for the method and k-means), ``labels.csv`` (the predicted cluster of
-every sample, in dataset order), ``model.pt`` for the neural methods (the trained network and its
-state, loadable with ``weights_only=True``) and, for NMM-EM on image sets, ``checkpoints/last.ckpt``
+The run directory holds ``config.json`` (the settings as given and the command; ``None`` is the
+method's default), ``metrics.json`` (ACC/NMI/ARI and seconds for the method and k-means),
+``labels.csv`` (the cluster of every sample, in dataset order, by file for a folder; clusters
+numbered by size), ``model.pt`` for the neural methods but N2D (the fitted estimator in the
+format of :mod:`routemix.cluster.saved`, which ``routemix predict`` and ``routemix viz`` read)
+and, for NMM-EM on images, ``checkpoints/last.ckpt``
 (:mod:`routemix.train.resumable`: every epoch, every ``--checkpoint-every`` batches, on SIGINT/SIGTERM)
 and ``logs/version_N/metrics.csv`` (learning curves; a resumed run adds the next version). Every
 option is checked, and the run directory too (:mod:`routemix.rundir`: a directory holding a run
@@ -32,22 +36,22 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
-from routemix.cluster.base import scaler_offset_and_scale, thesis_network
-from routemix.cluster.registry import get_method, make_estimator
+from routemix.cluster.registry import estimator_class, get_method, make_estimator
+from routemix.cluster.saved import save_clusterer
 from routemix.data import LoadedDataset, load_dataset
 from routemix.data.registry import is_tabular_path
 from routemix.errors import RoutemixError
-from routemix.losses import NMMLoss
 from routemix.metrics import clustering_scores
 from routemix.rundir import check_run_dir, discarded_if_stopped, read_run_config, resume_conflicts, start_run_dir
 from routemix.threads import torch_threads
 from routemix.train import CHECKPOINT_EVERY
-from routemix.train import clustering as training
-from routemix.train.checkpoint import save_checkpoint, write_json, write_text
+from routemix.train.checkpoint import write_json, write_text
+from routemix.train.clustering import TrainingRun
 from routemix.train.common import launched_as_rank_zero, resume_checkpoint, shared_run_dir
 
-# Options of NMM-EM alone, with the value that means "not given".
-NMM_OPTIONS = {"gamma": 5.0, "em_lr": None, "consistency_lr": None, "two_fold": True, "normalization": "batch", "priors": False}
+# Options of NMM-EM alone (None: the estimator's default), and their names in NMMClustering.
+NMM_OPTIONS = ("gamma", "em_lr", "consistency_lr", "two_fold", "normalization", "priors")
+ESTIMATOR_NAMES = {"em_lr": "learning_rate", "consistency_lr": "consistency_learning_rate"}
 
 
 @dataclass
@@ -55,20 +59,22 @@ class ClusterConfig:
     dataset: str
     method: str = "nmm"
     clusters: int | None = None
-    epochs: int | None = None  # None: the method's default (NMM-EM: 200 vector data, 250 images, thesis)
-    batch_size: int | None = None  # None: the method's default (NMM-EM: 128)
-    gamma: float = 5.0
-    em_lr: float | None = None  # None: 1e-3 vector data, 5e-5 images (thesis)
-    consistency_lr: float | None = None  # None: 2e-3 vector data, 1e-4 images (thesis)
-    two_fold: bool = True
-    normalization: str = "batch"
-    priors: bool = False
+    # None: the method's own default (its estimator's parameter), for these and the NMM-EM options
+    epochs: int | None = None
+    batch_size: int | None = None
+    gamma: float | None = None
+    em_lr: float | None = None
+    consistency_lr: float | None = None
+    two_fold: bool | None = None
+    normalization: str | None = None
+    priors: bool | None = None
     seed: int = 0
     split: str = "all"
     data_dir: str | None = None
     download: bool = False
     label_column: str | None = None
     n_samples: int | None = None
+    image_size: int | None = None  # a folder of images: the side every image is resized and cropped to
     limit: int | None = None  # use only the first `limit` samples (quick runs)
     device: str = "auto"
     devices: int = 1  # data-parallel processes per node (nmm on images); batch_size stays the global batch
@@ -108,9 +114,10 @@ def _check_data(dataset: LoadedDataset, clusters: int) -> None:
         raise RoutemixError(f"dataset {dataset.name!r} has {n} samples, fewer than the {clusters} clusters asked for: use --clusters {n} or fewer.")
 
 
-def _fit_estimator(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
-    """Any method through its estimator; images go in as flattened rows with ``image_shape``.
-    Returns the labels, the state to save (None for the baselines) and the rows the method saw."""
+def _fit(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
+    """Fit the method's estimator; images go in as flattened rows with ``image_shape``. NMM-EM on
+    images trains in ``run_dir`` (learning curves, checkpoints, resume, several processes).
+    Returns the estimator and the rows it was given."""
     spec = get_method(cfg.method)
     image = dataset.kind == "image"
     data = dataset.data.reshape(len(dataset), -1).numpy()
@@ -121,56 +128,25 @@ def _fit_estimator(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
     if spec.deep and cfg.batch_size is not None:
         params["batch_size"] = cfg.batch_size
     if cfg.method == "nmm":
-        params.update(gamma=cfg.gamma, learning_rate=cfg.em_lr, consistency_learning_rate=cfg.consistency_lr,
-                      two_fold=cfg.two_fold, normalization=cfg.normalization, priors=cfg.priors)
+        given = {name: getattr(cfg, name) for name in NMM_OPTIONS if getattr(cfg, name) is not None}
+        params.update({ESTIMATOR_NAMES.get(name, name): value for name, value in given.items()})
     estimator = make_estimator(
         cfg.method, cfg.clusters, n_features=data.shape[1], image_shape=tuple(dataset.data.shape[1:]) if image else None,
         max_iter=cfg.epochs, random_state=cfg.seed, device=cfg.device, verbose=cfg.progress, **params,
     )
+    fit_options = {}
+    if image and cfg.method == "nmm":
+        fit_options["run"] = TrainingRun(run_dir, resume=cfg.resume, devices=cfg.devices, num_nodes=cfg.num_nodes,
+                                         strategy=cfg.strategy, checkpoint_every=cfg.checkpoint_every)
     # a small network on vectors gains nothing from a second thread, and a busy machine costs
     # threads that wait for each other dearly (routemix.threads); the user's OMP_NUM_THREADS rules
     threads = 1 if not image and "OMP_NUM_THREADS" not in os.environ else torch.get_num_threads()
     with torch_threads(threads):
-        labels = estimator.fit_predict(data)
-    seen = estimator.scaled_input(data) if hasattr(estimator, "scaled_input") else data
-    module = getattr(estimator, "module_", None)
-    if not isinstance(module, torch.nn.Module):
-        return labels, None, seen  # the scikit-learn baselines: labels and metrics only
-    state = {"kind": f"{cfg.method}_{'image' if image else 'vector'}", "network": module.state_dict(),
-             "cluster_order": torch.as_tensor(estimator.cluster_order_)}
-    if hasattr(estimator, "scaler_"):  # (x - mean) / scale, whichever scaler the method uses
-        offset, scale = scaler_offset_and_scale(estimator.scaler_)
-        state.update(scaler_mean=torch.as_tensor(offset), scaler_scale=torch.as_tensor(scale))
-    if hasattr(estimator, "pixel_range_"):
-        state["pixel_range"] = list(estimator.pixel_range_)
-    return labels, state, seen
-
-
-def _fit_images(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
-    """NMM-EM on images in its own Lightning loop; returns as :func:`_fit_estimator` does, with
-    None for the rows seen: the network takes the pixels themselves."""
-    torch.manual_seed(cfg.seed)  # network initialisation and augmentation draws
-    network, preprocess, augment = thesis_network(cfg.clusters, image_shape=tuple(dataset.data.shape[1:]))
-    loss = NMMLoss(cfg.clusters, cfg.gamma, normalization=cfg.normalization, priors=cfg.priors)
-    module = training.NMMModule(
-        network, loss, em_lr=cfg.em_lr, consistency_lr=cfg.consistency_lr, two_fold=cfg.two_fold,
-        augment=augment, preprocess=preprocess,
-    )
-    train_loader = training.make_loader(dataset.data, batch_size=cfg.batch_size or 128, shuffle=True, seed=cfg.seed)
-    val_loader = None
-    if dataset.labels is not None:
-        val_loader = training.make_loader(dataset.data, dataset.labels, batch_size=1024, shuffle=False)
-    trainer = training.fit(
-        module, train_loader, max_epochs=cfg.epochs, val_loader=val_loader, run_dir=run_dir,
-        progress=cfg.progress, accelerator=training.accelerator_for(cfg.device), resume=cfg.resume,
-        devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy, checkpoint_every=cfg.checkpoint_every,
-    )
-    if not trainer.is_global_zero:
-        return None, None, None
-    module = module.cpu()
-    labels = training.predict_proba(module, dataset.data).argmax(axis=1)
-    state = {"kind": "nmm_image", "network": network.state_dict(), "loss": loss.state_dict()}
-    return labels, state, None  # the network saw the pixels (k-means takes them in [0, 1])
+        if fit_options:  # (scikit-learn's fit_predict passes no y to fit, and y here feeds the learning curves)
+            labels = estimator.fit(data, dataset.labels, **fit_options).labels_
+        else:
+            labels = estimator.fit_predict(data)
+    return estimator, labels, data
 
 
 def run_cluster_job(cfg: ClusterConfig) -> ClusterResult | None:
@@ -186,20 +162,16 @@ def run_cluster_job(cfg: ClusterConfig) -> ClusterResult | None:
                             strategy=cfg.strategy, precision="32")
         if cfg.method != "nmm":
             raise RoutemixError(f"--method {cfg.method} trains in one process; --devices/--num-nodes above 1 are for --method nmm on image data.")
-        if (cfg.batch_size or 128) % processes:
-            raise RoutemixError(f"--batch-size {cfg.batch_size or 128} is the global batch and must split evenly over the {processes} processes.")
+        batch_size = cfg.batch_size or estimator_class("nmm")().batch_size
+        if batch_size % processes:
+            raise RoutemixError(f"--batch-size {batch_size} is the global batch and must split evenly over the {processes} processes.")
     if cfg.method != "nmm":
-        given = [name for name, unset in NMM_OPTIONS.items() if getattr(cfg, name) != unset]
+        given = [name for name in NMM_OPTIONS if getattr(cfg, name) is not None]
         if given:
             flags = ", ".join("--em-only" if n == "two_fold" else f"--{n.replace('_', '-')}" for n in given)
             raise RoutemixError(f"{flags}: options of NMM-EM (--method nmm), which --method {cfg.method} does not take.")
-    dataset = load_dataset(
-        cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, split=cfg.split,
-        label_column=cfg.label_column, n_samples=cfg.n_samples, random_state=cfg.seed,
-    )
-    if cfg.limit is not None:
-        dataset.data = dataset.data[: cfg.limit]
-        dataset.labels = None if dataset.labels is None else dataset.labels[: cfg.limit]
+    dataset = load_data(cfg)
+    report_skipped(dataset)
     if cfg.clusters is None:
         if dataset.num_classes is None:
             raise RoutemixError(f"{cfg.dataset} has no labels to count classes from: pass --clusters K.")
@@ -211,16 +183,11 @@ def run_cluster_job(cfg: ClusterConfig) -> ClusterResult | None:
         raise RoutemixError("--resume continues an NMM-EM image run (the only clustering that keeps checkpoints); drop --resume.")
     if processes > 1 and not nmm_images:
         raise RoutemixError(f"{cfg.dataset} is vector data, which NMM-EM fits in one process; --devices/--num-nodes above 1 are for image data.")
-    if cfg.method == "nmm":
-        cfg.epochs = cfg.epochs or (250 if image else 200)
-        cfg.em_lr = cfg.em_lr or (5e-5 if image else 1e-3)
-        cfg.consistency_lr = cfg.consistency_lr or (1e-4 if image else 2e-3)
     if cfg.resume:
         resume_checkpoint(cfg.run_dir)  # corrupt: a clear error before anything is written
         _check_resume_agrees(cfg)
 
-    name = Path(cfg.dataset).stem if is_tabular_path(cfg.dataset) else cfg.dataset
-    run_dir = shared_run_dir(cfg.run_dir, f"runs/cluster-{name}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}", processes=processes)
+    run_dir = shared_run_dir(cfg.run_dir, f"runs/cluster-{_run_name(cfg.dataset)}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}", processes=processes)
     created = not run_dir.exists()
     if launched_as_rank_zero():
         start_run_dir(run_dir, overwrite=cfg.overwrite)
@@ -228,23 +195,66 @@ def run_cluster_job(cfg: ClusterConfig) -> ClusterResult | None:
 
     start = time.perf_counter()
     with discarded_if_stopped(run_dir, created=created and launched_as_rank_zero()):
-        labels, state, seen = (_fit_images if nmm_images else _fit_estimator)(cfg, dataset, run_dir)
+        estimator, labels, rows_given = _fit(cfg, dataset, run_dir)
     seconds = time.perf_counter() - start
-    if labels is None:
-        return None
-    if state is not None:
-        save_checkpoint(run_dir / "model.pt", {**state, "config": asdict(cfg)})
+    if not launched_as_rank_zero():
+        return None  # global rank 0 writes the run
+    if get_method(cfg.method).deep and not getattr(estimator, "_not_storable", None):
+        save_clusterer(estimator, run_dir / "model.pt", config=asdict(cfg))
 
     rows = [{"method": cfg.method, "seconds": seconds, **_scores(dataset, labels)}]
-    if cfg.kmeans and cfg.method != "kmeans":  # on the input the method saw (standardised vectors for the deep methods)
+    # k-means on the input the method saw (standardised vectors for the deep methods), where labels can score it
+    if cfg.kmeans and cfg.method != "kmeans" and dataset.labels is not None:
         start = time.perf_counter()
-        if seen is None:
-            seen = dataset.data.reshape(len(dataset), -1).float().div(255.0).numpy()
+        seen = estimator.scaled_input(rows_given) if hasattr(estimator, "scaled_input") else rows_given
         kmeans_labels = KMeans(cfg.clusters, n_init=10, random_state=cfg.seed).fit_predict(seen)
         rows.append({"method": "kmeans", "seconds": time.perf_counter() - start, **_scores(dataset, kmeans_labels)})
-    write_text(run_dir / "labels.csv", "index,cluster\n" + "".join(f"{i},{c}\n" for i, c in enumerate(labels)))
-    write_json(run_dir / "metrics.json", {"dataset": cfg.dataset, "n_samples": len(dataset), "results": rows})
+    write_text(run_dir / "labels.csv", labels_csv(dataset, labels))
+    metrics = {"dataset": cfg.dataset, "n_samples": len(dataset), "results": rows}
+    if dataset.skipped:
+        metrics["skipped_files"] = [{"file": name, "reason": reason} for name, reason in dataset.skipped]
+    write_json(run_dir / "metrics.json", metrics)
     return ClusterResult(run_dir, rows, labels)
+
+
+def load_data(cfg: ClusterConfig, *, data_dir: str | None = None) -> LoadedDataset:
+    """The samples a run clusters, as its settings describe them (``routemix viz`` reloads a run's
+    data with this too); ``data_dir`` replaces the run's own."""
+    dataset = load_dataset(
+        cfg.dataset, data_dir=data_dir or cfg.data_dir, download=cfg.download, split=cfg.split,
+        label_column=cfg.label_column, n_samples=cfg.n_samples, random_state=cfg.seed, image_size=cfg.image_size,
+    )
+    if cfg.limit is not None:
+        dataset.data = dataset.data[: cfg.limit]
+        dataset.labels = None if dataset.labels is None else dataset.labels[: cfg.limit]
+        dataset.files = None if dataset.files is None else dataset.files[: cfg.limit]
+    return dataset
+
+
+def report_skipped(dataset: LoadedDataset, *, shown: int = 5) -> None:
+    """Name on stderr the files of a folder that could not be read (and were left out)."""
+    if not dataset.skipped:
+        return
+    named = "; ".join(f"{name} ({reason})" for name, reason in dataset.skipped[:shown])
+    more = f"; and {len(dataset.skipped) - shown} more" if len(dataset.skipped) > shown else ""
+    print(f"routemix: skipped {len(dataset.skipped)} unreadable image file(s): {named}{more}", file=sys.stderr)
+
+
+def labels_csv(dataset: LoadedDataset, labels: np.ndarray) -> str:
+    """``labels.csv``: the cluster of every sample, in dataset order, by file for a folder of images."""
+    if dataset.files is not None:
+        return "file,cluster\n" + "".join(f"{_csv_field(f)},{c}\n" for f, c in zip(dataset.files, labels))
+    return "index,cluster\n" + "".join(f"{i},{c}\n" for i, c in enumerate(labels))
+
+
+def _csv_field(text: str) -> str:
+    """A file name as one CSV field (quoted when it holds a comma, a quote or a line break)."""
+    return '"' + text.replace('"', '""') + '"' if any(ch in text for ch in ',"\n\r') else text
+
+
+def _run_name(dataset: str) -> str:
+    path = Path(dataset)
+    return path.stem if is_tabular_path(dataset) else path.name or dataset if path.is_dir() else dataset
 
 
 def _check_options(cfg: ClusterConfig) -> None:

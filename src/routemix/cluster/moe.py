@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from routemix.cluster.base import COMMON_CONSTRAINTS, DeepClusterer, check_image_shape
 from routemix.cluster.moe_pretrain import CLUSTER_FINDERS, EMBEDDINGS, PretrainConfig, pretrain, split_epochs
 from routemix.losses.entropy import MoELoss
-from routemix.models.vae import build_vae
+from routemix.models.vae import build_manager, build_vae
 from routemix.train import moe as training
 from routemix.train.clustering import accelerator_for, fit, make_loader
 
@@ -239,11 +239,7 @@ class MoEClustering(DeepClusterer):
         batch_size = min(self.batch_size, len(data))
         loader = make_loader(data, batch_size=batch_size, shuffle=True, seed=seed + 3)
         n_joint = self.epochs_["cluster"] + self.epochs_["specialise"]
-        module = training.MoEModule(
-            result.manager, experts, MoELoss(self.alpha, self.beta), lr=self.learning_rate,
-            kl_warmup_steps=max(1, n_joint // 2) * len(loader),
-            augment=training.moe_image_augmentation() if self.augmentation and data.dim() == 4 else None,
-        )
+        module = self._joint_module(result.manager, experts, kl_warmup_steps=max(1, n_joint // 2) * len(loader))
         accelerator = accelerator_for(self.device)
         for stage in ("cluster", "specialise"):
             module.stage = stage
@@ -253,6 +249,25 @@ class MoEClustering(DeepClusterer):
         self.manager_ = module.manager
         self.experts_ = list(module.experts)
         self.n_iter_ = result.epochs_run + n_joint
+
+    _derived_attributes = ("manager_", "experts_")
+
+    def _joint_module(self, manager, experts, *, kl_warmup_steps: int) -> training.MoEModule:
+        """Manager + experts with the loss of eq. 3.5, as the joint stages train them."""
+        return training.MoEModule(
+            manager, experts, MoELoss(self.alpha, self.beta), lr=self.learning_rate, kl_warmup_steps=kl_warmup_steps,
+            augment=training.moe_image_augmentation() if self.augmentation and self.image_shape is not None else None,
+        )
+
+    def _empty_modules(self) -> dict:
+        shape = self._input_shape()
+        manager = build_manager(shape, self.n_experts_, base_width=self.base_width)
+        experts = [build_vae(shape, dim, reconstruction=self.reconstruction_, base_width=self.base_width) for dim in self.expert_latent_dims_]
+        return {"module_": self._joint_module(manager, experts, kl_warmup_steps=1)}
+
+    def _after_load(self) -> None:
+        self.manager_ = self.module_.manager
+        self.experts_ = list(self.module_.experts)
 
     def _predict_proba_data(self, data: torch.Tensor) -> np.ndarray:
         return training.manager_proba(self.manager_, data)

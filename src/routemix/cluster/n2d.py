@@ -117,6 +117,8 @@ class N2DClustering(DeepClusterer):
         self.device = device
         self.verbose = verbose
 
+    _not_storable = "its fitted UMAP (reducer_) is not a state a weights-only file can hold."
+
     def _encode(self, data: torch.Tensor) -> np.ndarray:
         """The trained auto-encoder's embedding of ``data`` (flattened), as float64 (N, c)."""
         flat = data.flatten(1)

@@ -41,7 +41,7 @@ class NMMClustering(DeepClusterer):
     n_clusters : number of clusters K (output neurons).
     image_shape : (C, H, W) when rows of ``X`` are flattened images; ``None`` for vector data.
     hidden_layer_sizes : widths of the MLP's hidden layers (Linear-BN-ReLU each), vector data.
-    max_iter : training epochs.
+    max_iter : training epochs; ``None``: the thesis' 200 for vector data, 250 for images.
     batch_size : samples per EM step (capped at the number of samples).
     gamma : temperature of eq. 4.12; 5 for batches of 128, scale it with batch size
         (:func:`routemix.losses.gamma_for_batch_size`).
@@ -84,6 +84,7 @@ class NMMClustering(DeepClusterer):
 
     _parameter_constraints: dict = {
         **COMMON_CONSTRAINTS,
+        "max_iter": [None, Interval(Integral, 1, None, closed="left")],
         "hidden_layer_sizes": ["array-like"],
         "gamma": [Interval(Real, 0, None, closed="neither")],
         "learning_rate": [None, Interval(Real, 0, None, closed="neither")],
@@ -103,7 +104,7 @@ class NMMClustering(DeepClusterer):
         *,
         image_shape=None,
         hidden_layer_sizes=(256, 256),
-        max_iter: int = 200,
+        max_iter: int | None = None,
         batch_size: int = 128,
         gamma: float = 5.0,
         learning_rate: float | None = None,
@@ -138,7 +139,13 @@ class NMMClustering(DeepClusterer):
         self.device = device
         self.verbose = verbose
 
+    def _epochs(self) -> int:
+        """``max_iter``, or the thesis' epochs: 200 for vector data, 250 for images."""
+        return self.max_iter if self.max_iter is not None else (250 if self.image_shape is not None else 200)
+
     def _build_module(self, n_features: int | None) -> training.NMMModule:
+        """The NMM-EM clustering as the thesis assembles it: network, loss, optimisation settings.
+        The one place that does, for this estimator, ``routemix cluster`` and the saved format."""
         image = self.image_shape is not None
         network, preprocess, augment = thesis_network(
             self.n_clusters, image_shape=self.image_shape, n_features=n_features, hidden_layer_sizes=self.hidden_layer_sizes,
@@ -153,12 +160,31 @@ class NMMClustering(DeepClusterer):
             two_fold=self.two_fold and augment is not None, augment=augment, preprocess=preprocess,
         )
 
-    def _fit_data(self, data: torch.Tensor, seed: int) -> None:
+    def _empty_modules(self) -> dict:
+        return {"module_": self._build_module(None if self.image_shape is not None else int(self.n_features_in_))}
+
+    def fit(self, X, y=None, *, run: training.TrainingRun | None = None):
+        """Fit NMM-EM to ``X``. ``run`` (a :class:`routemix.train.clustering.TrainingRun`) trains
+        in a run directory, with learning curves, checkpoints, ``resume`` and data-parallel
+        processes, as ``routemix cluster`` does on images; only then is ``y`` used, and only to
+        log ACC/NMI on the training data after every epoch (never for training)."""
+        labels = None
+        if run is not None and y is not None:
+            labels = np.asarray(y)
+            if len(labels) != len(X):
+                raise ValueError(f"y has {len(labels)} labels for {len(X)} samples.")
+        return super().fit(X, run=run, labels=labels)
+
+    def _fit_data(self, data: torch.Tensor, seed: int, run: training.TrainingRun | None = None, labels=None) -> None:
         if self.two_fold and self.augmentation == "none" and self.image_shape is None:
             raise ValueError("two_fold=True needs an augmentation: set augmentation or two_fold=False.")
+        if run is not None and self.n_init > 1:
+            raise ValueError("a training run (run=) keeps one fit's checkpoints: use n_init=1 with it.")
         check_drop_threshold(self.drop_threshold, self.n_clusters, self.priors)
         n_features = data.shape[1] if self.image_shape is None else None
         batch_size = min(self.batch_size, len(data))
+        run_options = run.fit_options() if run is not None else {}
+        val_loader = None if labels is None else training.make_loader(data, labels, batch_size=1024, shuffle=False)
         rng = check_random_state(seed)
         best = None
         for restart in range(self.n_init):
@@ -166,7 +192,8 @@ class NMMClustering(DeepClusterer):
             torch.manual_seed(init_seed)
             module = self._build_module(n_features)
             loader = training.make_loader(data, batch_size=batch_size, shuffle=True, seed=init_seed)
-            trainer = training.fit(module, loader, max_epochs=self.max_iter, progress=bool(self.verbose), accelerator=training.accelerator_for(self.device))
+            trainer = training.fit(module, loader, max_epochs=self._epochs(), progress=bool(self.verbose),
+                                   accelerator=training.accelerator_for(self.device), val_loader=val_loader, **run_options)
             module = module.cpu().eval()
             loss = training.evaluate_loss(module, data)
             if best is None or loss < best[0]:

@@ -23,6 +23,7 @@ from a generator offset by its rank.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
@@ -133,6 +134,25 @@ class NMMModule(L.LightningModule):
         self._val_labels.clear()
         scores = clustering_scores(labels, predictions)
         self.log_dict({f"val/{k}": v for k, v in scores.items()}, prog_bar=True, sync_dist=True)  # equal everywhere (gathered)
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """Where and how a fit trains, beyond the estimator's own settings (``NMMClustering.fit(..., run=)``,
+    what ``routemix cluster`` asks for on images): a run directory with learning curves and
+    checkpoints (:func:`fit`), resuming from it, and data-parallel processes."""
+
+    run_dir: str | os.PathLike
+    resume: bool = False
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    checkpoint_every: int | None = None
+
+    def fit_options(self) -> dict:
+        """The keyword arguments of :func:`fit` this run sets."""
+        return {"run_dir": self.run_dir, "resume": self.resume, "devices": self.devices, "num_nodes": self.num_nodes,
+                "strategy": self.strategy, "checkpoint_every": self.checkpoint_every}
 
 
 def make_loader(data: torch.Tensor, labels=None, *, batch_size: int, shuffle: bool, seed: int | None = None) -> DataLoader:

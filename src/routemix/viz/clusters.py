@@ -9,9 +9,9 @@
   and the first layer's raw kernels.
 * ``curves`` (Fig. 4.6): ACC, NMI and losses per epoch from the run's Lightning CSV log.
 
-Every figure reads the run through :func:`load_run`, which rebuilds the network of
-``model.pt`` (NMM-EM, IIC and DDC runs; those methods end in K output scores) and reloads the
-run's data as ``config.json`` describes it. Clusters are numbered as in the run's ``labels.csv``
+Every figure reads the run through :func:`load_run`, which loads ``model.pt``
+(:mod:`routemix.cluster.saved`; NMM-EM, IIC and DDC runs, whose networks end in K output scores)
+and reloads the run's data as its settings describe it. Clusters are numbered as in the run's ``labels.csv``
 (0-based; the thesis' 1-based clusters 4, 6, 10 of Fig. 4.5 are 3, 5, 9 here).
 """
 
@@ -44,9 +44,9 @@ THESIS_DENSITY_CLUSTERS = (3, 5, 9)  # Fig. 4.5's clusters 4, 6 and 10, 0-based
 class ClusterRun:
     """A trained clustering network rebuilt from a ``routemix cluster`` run.
 
-    ``order[c]`` is the output neuron of cluster ``c`` (estimator runs number clusters by size;
-    NMM-EM image runs use the neurons' own order). Every ``*scores`` method returns columns in
-    cluster order, so column ``c`` belongs to cluster ``c`` of ``labels.csv``.
+    ``order[c]`` is the output neuron of cluster ``c`` (clusters are numbered by size). Every
+    ``*scores`` method returns columns in cluster order, so column ``c`` belongs to cluster ``c``
+    of ``labels.csv``.
     """
 
     checkpoint: Path
@@ -137,31 +137,16 @@ def _read_config(run_dir: Path) -> dict:
         return {}
 
 
-def _network_state(state: dict, prefix: str = "network.") -> dict:
-    """The network's weights: a bare state dict, or the ``network.`` entries of a module's."""
-    weights = state["network"]
-    if any(key.startswith(prefix) for key in weights):
-        return {key[len(prefix):]: value for key, value in weights.items() if key.startswith(prefix)}
-    return dict(weights)
-
-
-def _linear_widths(weights: dict, prefix: str) -> list[int]:
-    """Output widths of the Linear layers under ``prefix``, in layer order (2-D weights only)."""
-    layers = []
-    for key, value in weights.items():
-        if key.startswith(prefix) and key.endswith(".weight") and value.dim() == 2:
-            layers.append((int(key[len(prefix):].split(".")[0]), value.shape[0]))
-    return [width for _, width in sorted(layers)]
-
-
 def load_run(checkpoint: str | Path, *, data_dir: str | None = None, device: str = "cpu"):
-    """Rebuild the network of a ``routemix cluster`` checkpoint and reload the run's data.
+    """The network of a ``routemix cluster`` run (:func:`routemix.cluster.saved.load_clusterer`)
+    and the run's data, reloaded as its settings describe it.
 
     Returns ``(run, dataset)``: a :class:`ClusterRun` in eval mode with frozen weights on
     ``device`` (``cpu``, ``cuda`` or ``auto``), and the :class:`~routemix.data.LoadedDataset` of
-    ``config.json`` (same name, split, samples, limit) in memory.
+    the run's config (same name, split, samples, limit) in memory.
     """
-    from routemix.train.checkpoint import load_checkpoint
+    from routemix.cluster.base import scaler_offset_and_scale
+    from routemix.cluster.saved import load_clusterer
     from routemix.train.common import torch_device
 
     if device == "cuda" and not torch.cuda.is_available():
@@ -169,94 +154,55 @@ def load_run(checkpoint: str | Path, *, data_dir: str | None = None, device: str
     target = torch_device(device)
 
     path = checkpoint_path(checkpoint)
-    state = load_checkpoint(path)
-    kind = state.get("kind")
-    if not isinstance(kind, str) or "network" not in state or "_" not in kind:
-        what = f"a classifier checkpoint (model {state['model']})" if "model" in state else "not a clustering checkpoint"
-        raise RoutemixError(
-            f"{path} is {what}: the clustering figures read the model.pt of a `routemix cluster` run "
-            "(keys kind, network, config)."
-        )
-    method, _, data_kind = kind.rpartition("_")
+    saved = load_clusterer(path)
+    estimator, method = saved.estimator, saved.method
     if method not in SCORE_METHODS:
         raise RoutemixError(
             f"{path} is a --method {method} run: the clustering figures read a network ending in K cluster scores, "
             f"which {', '.join(SCORE_METHODS)} runs have; {method} is not supported."
         )
-    config = dict(state.get("config") or {})
+    if saved.config is None:
+        raise RoutemixError(f"{path} was saved from Python, without a run's settings: the figures need a `routemix cluster` run's data.")
+    config = dict(saved.config)
     dataset = _load_run_data(config, data_dir)
-    image = data_kind == "image"
+    image = estimator.image_shape is not None
     if image != (dataset.kind == "image"):
-        raise RoutemixError(f"{path}: the run's data {config.get('dataset')!r} is no longer {data_kind} data.")
-    k = int(config.get("clusters") or len(state.get("cluster_order", [])))
-    weights = _network_state(state)
-    make_network, preprocess = _network_builder(method, image, k, weights, dataset)
-    network = make_network()
-    try:
-        network.load_state_dict(weights)
-    except RuntimeError as error:
-        raise RoutemixError(f"{path}: the weights do not fit a {method} network for {dataset.name} ({str(error).splitlines()[0]}).") from None
-    network.eval().requires_grad_(False)
-    loss = None
-    if method == "nmm":
-        from routemix.losses import NMMLoss
+        raise RoutemixError(f"{path}: the run's data {config.get('dataset')!r} is no longer {'image' if image else 'vector'} data.")
 
-        loss = NMMLoss(k, float(config.get("gamma", 5.0)), normalization=config.get("normalization", "batch"), priors=bool(config.get("priors", False)))
-        loss_state = state.get("loss") or {k_[5:]: v for k_, v in state["network"].items() if k_.startswith("loss.")}
-        loss.load_state_dict(loss_state)
-        loss.eval()
-    order = torch.as_tensor(state.get("cluster_order", torch.arange(k))).long()
-    scaling = None
-    if "scaler_mean" in state:
-        scaling = (state["scaler_mean"].double(), state["scaler_scale"].double())
-    elif "pixel_range" in state:
-        low, high = state["pixel_range"]
+    def scoring_parts(modules: dict):
+        """(network, preprocess, loss) of the module that scores clusters (DDC: the anchor run)."""
+        module = next(iter(modules.values()))
+        module = module[0] if isinstance(module, list) else module
+        return module.network, getattr(module, "preprocess", nn.Identity()), getattr(module, "loss", None) if method == "nmm" else None
+
+    network, preprocess, loss = scoring_parts({name: getattr(estimator, name) for name in estimator._module_attributes})
+    network.eval().requires_grad_(False)
+    if hasattr(estimator, "scaler_"):
+        offset, scale = scaler_offset_and_scale(estimator.scaler_)
+        scaling = (torch.as_tensor(offset).double(), torch.as_tensor(scale).double())
+    else:
+        low, high = estimator.pixel_range_
         scaling = (torch.tensor(float(low)), torch.tensor(float(high - low)))
-    if scaling is not None:
-        scaling = tuple(t.to(target) for t in scaling)
-    network, preprocess = network.to(target), preprocess.to(target)
-    loss = None if loss is None else loss.to(target)
-    run = ClusterRun(path, method, image, network, preprocess, loss, order.to(target), config, scaling, make_network, target)
+    scaling = tuple(t.to(target) for t in scaling)
+    order = torch.as_tensor(estimator.cluster_order_).long().to(target)
+    loss = None if loss is None else loss.eval().to(target)
+    run = ClusterRun(path, method, image, network.to(target), preprocess.eval().to(target), loss, order, config, scaling,
+                     lambda: scoring_parts(estimator._empty_modules())[0], target)
     return run, dataset
 
 
 def _load_run_data(config: dict, data_dir: str | None):
-    from routemix.data import load_dataset
+    from dataclasses import fields
+
+    from routemix.cluster.job import ClusterConfig, load_data
 
     if "dataset" not in config:
         raise RoutemixError("the checkpoint's config names no dataset: it was not written by `routemix cluster`.")
+    settings = ClusterConfig(**{f.name: config[f.name] for f in fields(ClusterConfig) if f.name in config})
     try:
-        dataset = load_dataset(
-            config["dataset"], data_dir=data_dir or config.get("data_dir"), split=config.get("split", "all"),
-            label_column=config.get("label_column"), n_samples=config.get("n_samples"), random_state=config.get("seed", 0),
-        )
+        return load_data(settings, data_dir=data_dir)
     except RoutemixError as error:
         raise RoutemixError(f"{error} (the run's data is needed for this figure: pass --data-dir)") from None
-    limit = config.get("limit")
-    if limit is not None:
-        dataset.data = dataset.data[:limit]
-        dataset.labels = None if dataset.labels is None else dataset.labels[:limit]
-    return dataset
-
-
-def _network_builder(method: str, image: bool, k: int, weights: dict, dataset):
-    """``(make_network, preprocess)`` for the run's architecture, read off its weights."""
-    from routemix.cluster.base import thesis_network
-
-    if method == "ddc":
-        from routemix.models import create_model
-
-        if image:
-            shape = tuple(dataset.data.shape[1:])
-            return (lambda: create_model("ddc_lenet", num_classes=k, in_channels=shape[0], input_size=shape[1:])), nn.Identity()
-        hidden = _linear_widths(weights, "features.")
-        return (lambda: create_model("ddc_mlp", num_classes=k, in_features=dataset.data.shape[1], hidden_sizes=hidden)), nn.Identity()
-    if image:
-        shape = tuple(dataset.data.shape[1:])
-        return (lambda: thesis_network(k, image_shape=shape)[0]), thesis_network(k, image_shape=shape)[1].eval()
-    hidden = _linear_widths(weights, "net.")[:-1]
-    features = dataset.data.shape[1]
-    return (lambda: thesis_network(k, n_features=features, hidden_layer_sizes=hidden)[0]), nn.Identity()
 
 
 # --- options ----------------------------------------------------------------------------------
