@@ -150,7 +150,7 @@ def test_every_budget_builds_valid_estimators_that_fit_tiny_images(budget, datas
         params = plan.params.get(method, {})
         full = make_estimator(method, 2, n_features=784, image_shape=(1, 28, 28), max_iter=plan.epochs[method], **params)
         full._validate_params()
-        small = {**params, **{k: v for k, v in (("n_runs", 2), ("pretrain_epochs", 1)) if k in params}}
+        small = {**params, **{k: v for k, v in (("n_init", 2), ("pretrain_epochs", 1)) if k in params}}
         estimator = make_estimator(method, 2, n_features=784, image_shape=(1, 28, 28), max_iter=5 if method == "moe" else 1,
                                    batch_size=20, **small)
         assert estimator.fit(X).labels_.shape == (40,)

@@ -253,7 +253,7 @@ def test_deterministic_for_fixed_random_state(blobs):
 
 def test_vote_anchors_on_the_lowest_loss_run(blobs):
     X, y = blobs
-    model = small(n_clusters=3, random_state=0, n_runs=4, max_iter=10).fit(X)
+    model = small(n_clusters=3, random_state=0, n_init=4, max_iter=10).fit(X)
     assert model.run_losses_.shape == (4,)
     assert model.loss_ == model.run_losses_.min()
     assert len(model.voters_) == 3 and model.voters_[0] is model.module_
@@ -271,7 +271,7 @@ def test_bench_reports_every_protocol_of_one_multi_run_fit(blobs):
     from routemix.bench.clustering import LOWEST_LOSS, SINGLE_RUN, VOTE, ddc_protocol_rows
 
     X, y = blobs
-    model = small(n_clusters=3, random_state=0, n_runs=4, max_iter=3).fit(X)
+    model = small(n_clusters=3, random_state=0, n_init=4, max_iter=3).fit(X)
     rows = ddc_protocol_rows({"seconds": 8.0}, y, model)
     singles = [r for r in rows if r["protocol"] == SINGLE_RUN]
     assert [r["run"] for r in singles] == [0, 1, 2, 3] and all(r["seconds"] == 2.0 for r in singles)

@@ -29,7 +29,7 @@ def _images(n: int, side: int = 16) -> np.ndarray:
 ESTIMATORS = {
     "nmm vectors": (lambda: NMMClustering(4, max_iter=2, random_state=0), lambda: DIGITS.data[:200]),
     "nmm images": (lambda: NMMClustering(4, image_shape=(1, 16, 16), max_iter=1, random_state=0), lambda: _images(64)),
-    "ddc vote": (lambda: DDCClustering(4, max_iter=2, n_runs=3, random_state=0), lambda: DIGITS.data[:200]),
+    "ddc vote": (lambda: DDCClustering(4, max_iter=2, n_init=3, random_state=0), lambda: DIGITS.data[:200]),
     "iic": (lambda: IICClustering(4, max_iter=2, random_state=0), lambda: DIGITS.data[:200]),
     "edgam": (lambda: EDGaMClustering(4, max_iter=2, pretrain_epochs=1, random_state=0), lambda: DIGITS.data[:200]),
     "moe images": (lambda: MoEClustering(3, image_shape=(1, 16, 16), max_iter=5, random_state=0), lambda: _images(48)),

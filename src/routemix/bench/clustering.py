@@ -11,7 +11,7 @@ memory and the published ACC/NMI for the same dataset, method and protocol
 **Protocols.** Papers report different things: the mean of single runs (the thesis, the MoE
 thesis), or the run of lowest unsupervised loss out of 20 and a vote of the best three (DDC
 Table 1). Every row says which it is (``protocol``): ``single run`` rows are averaged over seeds
-(and over DDC's runs); a DDC fit with ``n_runs`` = N also gives the ``lowest loss`` of its N runs
+(and over DDC's runs); a DDC fit with ``n_init`` = N also gives the ``lowest loss`` of its N runs
 and the ``vote`` of the best three (DDC-VOTE), from the same N trainings.
 
 **Budgets** (:data:`BUDGETS`, the one place that says how long each method trains):
@@ -95,7 +95,7 @@ def cpu_image_budget(seconds: float, curve_every: dict[str, int], edgam_settings
     epochs["moe"] = sum(moe_stages.values())
     return Budget(
         epochs=epochs,
-        params={"ddc": {"n_runs": CPU_DDC_RUNS}, "edgam": {"pretrain_epochs": pretrain, **edgam_settings},
+        params={"ddc": {"n_init": CPU_DDC_RUNS}, "edgam": {"pretrain_epochs": pretrain, **edgam_settings},
                 "moe": {"stage_split": moe_stages, "base_width": 16}},
         curve_every=curve_every,
     )
@@ -109,7 +109,7 @@ def cpu_image_budget(seconds: float, curve_every: dict[str, int], edgam_settings
 def paper_image_budget(edgam_settings: dict) -> Budget:
     return Budget(
         epochs={"nmm": 250, "iic": 250, "ddc": 100, "edgam": 1000, "moe": 3200, "n2d": 1000},
-        params={"ddc": {"n_runs": 20}, "edgam": {"pretrain_epochs": 200, **edgam_settings},
+        params={"ddc": {"n_init": 20}, "edgam": {"pretrain_epochs": 200, **edgam_settings},
                 "moe": {"stage_split": "paper"}},
         curve_every={"nmm": 5, "iic": 5, "ddc": 5, "edgam": 20, "moe": 20, "n2d": 50},
     )
@@ -134,7 +134,7 @@ def planned_seconds(budget: Budget, method: str) -> float:
         return CPU_MOE_FIXED_SECONDS + (params["stage_split"]["retrain"] - 1) * CPU_MOE_RETRAIN_SECONDS_PER_EPOCH
     if method == "n2d":
         return CPU_N2D_FIXED_SECONDS + budget.epochs[method] * CPU_SECONDS_PER_EPOCH[method]
-    seconds = budget.epochs[method] * params.get("n_runs", 1) * CPU_SECONDS_PER_EPOCH[method]
+    seconds = budget.epochs[method] * params.get("n_init", 1) * CPU_SECONDS_PER_EPOCH[method]  # restarts: DDC's runs
     return seconds + params.get("pretrain_epochs", 0) * CPU_EDGAM_PRETRAIN_SECONDS_PER_EPOCH
 
 
@@ -212,7 +212,7 @@ def fit_one(dataset: str, method: str, seed: int, budget: Budget, data_dir: str 
         "epochs": getattr(estimator, "n_iter_", None) if deep else None, "threads": torch.get_num_threads(),
         "seconds": seconds, "peak_mb": peak_mb, "fit_mb": max(peak_mb - start_mb, 0.0),
     }
-    if getattr(estimator, "n_runs", 1) > 1:
+    if method == "ddc" and estimator.n_init > 1:
         return ddc_protocol_rows(common, labels, estimator)
     return [{**common, "protocol": SINGLE_RUN, **clustering_scores(labels, predicted)}]
 

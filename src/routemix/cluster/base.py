@@ -99,6 +99,28 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
     def _predict_proba_data(self, data: torch.Tensor) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # --- training: one loop and one way to restart for every method ---------------------------
+
+    def _train(self, module, data: torch.Tensor, *, seed: int, epochs: int | None = None, **fit_options) -> int:
+        """Train the Lightning ``module`` on ``data`` for ``epochs`` (default ``max_iter``) epochs of
+        batches of ``batch_size`` (capped at the number of samples) shuffled by ``(seed, epoch)``, on
+        ``device``, with a progress bar when ``verbose``: :func:`routemix.train.clustering.fit`.
+        ``fit_options`` go to it (a run directory, resume, processes). Returns the epochs run;
+        ``module`` ends on the CPU in eval mode."""
+        from routemix.train import clustering as training
+
+        loader = training.make_loader(data, batch_size=min(self.batch_size, len(data)), shuffle=True, seed=seed)
+        trainer = training.fit(module, loader, max_epochs=epochs or self.max_iter, progress=bool(self.verbose),
+                               accelerator=training.accelerator_for(self.device), **fit_options)
+        module.cpu().eval()
+        return int(trainer.current_epoch)
+
+    def _restart_seeds(self, seed: int) -> list[int]:
+        """One seed per restart (``n_init`` of them, the first ``seed`` itself): each restart is a
+        fit from a fresh initialisation and batch order; the method decides what it keeps."""
+        rng = np.random.RandomState(seed)
+        return [seed] + [int(s) for s in rng.randint(np.iinfo(np.int32).max, size=self.n_init - 1)]
+
     # --- saving and loading (routemix.cluster.saved) -------------------------------------------
 
     # fitted attributes holding trained networks (a module, or a list of modules), saved as state dicts

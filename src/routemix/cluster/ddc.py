@@ -13,7 +13,6 @@ from sklearn.utils._param_validation import Interval
 from routemix.cluster.base import COMMON_CONSTRAINTS, DeepClusterer
 from routemix.losses.ddc import DDCLoss
 from routemix.models.ddc_nets import ddc_lenet, ddc_mlp
-from routemix.train import clustering as training
 from routemix.train import ddc as ddc_training
 
 # Sec. 4.6: Adam with learning rate 1e-3 for the convolutional network and 1e-5 for the fully
@@ -72,12 +71,12 @@ class DDCClustering(DeepClusterer):
     bandwidth_fraction : the 0.15 of sec. 4.6: ``sigma^2`` is this fraction of the median squared
         pairwise distance of the hidden representation in each batch (the authors' code; see
         :mod:`routemix.losses.ddc` for the literal reading and the measurements).
-    n_runs : independent trainings (different seeds). 1 is plain DDC. With more, the runs are
+    n_init : independent trainings (different seeds). 1 is plain DDC. With more, the runs are
         ranked by their final eq. (4) loss on the training data (mean over batches, no labels);
         the lowest is the anchor and DDC-VOTE (sec. 4.6) combines the best three: the other two
         are aligned to the anchor by the Hungarian algorithm on their agreement with it, and
         each sample takes the cluster most of them vote for (the anchor's on a three-way tie).
-        The paper runs 20. With ``n_runs > 1`` the prediction is a hard vote, so
+        The paper runs 20. With ``n_init > 1`` the prediction is a hard vote, so
         ``predict_proba`` returns one-hot rows.
     random_state : seed of the initialisations and batch orders.
     device : ``"cpu"`` (deterministic for a fixed ``random_state``), ``"cuda"`` or ``"auto"``.
@@ -88,12 +87,12 @@ class DDCClustering(DeepClusterer):
     labels_, n_features_in_, n_clusters_found_, cluster_order_ : see :class:`DeepClusterer`.
     loss_ : final eq. (4) loss of the anchor run on the training data.
     run_losses_ : the final loss of every run, in the order they were trained.
-    run_labels_ : (n_runs, n_samples) each run's own cluster of every training sample (its output
+    run_labels_ : (n_init, n_samples) each run's own cluster of every training sample (its output
         unit, not aligned across runs), in training order: the single runs behind the selection,
         for reporting every protocol of the paper (one run, lowest loss of N, DDC-VOTE) from one fit.
     n_iter_ : epochs run by the anchor run.
     module_ : the anchor run's trained :class:`routemix.train.ddc.DDCModule`.
-    voters_ : the modules that vote (the anchor first; only the anchor when ``n_runs=1``).
+    voters_ : the modules that vote (the anchor first; only the anchor when ``n_init=1``).
     voter_permutations_ : per voter, the map from its output units to the anchor's.
     """
 
@@ -101,7 +100,7 @@ class DDCClustering(DeepClusterer):
         **COMMON_CONSTRAINTS,
         "learning_rate": [Interval(Real, 0, None, closed="neither"), None],
         "bandwidth_fraction": [Interval(Real, 0, None, closed="neither")],
-        "n_runs": [Interval(Integral, 1, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
     }
 
     def __init__(
@@ -113,7 +112,7 @@ class DDCClustering(DeepClusterer):
         batch_size: int = 100,
         learning_rate: float | None = None,
         bandwidth_fraction: float = 0.15,
-        n_runs: int = 1,
+        n_init: int = 1,
         random_state=None,
         device: str = "cpu",
         verbose: bool = False,
@@ -124,7 +123,7 @@ class DDCClustering(DeepClusterer):
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.bandwidth_fraction = bandwidth_fraction
-        self.n_runs = n_runs
+        self.n_init = n_init
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
@@ -142,28 +141,20 @@ class DDCClustering(DeepClusterer):
         loss = DDCLoss(self.n_clusters, bandwidth_fraction=self.bandwidth_fraction)
         return ddc_training.DDCModule(network, loss, learning_rate=lr)
 
-    def _train_run(self, data: torch.Tensor, seed: int, batch_size: int) -> tuple[float, ddc_training.DDCModule, int]:
+    def _train_run(self, data: torch.Tensor, seed: int) -> tuple[float, ddc_training.DDCModule, int]:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             module = self._build_module(tuple(data.shape[1:]))
-            loader = training.make_loader(data, batch_size=batch_size, shuffle=True, seed=seed)
-            trainer = training.fit(
-                module, loader, max_epochs=self.max_iter, progress=bool(self.verbose),
-                accelerator=training.accelerator_for(self.device),
-            )
-        module = module.cpu().eval()
-        return ddc_training.evaluate_loss(module, data, batch_size=batch_size), module, trainer.current_epoch
+            epochs_run = self._train(module, data, seed=seed)
+        return ddc_training.evaluate_loss(module, data, batch_size=min(self.batch_size, len(data))), module, epochs_run
 
     def _fit_data(self, data: torch.Tensor, seed: int) -> None:
-        batch_size = min(self.batch_size, len(data))
-        rng = np.random.RandomState(seed)
-        seeds = [seed] + [int(s) for s in rng.randint(np.iinfo(np.int32).max, size=self.n_runs - 1)]
-        runs = [self._train_run(data, run_seed, batch_size) for run_seed in seeds]
+        runs = [self._train_run(data, run_seed) for run_seed in self._restart_seeds(seed)]
         self.run_losses_ = np.array([loss for loss, _, _ in runs])
         self.run_labels_ = np.stack([ddc_training.predict_proba(module, data).argmax(axis=1) for _, module, _ in runs])
         ranked = [runs[i] for i in np.argsort(self.run_losses_, kind="stable")[:VOTERS]]
         self.loss_, self.module_, self.n_iter_ = ranked[0]
-        self.voters_ = [module for _, module, _ in ranked] if self.n_runs > 1 else [self.module_]
+        self.voters_ = [module for _, module, _ in ranked] if self.n_init > 1 else [self.module_]
         self.voter_permutations_ = [np.arange(self.n_clusters)]
         if len(self.voters_) > 1:
             anchor = ddc_training.predict_proba(self.module_, data).argmax(axis=1)

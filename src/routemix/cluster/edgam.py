@@ -15,7 +15,6 @@ from routemix.losses.edgam import (
 )
 from routemix.metrics import cluster_accuracy
 from routemix.models.autoencoders import DEC_HIDDEN_SIZES, ConvAutoencoder, DenseAutoencoder
-from routemix.train import clustering as training
 from routemix.train import edgam
 from routemix.train.autoencoder import AutoencoderModule, kmeans_labels
 
@@ -220,20 +219,18 @@ class EDGaMClustering(DeepClusterer):
     def _fit_data(self, data: torch.Tensor, seed: int) -> None:
         data = self._network_input(data)
         module = self._build_module(tuple(data.shape[1:]))
-        loader = training.make_loader(data, batch_size=min(self.batch_size, len(data)), shuffle=True, seed=seed)
-        accelerator = training.accelerator_for(self.device)
         if self.pretrain_epochs:
             pretraining = AutoencoderModule(module.autoencoder, lr=self.learning_rate,
                                             reconstruction=self.reconstruction, n_clusters=self.n_clusters)
-            training.fit(pretraining, loader, max_epochs=self.pretrain_epochs, progress=bool(self.verbose), accelerator=accelerator)
+            self._train(pretraining, data, seed=seed, epochs=self.pretrain_epochs)
+            pretraining.train()  # (joint training starts from the modes Lightning finds)
             edgam.pass_embedding_through_(module.fusion)
         if self.centroid_init == "kmeans":
             _, centroids = kmeans_labels(edgam.embed(module, data), self.n_clusters, seed=seed)
             with torch.no_grad():
                 module.mixture.centroids.copy_(torch.as_tensor(centroids, dtype=module.mixture.centroids.dtype))
-        trainer = training.fit(module, loader, max_epochs=self.max_iter, progress=bool(self.verbose), accelerator=accelerator)
-        self.module_ = module.cpu().eval()
-        self.n_iter_ = int(trainer.current_epoch)
+        self.n_iter_ = self._train(module, data, seed=seed)
+        self.module_ = module
         self.pretrain_epochs_ = int(self.pretrain_epochs)
         z = edgam.embed(self.module_, data)
         self._centroids = edgam.final_centroids(self.module_, z)

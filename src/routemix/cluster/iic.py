@@ -10,7 +10,6 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from routemix.cluster.base import COMMON_CONSTRAINTS, DeepClusterer, thesis_network
 from routemix.data.transforms import TABULAR_AUGMENTATIONS, tabular_augmentation
-from routemix.train import clustering as training
 from routemix.train.iic import IICModule, predict_proba
 
 
@@ -89,10 +88,8 @@ class IICClustering(DeepClusterer):
 
     def _fit_data(self, data: torch.Tensor, seed: int) -> None:
         module = self._build_module(data.shape[1] if data.dim() == 2 else None)
-        loader = training.make_loader(data, batch_size=min(self.batch_size, len(data)), shuffle=True, seed=seed)
-        trainer = training.fit(module, loader, max_epochs=self.max_iter, progress=bool(self.verbose), accelerator=training.accelerator_for(self.device))
-        self.module_ = module.cpu().eval()
-        self.n_iter_ = trainer.current_epoch
+        self.n_iter_ = self._train(module, data, seed=seed)
+        self.module_ = module
 
     def _predict_proba_data(self, data: torch.Tensor) -> np.ndarray:
         return predict_proba(self.module_, data)

@@ -11,7 +11,6 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from routemix.cluster.base import COMMON_CONSTRAINTS, DeepClusterer, hidden_widths
 from routemix.cluster.manifold import fit_umap, transform_umap
 from routemix.models.autoencoders import DEC_HIDDEN_SIZES, DenseAutoencoder
-from routemix.train import clustering as training
 from routemix.train.autoencoder import AutoencoderModule
 from routemix.train.common import batched_inference
 from routemix.train.curves import record_stage
@@ -134,11 +133,8 @@ class N2DClustering(DeepClusterer):
         # Stage 1: the auto-encoder on the mean squared error (Keras' "mse").
         module = AutoencoderModule(autoencoder, n_clusters=self.n_clusters, lr=self.learning_rate,
                                    reconstruction="mean")
-        loader = training.make_loader(flat, batch_size=min(self.batch_size, len(flat)), shuffle=True, seed=seed)
-        trainer = training.fit(module, loader, max_epochs=self.max_iter, progress=bool(self.verbose),
-                               accelerator=training.accelerator_for(self.device))
+        self.n_iter_ = self._train(module, flat, seed=seed)
         self.autoencoder_ = autoencoder.cpu().eval()
-        self.n_iter_ = int(trainer.current_epoch)
         # Stage 2: UMAP of the embedding.
         self.reducer_, self.embedding_ = fit_umap(
             self._encode(data), n_components=self.umap_components or self.n_clusters, n_neighbors=self.umap_neighbors,

@@ -6,7 +6,6 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from routemix.cluster.base import COMMON_CONSTRAINTS, DeepClusterer, thesis_network
@@ -182,22 +181,17 @@ class NMMClustering(DeepClusterer):
             raise ValueError("a training run (run=) keeps one fit's checkpoints: use n_init=1 with it.")
         check_drop_threshold(self.drop_threshold, self.n_clusters, self.priors)
         n_features = data.shape[1] if self.image_shape is None else None
-        batch_size = min(self.batch_size, len(data))
         run_options = run.fit_options() if run is not None else {}
-        val_loader = None if labels is None else training.make_loader(data, labels, batch_size=1024, shuffle=False)
-        rng = check_random_state(seed)
+        if labels is not None:
+            run_options["val_loader"] = training.make_loader(data, labels, batch_size=1024, shuffle=False)
         best = None
-        for restart in range(self.n_init):
-            init_seed = seed if restart == 0 else int(rng.randint(np.iinfo(np.int32).max))
+        for init_seed in self._restart_seeds(seed):  # the fit with the lowest loss is kept
             torch.manual_seed(init_seed)
             module = self._build_module(n_features)
-            loader = training.make_loader(data, batch_size=batch_size, shuffle=True, seed=init_seed)
-            trainer = training.fit(module, loader, max_epochs=self._epochs(), progress=bool(self.verbose),
-                                   accelerator=training.accelerator_for(self.device), val_loader=val_loader, **run_options)
-            module = module.cpu().eval()
+            epochs_run = self._train(module, data, seed=init_seed, epochs=self._epochs(), **run_options)
             loss = training.evaluate_loss(module, data)
             if best is None or loss < best[0]:
-                best = (loss, module, trainer.current_epoch)
+                best = (loss, module, epochs_run)
         self.loss_, self.module_, self.n_iter_ = best
         self.n_clusters_alive_ = int(self.module_.loss.num_alive())
 
