@@ -10,7 +10,7 @@ import torch
 from routemix.cli import main
 from routemix.cluster.saved import load_clusterer
 from routemix.errors import RoutemixError
-from routemix.train.checkpoint import load_checkpoint, save_checkpoint
+from routemix.storage import load_checkpoint, save_checkpoint
 from routemix.train.resumable import saved_position
 
 

@@ -135,7 +135,7 @@ def test_run_files_get_ordinary_permissions(tmp_path):
     import os
     import stat
 
-    from routemix.train.checkpoint import save_checkpoint, write_json
+    from routemix.storage import save_checkpoint, write_json
 
     old = os.umask(0o022)
     try:

@@ -15,7 +15,7 @@ from routemix.cluster import DDCClustering, EDGaMClustering, IICClustering, MoEC
 from routemix.cluster.base import DeepClusterer
 from routemix.cluster.saved import FORMAT, load_clusterer
 from routemix.errors import RoutemixError
-from routemix.train.checkpoint import save_checkpoint
+from routemix.storage import save_checkpoint
 
 DIGITS = load_digits()
 

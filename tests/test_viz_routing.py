@@ -13,7 +13,7 @@ import torch
 
 from routemix.cli import main
 from routemix.errors import RoutemixError
-from routemix.train.checkpoint import save_checkpoint
+from routemix.storage import save_checkpoint
 from routemix.train.evaluate import build_classifier, save_classifier
 from routemix.viz import routing
 from routemix.viz.common import DPI

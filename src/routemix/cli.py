@@ -52,7 +52,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from routemix.cluster.predict import predict_run
-    from routemix.train.checkpoint import write_text
+    from routemix.storage import write_text
 
     prediction = predict_run(args.run, args.input, data_dir=args.data_dir, split=args.split, label_column=args.label_column)
     if args.out is None:
@@ -100,7 +100,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from routemix.train.checkpoint import write_json
+    from routemix.storage import write_json
     from routemix.train.evaluate import evaluate_checkpoint, format_result
 
     result, state = evaluate_checkpoint(
@@ -255,7 +255,7 @@ def _cmd_bench_speed(args: argparse.Namespace) -> int:
     if args.out:
         from dataclasses import asdict
 
-        from routemix.train.checkpoint import write_json
+        from routemix.storage import write_json
 
         write_json(Path(args.out), [asdict(r) for r in rows])
     return 0
@@ -274,7 +274,7 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     if args.out:
         from dataclasses import asdict
 
-        from routemix.train.checkpoint import write_json
+        from routemix.storage import write_json
 
         write_json(Path(args.out), [asdict(r) for r in rows])
     return 0
@@ -282,7 +282,7 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
 
 def _cmd_bench_nmm2d(args: argparse.Namespace) -> int:
     from routemix.bench.nmm2d import format_table, plot_contours, run_study
-    from routemix.train.checkpoint import write_json
+    from routemix.storage import write_json
 
     result = run_study(args.data_dir, seed=args.seed, epochs=args.epochs, cnn_epochs=args.cnn_epochs, progress=not args.no_progress)
     table = format_table(result)
@@ -319,7 +319,7 @@ def _parse_seeds(text: str) -> list[int]:
 
 def _cmd_bench_nmm_digits(args: argparse.Namespace) -> int:
     from routemix.bench.nmm_digits import VARIANTS, format_table, run
-    from routemix.train.checkpoint import write_json
+    from routemix.storage import write_json
 
     variants = args.variants.split(",") if args.variants else None
     unknown = [v for v in variants or [] if v not in VARIANTS]
@@ -334,7 +334,7 @@ def _cmd_bench_nmm_digits(args: argparse.Namespace) -> int:
 
 def _cmd_bench_nmm_priors(args: argparse.Namespace) -> int:
     from routemix.bench.nmm_priors import format_table, run
-    from routemix.train.checkpoint import write_json
+    from routemix.storage import write_json
 
     rows = run(_parse_seeds(args.seeds), progress=not args.no_progress)
     print(format_table(rows))
@@ -346,7 +346,7 @@ def _cmd_bench_nmm_priors(args: argparse.Namespace) -> int:
 def _cmd_bench_nclusters(args: argparse.Namespace) -> int:
     from routemix.bench.nclusters import BUDGETS, METHODS, Settings, format_markdown, run, summarize
     from routemix.data import get_dataset_spec
-    from routemix.train.checkpoint import write_text
+    from routemix.storage import write_text
 
     datasets = tuple(args.datasets.split(","))
     methods = tuple(args.methods.split(","))

@@ -32,7 +32,7 @@ def run(*, data_dir: str | None, seeds=(0, 1, 2), variants=VARIANTS, model: str 
     """Every (variant, seed) not yet in ``out`` (a rerun continues); returns all matching results."""
     from tqdm.auto import tqdm
 
-    from routemix.train.checkpoint import write_json
+    from routemix.storage import write_json
 
     setting = {"model": model, "epochs": epochs, "train_images": train_images, "gate_weight": weight}
     path = Path(out) if out else None

@@ -182,7 +182,7 @@ def run(
     """Every (dataset, method, seed) not yet in ``out/results.json``; returns all matching results."""
     from tqdm.auto import tqdm
 
-    from routemix.train.checkpoint import write_json
+    from routemix.storage import write_json
 
     path = Path(out) / "results.json" if out else None
     done: list[dict] = json.loads(path.read_text()) if path is not None and path.is_file() else []

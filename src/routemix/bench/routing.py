@@ -98,7 +98,7 @@ def run(*, data_dir: str | None, seeds=(0, 1, 2), models=MODELS, epochs: int = 4
     """Every (model, seed) not yet in ``out``; returns all results, old and new."""
     from tqdm.auto import tqdm
 
-    from routemix.train.checkpoint import write_json
+    from routemix.storage import write_json
 
     done: list[dict] = []
     path = Path(out) if out else None

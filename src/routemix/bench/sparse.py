@@ -65,7 +65,7 @@ def run(*, data_dir: str | None, paths: int = 4, k: int = 1, seeds=(0, 1), varia
 
     from routemix.bench.routing import train_one
     from routemix.metrics import path_usage
-    from routemix.train.checkpoint import write_json
+    from routemix.storage import write_json
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:

@@ -43,9 +43,9 @@ from routemix.data.registry import is_tabular_path
 from routemix.errors import RoutemixError
 from routemix.metrics import clustering_scores
 from routemix.rundir import check_run_dir, discarded_if_stopped, read_run_config, resume_conflicts, start_run_dir
+from routemix.storage import write_json, write_text
 from routemix.threads import torch_threads
 from routemix.train import CHECKPOINT_EVERY
-from routemix.train.checkpoint import write_json, write_text
 from routemix.train.clustering import TrainingRun
 from routemix.train.common import launched_as_rank_zero, resume_checkpoint, shared_run_dir
 

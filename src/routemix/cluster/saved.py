@@ -144,7 +144,7 @@ def clustering_state(estimator, *, config: dict | None = None) -> dict:
 
 def save_clusterer(estimator, path: str | os.PathLike, *, config: dict | None = None) -> None:
     """Write a fitted routemix clustering estimator to ``path`` (atomically; see the module docstring)."""
-    from routemix.train.checkpoint import save_checkpoint
+    from routemix.storage import save_checkpoint
 
     save_checkpoint(path, clustering_state(estimator, config=config))
 
@@ -152,7 +152,7 @@ def save_clusterer(estimator, path: str | os.PathLike, *, config: dict | None = 
 def load_clusterer(path: str | os.PathLike) -> SavedClustering:
     """Read what :func:`save_clusterer` wrote: ``path`` is the file or a run directory holding ``model.pt``."""
     from routemix.cluster.registry import METHODS, estimator_class
-    from routemix.train.checkpoint import load_checkpoint
+    from routemix.storage import load_checkpoint
 
     path = Path(path)
     if path.is_dir():

@@ -111,7 +111,7 @@ def run_loggers(run_dir: Path) -> list:
 def resume_checkpoint(run_dir: str | os.PathLike) -> str:
     """Path of ``run_dir/checkpoints/last.ckpt`` after checking it loads: a missing or corrupt
     file is a :class:`~routemix.errors.RoutemixError`, not a traceback from inside Lightning."""
-    from routemix.train.checkpoint import load_checkpoint
+    from routemix.storage import load_checkpoint
 
     last = Path(run_dir) / LAST_CHECKPOINT
     load_checkpoint(last)

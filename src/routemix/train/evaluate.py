@@ -66,7 +66,7 @@ def _checkpoint_path(path: str | os.PathLike) -> Path:
 def load_classifier(path: str | os.PathLike, *, model: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The classifier saved at ``path`` (a ``model.pt`` or the run directory holding it), in eval
     mode, and the checkpoint dict. ``model`` asserts the registry name it was saved as."""
-    from routemix.train.checkpoint import load_checkpoint
+    from routemix.storage import load_checkpoint
 
     path = _checkpoint_path(path)
     state = load_checkpoint(path)
@@ -88,7 +88,7 @@ def load_classifier(path: str | os.PathLike, *, model: str | None = None) -> tup
 def save_classifier(path: str | os.PathLike, model: nn.Module, name: str, *, input_size: int, config: dict[str, Any] | None = None) -> None:
     """Write ``model``, built by :func:`build_classifier` as ``name`` for ``input_size`` images,
     as a classifier checkpoint."""
-    from routemix.train.checkpoint import save_checkpoint
+    from routemix.storage import save_checkpoint
 
     state = {
         "model": name,

@@ -135,7 +135,7 @@ class RunCheckpoint(Checkpoint):
 def saved_position(checkpoint: str | os.PathLike) -> dict:
     """Where the run of a ``last.ckpt`` stood: ``{"epochs": complete epochs, "batches": batches of
     the next one}`` (a corrupt or foreign file is a RoutemixError)."""
-    from routemix.train.checkpoint import load_checkpoint
+    from routemix.storage import load_checkpoint
 
     state = load_checkpoint(checkpoint).get("callbacks", {}).get(RunCheckpoint.__qualname__)
     if state is None:

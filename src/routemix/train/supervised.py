@@ -492,7 +492,7 @@ def run_training(cfg: TrainConfig) -> TrainResult | None:
     all train, global rank 0 alone writes and evaluates, the others return None."""
     from routemix.data.classification import ClassificationDataModule
     from routemix.models import count_parameters
-    from routemix.train.checkpoint import write_json
+    from routemix.storage import write_json
 
     validate_config(cfg)
     check_classifier_name(cfg.model)  # an unknown or unsuitable model fails before any data is read

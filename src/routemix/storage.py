@@ -1,4 +1,5 @@
-"""Checkpoints: written atomically, read with ``weights_only=True``, clear errors when corrupt."""
+"""The files of a run: written atomically (a reader sees the old file or the new one, never half
+of one), and checkpoints read with ``weights_only=True``, with a clear error when corrupt."""
 
 from __future__ import annotations
 
