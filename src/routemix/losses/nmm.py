@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from routemix.nn.collectives import data_parallel_world_size, global_batch_mean, global_batch_moments
+
 NORMALIZATIONS = ("batch", "running", "none")
 
 
@@ -59,67 +61,6 @@ def check_drop_threshold(drop_threshold: float | None, num_clusters: int, priors
             f"got {drop_threshold}."
         )
 
-
-# --- the global batch of a data-parallel run ---------------------------------------------------
-#
-# EM on each process's share of a batch would be a different algorithm (eq. 4.11 over n/W
-# samples, eq. 4.18 priors from n/W posteriors). When torch.distributed is initialised with more
-# than one process, the statistics below are those of the global batch.
-#
-# Why an autograd all-reduce and not SyncBatchNorm: torch.nn.SyncBatchNorm refuses CPU tensors, so
-# it could neither run with the gloo backend nor be tested on CPU, and it is a layer with affine
-# parameters and its own buffers, where eq. 4.11 needs plain statistics (for (B, M*K) scores, the
-# prior of eq. 4.18 and the "running" variant). A differentiable all-reduce (``_all_reduce_sum``)
-# works on every backend, and its backward all-reduces the incoming gradients: each process's
-# scores get the gradient of the *sum* of all processes' losses through the shared mean and
-# variance, and DDP's average of the parameter gradients is then exactly the gradient of the
-# single-process loss over the global batch (SyncBatchNorm's backward does the same).
-
-
-def data_parallel_world_size() -> int:
-    """Processes of the initialised default torch.distributed group; 1 without one."""
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum of ``tensor`` over all processes, differentiable (backward: the sum of the gradients).
-    Functional collectives where they carry autograd (torch >= 2.14, which deprecates the older
-    ``torch.distributed.nn`` function), that function before."""
-    import torch.distributed as dist
-    import torch.distributed._functional_collectives as collectives
-
-    if hasattr(collectives, "all_reduce_backward"):
-        return collectives.wait_tensor(collectives.all_reduce(tensor, "sum", dist.group.WORLD))
-    from torch.distributed.nn.functional import all_reduce
-
-    return all_reduce(tensor)
-
-
-def _global_sum(values: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Sum over dim 0 of every process's rows (differentiable) and the global row count."""
-    if data_parallel_world_size() == 1:
-        return values.sum(dim=0), values.shape[0]
-    count = values.new_full((1, *values.shape[1:]), float(values.shape[0]))
-    total, counts = _all_reduce_sum(torch.cat([values.sum(dim=0, keepdim=True), count])).unbind(0)
-    return total, int(counts.flatten()[0].item())
-
-
-def global_batch_mean(values: torch.Tensor) -> torch.Tensor:
-    """Mean over dim 0 of the global batch: all processes' rows when data-parallel (shares of
-    unequal size weighted by their row counts), the local rows otherwise. Differentiable."""
-    total, count = _global_sum(values)
-    return total / count
-
-
-def global_batch_moments(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Mean, 1/n variance (eq. 4.11) and row count n over dim 0 of the global batch, in two
-    passes (mean first, then the mean squared deviation: no cancellation). Differentiable."""
-    total, count = _global_sum(values)
-    mean = total / count
-    squared, _ = _global_sum((values - mean).square())
-    return mean, squared / count, count
 
 
 def _check_batch_size(count: int) -> None:

@@ -57,7 +57,8 @@ from routemix.nn.sparse import sparse_top_k
 from routemix.rundir import check_run_dir, discarded_if_stopped, start_run_dir
 from routemix.train import CHECKPOINT_EVERY
 from routemix.train.common import accelerator_for, check_scale_options, launched_as_rank_zero, make_trainer, resume_checkpoint, shared_run_dir, torch_device
-from routemix.train.distributed import gather_from_processes, shard_batches, sum_over_processes
+from routemix.nn.collectives import gather_from_processes, sum_over_processes
+from routemix.train.distributed import shard_batches
 from routemix.train.evaluate import EvalResult, batch_metrics, build_classifier, check_classifier_name, classify, evaluate_model, gate_log_keys, save_classifier
 
 CIFAR_WEIGHT_DECAY = 5e-4
