@@ -77,6 +77,8 @@ def test_loading_something_else_is_a_clear_error(tmp_path):
         load_clusterer(tmp_path / "later.pt")
     with pytest.raises(RoutemixError, match="holds no model.pt"):
         load_clusterer(tmp_path)
+    with pytest.raises(RoutemixError, match="no run directory or model.pt at"):
+        load_clusterer(tmp_path / "missing")
 
 
 # --- the command line: a folder of the user's images ----------------------------------------------

@@ -155,6 +155,8 @@ def load_clusterer(path: str | os.PathLike) -> SavedClustering:
     from routemix.storage import load_checkpoint
 
     path = Path(path)
+    if not path.exists():
+        raise RoutemixError(f"no run directory or model.pt at {path}.")
     if path.is_dir():
         path = path / "model.pt"
         if not path.is_file():
