@@ -170,3 +170,16 @@ def test_kmeans_baseline_sees_the_input_the_method_sees(tmp_path, capsys):
     assert rows["kmeans"]["acc"] == clustering_scores(labels, expected)["acc"] == 1.0
     raw = KMeans(2, n_init=10, random_state=0).fit_predict(points)
     assert clustering_scores(labels, raw)["acc"] < 0.75  # what the row showed before
+
+
+@pytest.mark.parametrize("seeds", ["5-2", "0", "a,b", "1-x"])
+def test_seeds_that_name_no_seed_are_an_error(seeds, capsys):
+    assert main(["bench", "nmm-digits", "--seeds", seeds, "--no-progress"]) == 2
+    assert f"got {seeds!r}" in capsys.readouterr().err
+
+
+def test_bench_sparse_refuses_paths_whose_models_are_missing_before_training(tmp_path, capsys):
+    out = tmp_path / "sparse"
+    assert main(["bench", "sparse", "--paths", "8", "--data-dir", str(tmp_path), "--out", str(out), "--no-progress"]) == 2
+    assert "soft needs basecnn_8cc, which is not registered" in capsys.readouterr().err
+    assert not out.exists()

@@ -303,18 +303,20 @@ def _cmd_bench_nmm2d(args: argparse.Namespace) -> int:
 
 def _parse_seeds(text: str) -> list[int]:
     """'3' -> [0, 1, 2] (a count), '0-5' -> a range, '0,1,2' -> a list."""
+    usage = f"--seeds takes a count like 3, a range like 0-2 or a list like 0,1,2, got {text!r}."
     try:
         if "-" in text:
-            low, high = text.split("-")
-            return list(range(int(low), int(high) + 1))
-        if "," in text:
-            return [int(s) for s in text.split(",")]
-        count = int(text)
+            low, high = (int(part) for part in text.split("-"))
+            seeds = list(range(low, high + 1))
+        elif "," in text:
+            seeds = [int(s) for s in text.split(",")]
+        else:
+            seeds = list(range(int(text)))
     except ValueError:
-        count = 0
-    if count < 1:
-        raise RoutemixError(f"--seeds takes a count like 3, a range like 0-2 or a list like 0,1,2, got {text!r}.")
-    return list(range(count))
+        raise RoutemixError(usage) from None
+    if not seeds:
+        raise RoutemixError(usage + (" A range runs from low to high." if "-" in text else ""))
+    return seeds
 
 
 def _cmd_bench_nmm_digits(args: argparse.Namespace) -> int:
