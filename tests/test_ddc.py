@@ -16,7 +16,7 @@ from routemix.losses.ddc import (
     simplex_corner_similarity,
 )
 from routemix.metrics import cluster_accuracy
-from routemix.models.ddc_nets import DDCLeNet, DDCMLP
+from routemix.models.ddc_nets import DDCMLP, DDCLeNet
 
 # --- loss: hand-computed cases ----------------------------------------------------------------
 

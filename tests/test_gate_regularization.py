@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_train_supervised import tiny_datamodule
 
 from routemix.bench import gates as bench_gates
 from routemix.cli import main
@@ -19,9 +20,6 @@ from routemix.models import create_model
 from routemix.nn.gates import GateNetwork, GateTrace
 from routemix.nn.routers import CrossConnection, OneToManyConnection
 from routemix.train.supervised import ClassifierModule, fit
-
-from test_train_supervised import tiny_datamodule
-
 
 # --- NMMLoss with several mixtures -------------------------------------------------------------
 

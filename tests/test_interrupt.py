@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 from routemix.errors import RoutemixError
 from routemix.train.resumable import saved_position
-
-from conftest import SHARED_DATA
 
 BATCHES_PER_EPOCH = 24  # --limit 768 at --batch-size 32
 TRAIN = ["train", "--model", "basecnn", "--dataset", "fashion_mnist", "--epochs", "2", "--limit", "768",

@@ -1,9 +1,10 @@
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
-import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from routemix.losses import NMMLoss, consistency_kl, gamma_for_batch_size, zscore_bound
 

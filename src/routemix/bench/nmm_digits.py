@@ -55,7 +55,7 @@ def run(seeds, variants=None, progress=True) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = [f"| variant | ACC | NMI | ARI | s/fit | ACC per seed |", "|---|---|---|---|---|---|"]
+    lines = ["| variant | ACC | NMI | ARI | s/fit | ACC per seed |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['variant']} | {r['acc']:.3f} ± {r['acc_std']:.3f} | {r['nmi']:.3f} ± {r['nmi_std']:.3f} | "

@@ -11,7 +11,11 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from routemix.cluster.base import COMMON_CONSTRAINTS, DeepClusterer, hidden_widths
 from routemix.losses.edgam import (
-    MOMENT_UPDATES, RECONSTRUCTIONS, RESPONSIBILITY_GRADIENTS, EDGaMLoss, UnfoldedGaussianMixture,
+    MOMENT_UPDATES,
+    RECONSTRUCTIONS,
+    RESPONSIBILITY_GRADIENTS,
+    EDGaMLoss,
+    UnfoldedGaussianMixture,
 )
 from routemix.metrics import cluster_accuracy
 from routemix.models.autoencoders import DEC_HIDDEN_SIZES, ConvAutoencoder, DenseAutoencoder

@@ -66,9 +66,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-
 
 MOMENT_UPDATES = ("complement", "printed")  # eq. 4's alpha from beta: 1 - beta, or 2 beta^2 (eq. 6 as printed)
 RECONSTRUCTIONS = ("sum", "mean")  # eq. 9's squared error summed over features per sample, or averaged

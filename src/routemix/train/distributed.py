@@ -26,9 +26,8 @@ matrix of the whole batch and runs on one process only (:mod:`routemix.losses.dd
 
 from __future__ import annotations
 
-import torch
 from lightning.pytorch.plugins.layer_sync import LayerSync
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 
 from routemix.data.loaders import EpochLoader

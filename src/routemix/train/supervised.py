@@ -52,12 +52,12 @@ from routemix.losses.gates import DEFAULT_WEIGHT as DEFAULT_GATE_WEIGHT
 from routemix.losses.gates import REGULARIZERS as GATE_REGULARIZERS
 from routemix.metrics import gate_statistics, summarize_gate_statistics
 from routemix.models.basecnn import ensemble_log_probs
+from routemix.nn.collectives import gather_from_processes, sum_over_processes
 from routemix.nn.gates import GateTrace
 from routemix.nn.sparse import sparse_top_k
 from routemix.rundir import check_run_dir, discarded_if_stopped, start_run_dir
 from routemix.train import CHECKPOINT_EVERY
 from routemix.train.common import accelerator_for, check_scale_options, launched_as_rank_zero, make_trainer, resume_checkpoint, shared_run_dir, torch_device
-from routemix.nn.collectives import gather_from_processes, sum_over_processes
 from routemix.train.distributed import shard_batches
 from routemix.train.evaluate import EvalResult, batch_metrics, build_classifier, check_classifier_name, classify, evaluate_model, gate_log_keys, save_classifier
 

@@ -48,8 +48,7 @@ from routemix.viz.common import FORMATS, Figure, new_figure, save_figure, synthe
 
 if TYPE_CHECKING:
     import numpy as np
-    import torch
-    from torch import Tensor, nn
+    from torch import Tensor
 
 OBJECTIVES = ("score", "gate")
 GATE_LIMIT = 2000  # test images the gate figures read by default
@@ -548,7 +547,6 @@ def routing_diagram(
 
     routers, after, logits = trace_routes(loaded.network, loaded.prepare(loaded.images[torch.tensor(indices)]))
     reds, blues = mpl.colormaps["Reds"], mpl.colormaps["Blues"]
-    max_paths = max(max(r.gates.shape[1:]) for r in routers)
     fig, _ = new_figure()
     fig.axes[0].remove()
     grid = GridSpec(len(indices) + 1, 2, figure=fig, height_ratios=[1] * len(indices) + [0.06])
