@@ -133,3 +133,19 @@ def test_predict_vector_data_gives_the_runs_labels_and_refuses_what_does_not_fit
     capsys.readouterr()
     assert main(["predict", str(km), "digits"]) == 2
     assert "holds no model.pt" in capsys.readouterr().err
+
+
+def test_contact_sheets_of_any_methods_folder_run(digit_folder, tmp_path, capsys):
+    import matplotlib.image
+
+    run = tmp_path / "km"
+    assert main(["cluster", str(digit_folder), "--method", "kmeans", "-k", "3", "--image-size", "16", "--run-dir", str(run), "--no-progress"]) == 0
+    out = tmp_path / "sheets"
+    assert main(["viz", "contact-sheets", str(run), "--per-cluster", "9", "--out", str(out), "--formats", "png"]) == 0
+    sheets = sorted(out.glob("*.png"))
+    assert [p.name for p in sheets] == [f"contact-sheet-cluster-0{c}.png" for c in range(3)]
+    assert matplotlib.image.imread(sheets[0]).std() > 0.05  # images drawn, not a blank page
+    (run / "labels.csv").write_text("file,cluster\nsomething.png,0\n")
+    capsys.readouterr()
+    assert main(["viz", "contact-sheets", str(run), "--out", str(out)]) == 2
+    assert "names 1 samples, not the 120 its data holds now" in capsys.readouterr().err

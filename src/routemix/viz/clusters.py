@@ -8,6 +8,8 @@
 * ``filters`` (Fig. 4.9): inputs that maximise filters of the first and last convolutional layers,
   and the first layer's raw kernels.
 * ``curves`` (Fig. 4.6): ACC, NMI and losses per epoch from the run's Lightning CSV log.
+* ``contact-sheets``: one grid of images per cluster, drawn at random from its members, for any
+  method's run on images (a folder of the user's own included), read from the run's labels.csv.
 
 Every figure reads the run through :func:`load_run`, which loads ``model.pt``
 (:mod:`routemix.cluster.saved`; NMM-EM, IIC and DDC runs, whose networks end in K output scores)
@@ -701,10 +703,70 @@ def draw_curves(args: argparse.Namespace) -> list[Path]:
     return save_figure(fig, args.out / "curves", caption, args.formats)
 
 
+# --- contact sheets: any run's clusters, from labels.csv ------------------------------------------
+
+
+def _sheet_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clusters", type=_int_list, default=None, help="clusters to draw, 0-based as in labels.csv (default: all)")
+    parser.add_argument("--per-cluster", type=_positive, default=64, help="images on each sheet, drawn at random from the cluster (default 64)")
+    parser.add_argument("--data-dir", default=None, help="root of the run's image dataset (default: the run's own --data-dir)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the images drawn for each sheet")
+
+
+def read_labels(run_dir: Path) -> tuple[np.ndarray, list[str] | None]:
+    """The clusters of ``labels.csv`` in sample order, and the file of each sample for a folder of images."""
+    path = run_dir / "labels.csv"
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        clusters = np.array([int(row[1]) for row in rows[1:]], dtype=np.int64)
+    except (OSError, ValueError, IndexError):
+        raise RoutemixError(f"{run_dir} holds no readable labels.csv: pass the run directory of a `routemix cluster` run.") from None
+    files = [row[0] for row in rows[1:]] if rows and rows[0][:1] == ["file"] else None
+    return clusters, files
+
+
+def draw_contact_sheets(args: argparse.Namespace) -> list[Path]:
+    """One sheet per cluster: a grid of images drawn at random from the cluster, for any method's
+    run on images (a folder of the user's own, or an image set), read from its labels.csv."""
+    path = Path(args.checkpoint)
+    run_dir = path if path.is_dir() else path.parent
+    config = _read_config(run_dir)
+    if "dataset" not in config:
+        raise RoutemixError(f"{run_dir} is not a `routemix cluster` run directory (no config.json naming its data).")
+    labels, files = read_labels(run_dir)
+    dataset = _load_run_data(config, args.data_dir)
+    if dataset.kind != "image":
+        raise RoutemixError(f"contact sheets show images; {run_dir} clustered vector data ({config['dataset']}).")
+    if len(labels) != len(dataset) or (files is not None and files != dataset.files):
+        raise RoutemixError(f"{run_dir}/labels.csv names {len(labels)} samples, not the {len(dataset)} its data holds now: "
+                            "the data changed since the run.")
+    k = int(labels.max()) + 1
+    clusters = _check_clusters(args.clusters if args.clusters is not None else list(range(k)), k)
+    rng = np.random.default_rng(args.seed)
+    written = []
+    for cluster in clusters:
+        members = np.flatnonzero(labels == cluster)
+        shown = np.sort(rng.choice(members, size=min(args.per_cluster, len(members)), replace=False))
+        columns = max(1, int(np.ceil(np.sqrt(args.per_cluster))))
+        rows = max(1, int(np.ceil(len(shown) / columns)))
+        fig, axes = new_figure(rows, columns, figsize=(0.9 * columns + 0.4, 0.9 * rows + 1.0), squeeze=False)
+        for ax in axes.flat:
+            ax.axis("off")
+        for ax, index in zip(axes.flat, shown):
+            _show_image(ax, dataset.data[index])
+            ax.axis("on")
+        fig.suptitle(f"cluster {cluster}: {len(members)} images" + (f", {len(shown)} drawn at random" if len(shown) < len(members) else ""), fontsize=11)
+        caption = f"Images of cluster {cluster} in {run_dir / 'labels.csv'} ({config.get('method')} on {dataset.name}; seed {args.seed})."
+        written += save_figure(fig, args.out / f"contact-sheet-cluster-{cluster:02d}", caption, args.formats)
+    return written
+
+
 FIGURES: list[Figure] = [
     Figure("cluster-density", "Fig. 4.4b/4.5: assignment map and density contours of an NMM-EM run on 2-D data", _density_arguments, draw_cluster_density),
     Figure("tsne", "Fig. 4.7: t-SNE of the network response before softmax, by cluster and by label", _tsne_arguments, draw_tsne),
     Figure("cluster-top", "Fig. 4.8: top images per cluster and an input synthesised for the cluster's neuron", _top_arguments, draw_cluster_top),
     Figure("filters", "Fig. 4.9: first and last convolutional filters by gradient ascent; first-layer kernels", _filters_arguments, draw_filters),
     Figure("curves", "Fig. 4.6: learning curves (ACC, NMI, losses per epoch) of clustering runs", _curves_arguments, draw_curves),
+    Figure("contact-sheets", "one sheet of images per cluster, for any method's run on images (from its labels.csv)", _sheet_arguments, draw_contact_sheets),
 ]
