@@ -8,6 +8,10 @@
   again: the sampler then skips the batches already trained on, and the resumed run sees exactly
   the batches the uninterrupted one would have seen.
 * :func:`tensor_loader` is the one in-memory loader of every trainer (supervised and clustering).
+  Without worker processes or memory pinning, an :class:`EpochLoader` indexes its batches out of the
+  dataset itself instead of building a ``DataLoader`` iterator every epoch: the same batches, in the
+  same order, without the per-epoch and per-batch machinery (which, for a table of a few hundred
+  rows and one batch per epoch, costs more than indexing it).
 
 The loaders draw their worker seeds from a private generator, so iterating them never moves
 PyTorch's global random state (which the model's own draws use, and checkpoints restore).
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Sampler, TensorDataset
+from torch.utils.data.dataloader import _DatasetKind
 
 
 def derived_seed(*parts: int) -> int:
@@ -96,9 +101,23 @@ class EpochLoader(DataLoader):
 
     def __iter__(self):
         self._handed_out, self._resume_at = self._resume_at, 0
-        for batch in super().__iter__():
+        for batch in self._indexed_batches() if self._in_process_batches() else super().__iter__():
             self._handed_out += 1
             yield batch
+
+    def _in_process_batches(self) -> bool:
+        """Whether this loader's batches are whole index lists of a map-style dataset, fetched in this
+        process without pinning: then :meth:`_indexed_batches` gives what ``DataLoader``'s iterator would."""
+        return (self.num_workers == 0 and not self.pin_memory and self.batch_sampler is None
+                and self._dataset_kind == _DatasetKind.Map)
+
+    def _indexed_batches(self):
+        """``DataLoader``'s single-process iteration without its iterator object: each batch of indices
+        from the sampler, ``collate_fn(dataset[indices])`` as its fetcher does with ``batch_size=None``
+        (for a ``TensorDataset``, the list of the tensors' rows at those indices)."""
+        dataset, collate = self.dataset, self.collate_fn
+        for indices in self.sampler:
+            yield collate(dataset[indices])
 
     def state_dict(self) -> dict:
         return {"epoch": self._batches.sampler.epoch, "batches": self._handed_out}
