@@ -108,10 +108,11 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
         ``fit_options`` go to it (a run directory, resume, processes). Returns the epochs run;
         ``module`` ends on the CPU in eval mode."""
         from routemix.train import clustering as training
+        from routemix.train.common import accelerator_for
 
         loader = training.make_loader(data, batch_size=min(self.batch_size, len(data)), shuffle=True, seed=seed)
         trainer = training.fit(module, loader, max_epochs=epochs or self.max_iter, progress=bool(self.verbose),
-                               accelerator=training.accelerator_for(self.device), **fit_options)
+                               accelerator=accelerator_for(self.device), **fit_options)
         module.cpu().eval()
         return int(trainer.current_epoch)
 

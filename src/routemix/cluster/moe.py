@@ -15,7 +15,8 @@ from routemix.cluster.moe_pretrain import CLUSTER_FINDERS, EMBEDDINGS, PretrainC
 from routemix.losses.entropy import MoELoss
 from routemix.models.vae import build_manager, build_vae
 from routemix.train import moe as training
-from routemix.train.clustering import accelerator_for, fit, make_loader
+from routemix.train.clustering import fit, make_loader
+from routemix.train.common import accelerator_for
 
 STAGES = ("autoencoder", "retrain", "manager", "cluster", "specialise")
 # How ``max_iter`` epochs are shared among the stages, by name. "paper": the thesis' epochs per

@@ -31,7 +31,8 @@ from sklearn.preprocessing import normalize
 from routemix.cluster.manifold import fit_umap
 from routemix.models.vae import VAE, Manager, build_manager, build_vae
 from routemix.train import moe as training
-from routemix.train.clustering import accelerator_for, fit, make_loader
+from routemix.train.clustering import fit, make_loader
+from routemix.train.common import accelerator_for
 
 CLUSTER_FINDERS = ("gmm", "hdbscan")
 EMBEDDINGS = ("umap", "none")

@@ -35,7 +35,7 @@ from routemix.data.loaders import tensor_loader
 from routemix.losses import NMMLoss, consistency_kl
 from routemix.metrics import clustering_scores
 from routemix.nn.collectives import gather_from_processes
-from routemix.train.common import accelerator_for, batched_inference, make_trainer, quiet_lightning, resume_checkpoint  # noqa: F401  (re-exported)
+from routemix.train.common import batched_inference, make_trainer, resume_checkpoint
 from routemix.train.distributed import shard_batches
 
 
