@@ -72,6 +72,9 @@ def test_loading_something_else_is_a_clear_error(tmp_path):
     save_checkpoint(tmp_path / "classifier.pt", {"model": "basecnn", "state_dict": {}})
     with pytest.raises(RoutemixError, match="classifier checkpoint"):
         load_clusterer(tmp_path / "classifier.pt")
+    save_checkpoint(tmp_path / "older.pt", {"kind": "nmm_vector", "network": {}, "config": {}})
+    with pytest.raises(RoutemixError, match="older routemix"):
+        load_clusterer(tmp_path / "older.pt")
     save_checkpoint(tmp_path / "later.pt", {"format": FORMAT, "version": 99})
     with pytest.raises(RoutemixError, match="version 99"):
         load_clusterer(tmp_path / "later.pt")

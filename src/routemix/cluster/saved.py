@@ -162,6 +162,9 @@ def load_clusterer(path: str | os.PathLike) -> SavedClustering:
         if not path.is_file():
             raise RoutemixError(f"{path.parent} holds no model.pt: pass the run directory of a `routemix cluster` run of a neural method.")
     state = load_checkpoint(path)
+    if "kind" in state and "network" in state:  # routemix cluster's model.pt before this format
+        raise RoutemixError(f"{path} was written by an older routemix, before runs saved the whole estimator: "
+                            "run the clustering again to predict with it or draw it.")
     if state.get("format") != FORMAT:
         what = f"a classifier checkpoint (model {state['model']})" if "model" in state else "not a clustering checkpoint"
         raise RoutemixError(f"{path} is {what}: expected a model.pt written by `routemix cluster` or an estimator's save().")
