@@ -117,7 +117,7 @@ def _check_data(dataset: LoadedDataset, clusters: int) -> None:
 def _fit(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
     """Fit the method's estimator; images go in as flattened rows with ``image_shape``. NMM-EM on
     images trains in ``run_dir`` (learning curves, checkpoints, resume, several processes).
-    Returns the estimator and the rows it was given."""
+    Returns the fitted estimator, its labels and the rows it was given."""
     spec = get_method(cfg.method)
     image = dataset.kind == "image"
     data = dataset.data.reshape(len(dataset), -1).numpy()
@@ -253,8 +253,11 @@ def _csv_field(text: str) -> str:
 
 
 def _run_name(dataset: str) -> str:
+    """The dataset's part of a default run directory's name: a file's stem, a folder's name, or the registered name."""
     path = Path(dataset)
-    return path.stem if is_tabular_path(dataset) else path.name or dataset if path.is_dir() else dataset
+    if is_tabular_path(dataset):
+        return path.stem
+    return (path.resolve().name or dataset) if path.is_dir() else dataset
 
 
 def _check_options(cfg: ClusterConfig) -> None:
