@@ -135,7 +135,7 @@ def test_predict_vector_data_gives_the_runs_labels_and_refuses_what_does_not_fit
     assert main(["cluster", "digits", "--method", "kmeans", "--run-dir", str(km), "--no-progress"]) == 0
     capsys.readouterr()
     assert main(["predict", str(km), "digits"]) == 2
-    assert "holds no model.pt" in capsys.readouterr().err
+    assert "it is a kmeans run, which keeps its labels.csv only" in capsys.readouterr().err
 
 
 def test_contact_sheets_of_any_methods_folder_run(digit_folder, tmp_path, capsys):

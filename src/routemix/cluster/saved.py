@@ -149,6 +149,23 @@ def save_clusterer(estimator, path: str | os.PathLike, *, config: dict | None = 
     save_checkpoint(path, clustering_state(estimator, config=config))
 
 
+def _why_no_model(run_dir: Path) -> str:
+    """Why a run directory has no model.pt, from its config.json where it has one."""
+    import json
+
+    from routemix.cluster.registry import METHODS, estimator_class
+
+    try:
+        method = json.loads((run_dir / "config.json").read_text()).get("method")
+    except (OSError, ValueError, AttributeError):
+        method = None
+    if method in METHODS and not METHODS[method].deep:
+        return f"it is a {method} run, which keeps its labels.csv only; cluster with a neural method to predict new data."
+    if method in METHODS and getattr(estimator_class(method), "_not_storable", None):
+        return f"{method} runs are not saved ({estimator_class(method)._not_storable.rstrip('.')}); cluster with another method to predict new data."
+    return "pass the run directory of a `routemix cluster` run of a neural method."
+
+
 def load_clusterer(path: str | os.PathLike) -> SavedClustering:
     """Read what :func:`save_clusterer` wrote: ``path`` is the file or a run directory holding ``model.pt``."""
     from routemix.cluster.registry import METHODS, estimator_class
@@ -160,7 +177,7 @@ def load_clusterer(path: str | os.PathLike) -> SavedClustering:
     if path.is_dir():
         path = path / "model.pt"
         if not path.is_file():
-            raise RoutemixError(f"{path.parent} holds no model.pt: pass the run directory of a `routemix cluster` run of a neural method.")
+            raise RoutemixError(f"{path.parent} holds no model.pt: {_why_no_model(path.parent)}")
     state = load_checkpoint(path)
     if "kind" in state and "network" in state:  # routemix cluster's model.pt before this format
         raise RoutemixError(f"{path} was written by an older routemix, before runs saved the whole estimator: "
