@@ -152,3 +152,13 @@ def test_contact_sheets_of_any_methods_folder_run(digit_folder, tmp_path, capsys
     capsys.readouterr()
     assert main(["viz", "contact-sheets", str(run), "--out", str(out)]) == 2
     assert "names 1 samples, not the 120 its data holds now" in capsys.readouterr().err
+
+
+def test_resuming_a_folder_run_at_another_image_size_is_refused(digit_folder, tmp_path, capsys):
+    run = tmp_path / "run"
+    common = ["cluster", str(digit_folder), "-k", "3", "--run-dir", str(run), "--no-progress"]
+    assert main([*common, "--image-size", "16", "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main([*common, "--image-size", "20", "--epochs", "2", "--resume"]) == 2
+    assert "image_size: 16 in the run, 20 now" in capsys.readouterr().err
+    assert sorted(p.name for p in (run / "logs").iterdir()) == ["version_0"]  # nothing written by the refusal

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -276,9 +276,12 @@ def _check_options(cfg: ClusterConfig) -> None:
             raise RoutemixError(f"{flag} takes a positive number, got {value!r}.")
 
 
-# What a resumed run must keep: everything that changes what it computes but the number of epochs.
-_RESUME_KEYS = ("dataset", "method", "clusters", "batch_size", "gamma", "em_lr", "consistency_lr", "two_fold",
-                "normalization", "priors", "seed", "split", "limit", "n_samples", "label_column")
+# What a resumed run may change: the number of epochs and where and how it runs. Every other
+# setting changes what it computes and must agree with the run's config.json (new settings are
+# checked by default).
+_FREE_ON_RESUME = {"epochs", "data_dir", "download", "device", "devices", "num_nodes", "strategy", "checkpoint_every",
+                   "progress", "resume", "overwrite", "run_dir", "kmeans", "command"}
+_RESUME_KEYS = tuple(f.name for f in fields(ClusterConfig) if f.name not in _FREE_ON_RESUME)
 
 
 def _check_resume_agrees(cfg: ClusterConfig) -> None:
