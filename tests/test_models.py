@@ -181,3 +181,10 @@ def test_model_info_counts_multiply_adds_like_the_resnet_papers():
     assert info.multiply_adds / 1e9 == pytest.approx(4.09, rel=0.01)  # torchvision's published 4.09 GFLOPS
     two = model_info("basecnn_2cc")
     assert two.num_paths == 2 and two.multiply_adds > 1.9 * model_info("basecnn").multiply_adds
+
+
+def test_list_models_filters_by_shell_patterns():
+    every = list_models()
+    assert list_models("resnet20*") == sorted(n for n in every if n.startswith("resnet20")) and list_models("resnet20*")
+    assert list_models("basecnn_2cc", "clusternet_mnist") == ["basecnn_2cc", "clusternet_mnist"]
+    assert list_models("no_such_model*") == []

@@ -25,9 +25,12 @@ def register_model(builder: ModelBuilder, name: str | None = None) -> ModelBuild
     return builder
 
 
-def list_models() -> list[str]:
-    """Names of every registered model, sorted."""
-    return sorted(_REGISTRY)
+def list_models(*patterns: str) -> list[str]:
+    """Names of the registered models, sorted: every one, or those matching any of the shell-style
+    ``patterns`` (``list_models("resnet20*", "*_3cc")``, :func:`fnmatch.fnmatch`)."""
+    from fnmatch import fnmatch
+
+    return sorted(name for name in _REGISTRY if not patterns or any(fnmatch(name, pattern) for pattern in patterns))
 
 
 def get_model_builder(name: str) -> ModelBuilder:
