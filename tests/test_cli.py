@@ -183,3 +183,11 @@ def test_bench_sparse_refuses_paths_whose_models_are_missing_before_training(tmp
     assert main(["bench", "sparse", "--paths", "8", "--data-dir", str(tmp_path), "--out", str(out), "--no-progress"]) == 2
     assert "soft needs basecnn_8cc, which is not registered" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly():
+    # `routemix models | head -1`: the reader closes the pipe after one line
+    result = subprocess.run(f"{sys.executable} -m routemix models | head -1", shell=True, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert result.stdout.startswith("name") and len(result.stdout.splitlines()) == 1
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr

@@ -132,12 +132,10 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    import fnmatch
-
     from routemix.models import list_models
     from routemix.models.info import model_info
 
-    names = [n for n in list_models() if any(fnmatch.fnmatch(n, pattern) for pattern in args.patterns or ["*"])]
+    names = list_models(*(args.patterns or []))
     if not names:
         raise RoutemixError(f"no model matches {' '.join(args.patterns)}; `routemix models` lists all of them.")
     print(f"{'name':<24}{'paths':>6}{'parameters':>13}{'GMACs':>10}  input")
@@ -642,6 +640,16 @@ def _report_interrupted(error: Interrupted, command: str) -> int:
     return error.exit_status
 
 
+def _output_closed() -> int:
+    """After stdout's reader closed the pipe: point stdout at /dev/null, so that Python's flush at
+    exit does not print a second error, and exit as a process stopped by SIGPIPE would (141)."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     prefer_passive_waiting()  # before anything imports torch; see routemix.threads
     arguments = sys.argv[1:] if argv is None else argv
@@ -665,6 +673,8 @@ def main(argv: list[str] | None = None) -> int:
         return _report_interrupted(error, args.command)
     except KeyboardInterrupt:
         return _report_interrupted(Interrupted(signal.SIGINT), args.command)
+    except BrokenPipeError:  # the reader of our output went away (`routemix models | head`): stop quietly
+        return _output_closed()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
