@@ -102,6 +102,16 @@ def read_run_config(run_dir: str | os.PathLike) -> dict:
         raise RoutemixError(f"--resume: cannot read {path} ({error}); pass the --run-dir of a routemix run.") from None
 
 
+def run_config_if_any(run_dir: str | os.PathLike) -> dict:
+    """The ``config.json`` a run wrote, or ``{}`` where there is none to read: for messages that
+    say what a directory holds, where a missing config is not itself the error."""
+    try:
+        config = json.loads((Path(run_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def resume_conflicts(saved: dict, current: dict, keys: Iterable[str]) -> list[str]:
     """``"key: RUN in the run, NOW now"`` for each of ``keys`` whose value in this command
     differs from the saved run's (keys the run did not save are not compared)."""

@@ -151,14 +151,10 @@ def save_clusterer(estimator, path: str | os.PathLike, *, config: dict | None = 
 
 def _why_no_model(run_dir: Path) -> str:
     """Why a run directory has no model.pt, from its config.json where it has one."""
-    import json
-
     from routemix.cluster.registry import METHODS, estimator_class
+    from routemix.rundir import run_config_if_any
 
-    try:
-        method = json.loads((run_dir / "config.json").read_text()).get("method")
-    except (OSError, ValueError, AttributeError):
-        method = None
+    method = run_config_if_any(run_dir).get("method")
     if method in METHODS and not METHODS[method].deep:
         return f"it is a {method} run, which keeps its labels.csv only; cluster with a neural method to predict new data."
     if method in METHODS and getattr(estimator_class(method), "_not_storable", None):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -31,6 +30,7 @@ import torch
 from torch import nn
 
 from routemix.errors import RoutemixError
+from routemix.rundir import run_config_if_any
 from routemix.viz.common import Figure, new_figure, save_figure, synthesize_inputs
 
 # methods whose network ends in K output scores (a softmax, or NMM-EM's eq. 4.20, follows)
@@ -120,7 +120,7 @@ def checkpoint_path(path: str | Path) -> Path:
         model = path / "model.pt"
         if model.is_file():
             return model
-        config = _read_config(path)
+        config = run_config_if_any(path)
         if config.get("method") in BASELINES:
             raise RoutemixError(
                 f"{path} is a {config['method']} run, which has no network to draw: these figures need a "
@@ -130,13 +130,6 @@ def checkpoint_path(path: str | Path) -> Path:
     if not path.exists():
         raise RoutemixError(f"no checkpoint or run directory at {path}.")
     return path
-
-
-def _read_config(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def load_run(checkpoint: str | Path, *, data_dir: str | None = None, device: str = "cpu"):
@@ -647,7 +640,7 @@ def _run_curves(path: str | Path) -> tuple[Path, str, dict]:
     run_dir = path if path.is_dir() else path.parent
     if not run_dir.is_dir():
         raise RoutemixError(f"no run directory at {run_dir}.")
-    config = _read_config(run_dir)
+    config = run_config_if_any(run_dir)
     if "method" not in config:
         raise RoutemixError(f"{run_dir} is not a `routemix cluster` run directory (no config.json naming its method).")
     curves = read_curves(run_dir)
@@ -731,7 +724,7 @@ def draw_contact_sheets(args: argparse.Namespace) -> list[Path]:
     run on images (a folder of the user's own, or an image set), read from its labels.csv."""
     path = Path(args.checkpoint)
     run_dir = path if path.is_dir() else path.parent
-    config = _read_config(run_dir)
+    config = run_config_if_any(run_dir)
     if "dataset" not in config:
         raise RoutemixError(f"{run_dir} is not a `routemix cluster` run directory (no config.json naming its data).")
     labels, files = read_labels(run_dir)
