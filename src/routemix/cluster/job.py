@@ -114,16 +114,21 @@ def _check_data(dataset: LoadedDataset, clusters: int) -> None:
         raise RoutemixError(f"dataset {dataset.name!r} has {n} samples, fewer than the {clusters} clusters asked for: use --clusters {n} or fewer.")
 
 
+def estimator_rows(samples: torch.Tensor) -> np.ndarray:
+    """A dataset's samples as the rows its estimator takes: images (uint8) flattened to float32 in
+    [0, 1] (MNIST in float64 would be 440 MB), vectors as float64, as scikit-learn's loaders give
+    them, so the CLI and the Python API agree for one seed."""
+    rows = samples.reshape(len(samples), -1).numpy()
+    return rows.astype(np.float32) / 255.0 if samples.dim() == 4 else rows.astype(np.float64)
+
+
 def _fit(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
     """Fit the method's estimator; images go in as flattened rows with ``image_shape``. NMM-EM on
     images trains in ``run_dir`` (learning curves, checkpoints, resume, several processes).
     Returns the fitted estimator, its labels and the rows it was given."""
     spec = get_method(cfg.method)
     image = dataset.kind == "image"
-    data = dataset.data.reshape(len(dataset), -1).numpy()
-    # float64 for vectors, as scikit-learn loaders give it, so the CLI and the Python API agree for one seed;
-    # images stay float32 in [0, 1] (MNIST in float64 is 440 MB)
-    data = data.astype(np.float32) / 255.0 if image else data.astype(np.float64)
+    data = estimator_rows(dataset.data)
     params = {}
     if spec.deep and cfg.batch_size is not None:
         params["batch_size"] = cfg.batch_size

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from routemix.cluster.job import labels_csv, report_skipped
+from routemix.cluster.job import estimator_rows, labels_csv, report_skipped
 from routemix.cluster.saved import load_clusterer
 from routemix.data import LoadedDataset, load_dataset
 from routemix.data.registry import is_image_folder
@@ -45,7 +45,7 @@ def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def _model_rows(estimator, dataset: LoadedDataset, source: str) -> np.ndarray:
-    """``dataset`` as the rows the run's estimator was fitted on (see routemix.cluster.job._fit)."""
+    """``dataset`` as the rows the run's estimator was fitted on (:func:`routemix.cluster.job.estimator_rows`)."""
     if estimator.image_shape is not None:
         channels, height, width = estimator.image_shape
         if dataset.kind != "image":
@@ -55,11 +55,10 @@ def _model_rows(estimator, dataset: LoadedDataset, source: str) -> np.ndarray:
                 f"the run clustered {height}x{width} images; {source} holds {tuple(dataset.data.shape[2:])[0]}x"
                 f"{tuple(dataset.data.shape[2:])[1]} ones (a folder of images is resized to the run's side itself)."
             )
-        images = match_channels(dataset.data, channels)
-        return images.reshape(len(images), -1).numpy().astype(np.float32) / 255.0
+        return estimator_rows(match_channels(dataset.data, channels))
     if dataset.kind == "image":
         raise RoutemixError(f"the run clustered vectors of {estimator.n_features_in_} features; {source} holds images.")
-    rows = dataset.data.numpy().astype(np.float64)
+    rows = estimator_rows(dataset.data)
     if rows.shape[1] != estimator.n_features_in_:
         raise RoutemixError(f"the run clustered vectors of {estimator.n_features_in_} features; {source} has {rows.shape[1]}.")
     return rows
