@@ -60,11 +60,11 @@ def test_flop_convention_is_two_flops_per_multiply_add_and_three_passes_per_step
 def test_training_flops_convention_matches_torchs_count_of_forward_and_backward(name):
     """On single-path networks (no grouped convolutions) torch's counter of forward + backward
     lands just under 3 forward passes: the first layer computes no input gradient."""
-    info = model_info(name)
+    info = model_info(name, num_classes=10)
     with torch.device("meta"):
         model = create_model(name, num_classes=10).train()
         with FlopCounterMode(display=False) as counter:
-            model(torch.empty(2, *info.input_shape)).sum().backward()
+            model(torch.empty(2, *info.spec.input_shape)).sum().backward()
     per_image = counter.get_total_flops() / 2
     assert 0.9 * training_flops(info.multiply_adds) <= per_image <= training_flops(info.multiply_adds)
 
@@ -84,8 +84,8 @@ def test_throughput_rows_shares_and_utilisation():
     rows = run_throughput(("ddc_lenet", "basecnn"), batch=4, steps=2, repeats=1, peak_size=64, memory=False, progress=False)
     assert [r.model for r in rows] == ["ddc_lenet", "basecnn"]
     for r in rows:
-        info = model_info(r.model)
-        assert r.input_shape == info.input_shape and r.training_flops == 6 * info.multiply_adds
+        info = model_info(r.model, num_classes=10)
+        assert r.input_shape == info.spec.input_shape and r.training_flops == 6 * info.multiply_adds
         assert 0.0 <= r.loading_share <= 1.0 and 0.0 <= r.input_share <= 1.0
         assert r.loading_share + r.input_share <= 1.0
         assert r.images_per_second == pytest.approx(4 / r.step_seconds)

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from routemix.bench import clustering as bench
-from routemix.bench.published import published_table
 from routemix.cli import main
 from routemix.cluster import EDGaMClustering
 from routemix.cluster.registry import METHODS, get_method, make_estimator
 from routemix.cluster.saved import load_clusterer
 from routemix.errors import RoutemixError
 from routemix.metrics import cluster_accuracy
+from routemix.published import published_table
 
 
 @pytest.mark.parametrize("name", ["kmeans", "gmm", "spectral"])

@@ -5,11 +5,12 @@ import torch
 import torchvision
 from torch import nn
 
-from routemix.bench.published import published_table
 from routemix.errors import RoutemixError
-from routemix.models import count_parameters, create_model, list_models
+from routemix.models import count_parameters, create_model, list_models, model_spec
+from routemix.models.base import Classifier
 from routemix.models.basecnn import Ensemble
 from routemix.models.resnet_imagenet import imagenet_resnet
+from routemix.published import published_table
 
 # Printed counts this zoo does not reach, each with the reason (strict: they fail if they start matching).
 COUNT_EXCEPTIONS = {
@@ -21,13 +22,17 @@ COUNT_EXCEPTIONS = {
 
 
 def _count_cases():
-    for table in ("table3_2", "table3_3", "table3_4"):
-        for row in published_table(table):
-            if row["model"] is None:
-                continue
-            classes = int(row.get("num_classes") or 10)
-            marks = [pytest.mark.xfail(strict=True, reason=COUNT_EXCEPTIONS[row["model"]])] if row["model"] in COUNT_EXCEPTIONS else []
-            yield pytest.param(row["model"], classes, row["params_m"], id=row["model"], marks=marks)
+    for name in list_models():
+        published = model_spec(name).published
+        if published is not None:
+            marks = [pytest.mark.xfail(strict=True, reason=COUNT_EXCEPTIONS[name])] if name in COUNT_EXCEPTIONS else []
+            yield pytest.param(name, published.num_classes, published.parameters_m, id=name, marks=marks)
+
+
+def test_every_zoo_row_of_the_thesis_tables_is_a_registry_count():
+    """The registry reads the printed counts of Tables 3.2-3.4; none of the tables' zoo rows is lost."""
+    rows = [row["model"] for table in ("table3_2", "table3_3", "table3_4") for row in published_table(table) if row["model"]]
+    assert sorted(rows) == sorted(p.values[0] for p in _count_cases()) and len(rows) > 30
 
 
 @pytest.mark.parametrize("name,num_classes,printed_m", list(_count_cases()))
@@ -36,35 +41,24 @@ def test_parameter_count_within_3_percent_of_the_thesis(name, num_classes, print
     assert count == pytest.approx(printed_m, rel=0.03), f"{name}: {count:.3f}M, thesis {printed_m}M"
 
 
-# Input shape per model family, small enough for a CPU test.
 def _input_shape(name: str) -> tuple[int, ...]:
-    if name.startswith("clusternet_mnist"):
-        return (2, 2, 28, 28)
-    if name.startswith("clusternet_cifar"):
-        return (2, 2, 32, 32)
-    if name.startswith("clusternet_stl10"):
-        return (2, 2, 96, 96)
-    if name.startswith("vgg13"):
-        return (2, 3, 224, 224)
-    return (2, 3, 32, 32) if not name.startswith(("resnet18", "resnet34", "resnet50", "resnet101", "wide_", "resnext")) else (2, 3, 64, 64)
+    """A batch of two at the model's default shape; models that take any size get 32x32 (CPU time)."""
+    spec = model_spec(name)
+    side = spec.input_size if spec.fixed_input_size else 32
+    return (2, spec.in_channels, side, side)
 
 
-ZOO = [name for name in list_models() if not name.endswith("_mlp")]  # MLPs take vectors: test_clusternets.py, test_ddc.py
+IMAGE_ZOO = list_models(task="classifier") + [n for n in list_models(task="clustering") if model_spec(n).input == "image"]
 # Sparse networks leave a path without gradient when no sample of the batch is routed to it, which
 # is what sparsity means: test_sparse.py checks that exactly the paths that computed learn.
-DENSE_ZOO = [name for name in ZOO if not name.startswith(("sparse_", "clustered_"))]
+DENSE_ZOO = [name for name in IMAGE_ZOO if model_spec(name).family != "sparse-basecnn"]
 
 
 @pytest.mark.parametrize("name", DENSE_ZOO)
 def test_every_model_gives_logits_and_every_parameter_learns(name):
     torch.manual_seed(0)
     shape = _input_shape(name)
-    kwargs = {"num_classes": 7, "in_channels": shape[1]}
-    if name.startswith(("clusternet", "vgg13")):
-        kwargs["input_size"] = shape[-1]
-    if name == "ddc_lenet":
-        kwargs["input_size"] = shape[-2:]
-    model = create_model(name, **kwargs).train()
+    model = create_model(name, num_classes=7).train()
     out = model(torch.randn(*shape))
     members = out.shape[1] if isinstance(model, Ensemble) else None
     assert out.shape == ((2, members, 7) if members else (2, 7))
@@ -177,10 +171,10 @@ def test_model_info_counts_multiply_adds_like_the_resnet_papers():
     from routemix.models.info import model_info
 
     info = model_info("resnet50", num_classes=1000)
-    assert info.input_shape == (3, 224, 224) and info.parameters == 25_557_032
+    assert info.spec.input_shape == (3, 224, 224) and info.parameters == 25_557_032
     assert info.multiply_adds / 1e9 == pytest.approx(4.09, rel=0.01)  # torchvision's published 4.09 GFLOPS
     two = model_info("basecnn_2cc")
-    assert two.num_paths == 2 and two.multiply_adds > 1.9 * model_info("basecnn").multiply_adds
+    assert two.spec.paths == 2 and two.multiply_adds > 1.9 * model_info("basecnn").multiply_adds
 
 
 def test_list_models_filters_by_shell_patterns():
@@ -188,3 +182,50 @@ def test_list_models_filters_by_shell_patterns():
     assert list_models("resnet20*") == sorted(n for n in every if n.startswith("resnet20")) and list_models("resnet20*")
     assert list_models("basecnn_2cc", "clusternet_mnist") == ["basecnn_2cc", "clusternet_mnist"]
     assert list_models("no_such_model*") == []
+
+
+@pytest.mark.parametrize("name", list_models(task="classifier"))
+def test_every_classifier_is_what_its_spec_says(name):
+    """The registry's metadata is not a second guess: a classifier built at its defaults has the
+    spec's paths, channels and input size, and takes the spec's input shape."""
+    spec = model_spec(name)
+    with torch.device("meta"):
+        model = create_model(name)
+    assert isinstance(model, Classifier) and spec.recipe in ("cnn", "resnet") and spec.summary
+    assert (model.num_classes, model.in_channels) == (spec.num_classes, spec.in_channels)
+    assert getattr(model, "num_paths", 1) == (1 if spec.routing == "ensemble" else spec.paths)
+    assert model.input_size == (spec.input_size if spec.fixed_input_size else None)
+
+
+def test_clustering_networks_are_not_classifiers():
+    assert set(list_models(task="clustering")) == {"clusternet_mnist", "clusternet_cifar", "clusternet_stl10", "cluster_mlp", "ddc_lenet", "ddc_mlp"}
+    assert model_spec("cluster_mlp").input_shape is None and model_spec("clusternet_cifar").input_shape == (2, 32, 32)
+
+
+@pytest.mark.parametrize("name,paths", [("basecnn_8cc", 8), ("basecnn_5cp", 5), ("basecnn_6", 6), ("resnet20_7cc", 7), ("resnet18_5cc", 5)])
+def test_any_path_count_builds_though_only_the_papers_are_listed(name, paths):
+    assert name not in list_models() and list_models(name) == [name]
+    spec = model_spec(name)
+    with torch.device("meta"):
+        model = create_model(name)
+    assert spec.paths == paths and model.num_paths == paths and spec.routing == model_spec(name.replace(str(paths), "2", 1)).routing
+
+
+def test_sparse_templates_take_paths_and_paths_per_sample():
+    spec = model_spec("sparse_basecnn_16_top3")
+    assert (spec.paths, spec.options) == (16, {"top_k": 3})
+    model = create_model("clustered_basecnn_8_top2", num_classes=10, in_channels=1)
+    routing = model.layers.conv1
+    assert (routing.num_paths, routing.k) == (8, 2)
+
+
+@pytest.mark.parametrize("name,match", [("basecnn_1cc", "P must be at least 2"), ("sparse_basecnn_2_top3", "must not exceed P"),
+                                        ("basecnn_0cc", "unknown model")])
+def test_impossible_path_counts_are_clear_errors(name, match):
+    with pytest.raises(RoutemixError, match=match):
+        create_model(name)
+
+
+def test_vector_models_refuse_image_arguments():
+    with pytest.raises(RoutemixError, match="takes vectors"):
+        create_model("cluster_mlp", num_classes=3, in_channels=1)

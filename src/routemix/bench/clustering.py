@@ -6,7 +6,7 @@ its peak memory is its own: ``peak_mb`` is the resident-set peak of that process
 data loaded; torch and its friends alone hold about 800 MB), which is what compares methods. It scores
 ACC/NMI/ARI against the labels; ``summarize`` gives mean and spread over seeds, wall time, peak
 memory and the published ACC/NMI for the same dataset, method and protocol
-(``reference/clustering.csv``, with the table each number comes from).
+(``routemix/published/clustering.csv``, with the table each number comes from).
 
 **Protocols.** Papers report different things: the mean of single runs (the thesis, the MoE
 thesis), or the run of lowest unsupervised loss out of 20 and a vote of the best three (DDC
@@ -156,7 +156,7 @@ def budget_for(budget: str, dataset: str) -> Budget:
 
 def reference_numbers() -> dict[tuple[str, str, str], dict]:
     """Published numbers by (dataset, method, protocol)."""
-    from routemix.bench.published import published_table
+    from routemix.published import published_table
 
     return {(row["dataset"], row["method"], row["protocol"]): row for row in published_table("clustering")}
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from routemix.bench.published import published_table
+from routemix.published import published_table
 
 MODELS = ("basecnn", "widecnn", "deepcnn", "basecnn_2", "basecnn_2cp", "basecnn_2cc", "crossstitch_basecnn_2", "sebasecnn")
 NETWORK_NAMES = {"basecnn_2": "BaseCNN-2"}  # rows the thesis does not print

@@ -450,8 +450,8 @@ class _TrainingLoop:
 def _image_model_info(name: str):
     from routemix.models.info import model_info
 
-    info = model_info(name)
-    if info.input_shape is None:
+    info = model_info(name, num_classes=10)  # as the timed loop builds it
+    if info.spec.input_shape is None:
         raise RoutemixError(f"bench speed --throughput times image models; {name} takes vectors.")
     return info
 
@@ -472,7 +472,7 @@ def run_throughput(models=THESIS_NETWORKS, *, batch: int = 128, steps: int = 5, 
     infos = {name: _image_model_info(name) for name in models}  # every name checked before anything runs
     dev = torch.device(device)
     torch.manual_seed(0)
-    loops = {name: _TrainingLoop(name, info.input_shape, batch, steps, workers, dev) for name, info in infos.items()}
+    loops = {name: _TrainingLoop(name, info.spec.input_shape, batch, steps, workers, dev) for name, info in infos.items()}
     samples: dict[str, list[list[tuple[float, float, float]]]] = {name: [] for name in loops}
     peaks = []
     with tqdm(total=repeats * len(loops), desc="throughput", disable=not progress) as bar:
@@ -491,14 +491,14 @@ def run_throughput(models=THESIS_NETWORKS, *, batch: int = 128, steps: int = 5, 
         total = loading + inputs + stepping
         images_per_second = batch / step_seconds
         row = Throughput(
-            name, str(dev), batch, workers, count_parameters(loop.model), info.input_shape, info.multiply_adds,
+            name, str(dev), batch, workers, count_parameters(loop.model), info.spec.input_shape, info.multiply_adds,
             training_flops(info.multiply_adds), step_seconds, images_per_second, batch / iteration_seconds,
             loading / total, inputs / total, peak, arithmetic_utilisation(info.multiply_adds, images_per_second, peak),
         )
         del loop
         if memory:
             build = functools.partial(create_model, name, num_classes=10)
-            row.peak_mb = training_peak_mb(build, batch, shape=info.input_shape, device=device)
+            row.peak_mb = training_peak_mb(build, batch, shape=info.spec.input_shape, device=device)
         rows.append(row)
     return rows
 

@@ -233,10 +233,6 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
         return self.predict_proba(X).argmax(axis=1)
 
 
-# Table 4.2 networks by image side; other sides get the MNIST layout at their own size.
-_CLUSTERNET_BY_SIDE = {28: "clusternet_mnist", 32: "clusternet_cifar", 96: "clusternet_stl10"}
-
-
 def thesis_network(n_clusters: int, *, image_shape=None, n_features: int | None = None, hidden_layer_sizes=(256, 256)):
     """The NMM-EM network and input of the thesis, shared by every method that uses them.
 
@@ -248,7 +244,7 @@ def thesis_network(n_clusters: int, *, image_shape=None, n_features: int | None 
     from torch import nn
 
     from routemix.data.transforms import SobelInput, image_augmentation
-    from routemix.models import create_model
+    from routemix.models import create_model, list_models, model_spec
 
     if image_shape is None:
         network = create_model("cluster_mlp", num_classes=n_clusters, in_features=n_features, hidden_sizes=tuple(int(h) for h in hidden_layer_sizes))
@@ -256,6 +252,7 @@ def thesis_network(n_clusters: int, *, image_shape=None, n_features: int | None 
     channels, height, width = image_shape
     if height != width:
         raise ValueError(f"the thesis networks take square images; got image_shape={tuple(image_shape)}.")
-    name = _CLUSTERNET_BY_SIDE.get(height, "clusternet_mnist")
-    network = create_model(name, num_classes=n_clusters, in_channels=2, input_size=height)
+    # Table 4.2's network for this side; other sides get the MNIST layout at their own size
+    by_side = {model_spec(name).input_size: name for name in list_models(family="clusternet")}
+    network = create_model(by_side.get(height, "clusternet_mnist"), num_classes=n_clusters, input_size=height)
     return network, SobelInput(), image_augmentation(channels, (height, width))

@@ -12,7 +12,7 @@ from sklearn.utils._param_validation import Interval
 
 from routemix.cluster.base import COMMON_CONSTRAINTS, DeepClusterer
 from routemix.losses.ddc import DDCLoss
-from routemix.models.ddc_nets import ddc_lenet, ddc_mlp
+from routemix.models import create_model
 from routemix.train import ddc as ddc_training
 
 # Sec. 4.6: Adam with learning rate 1e-3 for the convolutional network and 1e-5 for the fully
@@ -134,9 +134,9 @@ class DDCClustering(DeepClusterer):
     def _build_module(self, input_shape: tuple[int, ...]) -> ddc_training.DDCModule:
         """An untrained DDC for samples of ``input_shape``: ``(C, H, W)`` or ``(D,)``."""
         if len(input_shape) == 3:
-            network = ddc_lenet(num_classes=self.n_clusters, in_channels=input_shape[0], input_size=tuple(input_shape[1:]))
+            network = create_model("ddc_lenet", num_classes=self.n_clusters, in_channels=input_shape[0], input_size=tuple(input_shape[1:]))
         else:
-            network = ddc_mlp(num_classes=self.n_clusters, in_features=input_shape[0])
+            network = create_model("ddc_mlp", num_classes=self.n_clusters, in_features=input_shape[0])
         lr = LEARNING_RATE if self.learning_rate is None else self.learning_rate
         loss = DDCLoss(self.n_clusters, bandwidth_fraction=self.bandwidth_fraction)
         return ddc_training.DDCModule(network, loss, learning_rate=lr)

@@ -1,6 +1,6 @@
 """The model zoo and its registry."""
 
 from routemix.models import basecnn, clusternets, ddc_nets, resnet_cifar, resnet_imagenet, sparse_cnn, vgg  # noqa: F401  (importing a family registers its models)
-from routemix.models.registry import count_parameters, create_model, get_model_builder, list_models, register_model
+from routemix.models.registry import ModelSpec, count_parameters, create_model, list_models, model_spec, register_model
 
-__all__ = ["count_parameters", "create_model", "get_model_builder", "list_models", "register_model"]
+__all__ = ["ModelSpec", "count_parameters", "create_model", "list_models", "model_spec", "register_model"]

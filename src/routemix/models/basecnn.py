@@ -203,31 +203,37 @@ def ensemble_log_probs(logits: Tensor) -> Tensor:
 
 
 def _cnn(layout: CNNLayout, **defaults):
-    def build(*, num_classes: int = 10, in_channels: int = 3, input_size: int = 32, **kwargs) -> MultiPathCNN:
+    def build(*, num_classes: int, in_channels: int, input_size: int, **kwargs) -> MultiPathCNN:
         return MultiPathCNN(layout, num_classes=num_classes, in_channels=in_channels, input_size=input_size, **{**defaults, **kwargs})
 
     return build
 
 
-register_model(_cnn(BASECNN), "basecnn")
-register_model(_cnn(WIDECNN), "widecnn")
-register_model(_cnn(DEEPCNN), "deepcnn")
-register_model(_cnn(BASECNN, se_reduction=4), "sebasecnn")
-register_model(_cnn(DEEPCNN, se_reduction=4), "sedeepcnn")
-register_model(_cnn(BASECNN, num_paths=2, routing="stitch"), "crossstitch_basecnn_2")
-for _paths in (2, 3, 4):
-    register_model(_cnn(BASECNN, num_paths=_paths), f"basecnn_{_paths}")
-    register_model(_cnn(BASECNN, num_paths=_paths, routing="cc"), f"basecnn_{_paths}cc")
-    register_model(_cnn(BASECNN, num_paths=_paths, routing="cp"), f"basecnn_{_paths}cp")
+_BASECNN = {"family": "basecnn", "recipe": "cnn"}
+register_model("basecnn", _cnn(BASECNN), summary="BaseCNN (Table 3.1): C32 C32 M C64 C64 M C128 C128 F32 F32", **_BASECNN)
+register_model("widecnn", _cnn(WIDECNN), summary="WideCNN (Table 3.1): BaseCNN with twice the filters", **_BASECNN)
+register_model("deepcnn", _cnn(DEEPCNN), summary="DeepCNN (Table 3.1): BaseCNN with a fourth stage of three C256", **_BASECNN)
+register_model("sebasecnn", _cnn(BASECNN, se_reduction=4), summary="SEBaseCNN (Table 3.2): squeeze-excitation after every convolution", **_BASECNN)
+register_model("sedeepcnn", _cnn(DEEPCNN, se_reduction=4), summary="SEDeepCNN (Table 3.2): squeeze-excitation after every convolution", **_BASECNN)
+register_model("crossstitch_basecnn_2", _cnn(BASECNN, routing="stitch"), summary="Cr-Stitch2 (Table 3.2): two BaseCNNs joined by cross-stitch units",
+               paths=2, routing="stitch", **_BASECNN)
+register_model("basecnn_{P}", _cnn(BASECNN), summary="BaseCNN-P (Table 3.2): P independent BaseCNNs, outputs averaged",
+               listed={"P": (2, 3, 4)}, **_BASECNN)
+register_model("basecnn_{P}cc", _cnn(BASECNN, routing="cc"), summary="BaseCNN-P-CC (Fig. 3.4): P BaseCNNs mixed by cross-connections",
+               listed={"P": (2, 3, 4)}, routing="cc", **_BASECNN)
+register_model("basecnn_{P}cp", _cnn(BASECNN, routing="cp"), summary="BaseCNN-P-CP (Fig. 3.2): cross-prediction routers replace every other convolution",
+               listed={"P": (2, 3, 4)}, routing="cp", **_BASECNN)
 
 
 def _ensemble(names: tuple[str, ...]):
-    def build(*, num_classes: int = 10, in_channels: int = 3, input_size: int = 32) -> Ensemble:
+    def build(*, num_classes: int, in_channels: int, input_size: int) -> Ensemble:
         kwargs = {"num_classes": num_classes, "in_channels": in_channels, "input_size": input_size}
         return Ensemble([create_model(name, **kwargs) for name in names])
 
     return build
 
 
-register_model(_ensemble(("basecnn",) * 3), "basecnn_ensemble")
-register_model(_ensemble(("basecnn", "widecnn", "deepcnn")), "all_ensemble")
+register_model("basecnn_ensemble", _ensemble(("basecnn",) * 3), summary="BaseCNN Ensemble (Table 3.2): three BaseCNNs trained apart, predictions averaged",
+               routing="ensemble", **_BASECNN)
+register_model("all_ensemble", _ensemble(("basecnn", "widecnn", "deepcnn")), summary="All Ensemble (Table 3.2): BaseCNN, WideCNN and DeepCNN, predictions averaged",
+               routing="ensemble", **_BASECNN)

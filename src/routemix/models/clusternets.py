@@ -104,25 +104,24 @@ class ClusterMLP(nn.Module):
         return self.net(x)
 
 
-@register_model
-def clusternet_mnist(*, num_classes: int = 10, in_channels: int = 2, input_size: int = 28) -> ClusterNet:
-    """Table 4.2 MNIST: C64 M C128 M C256 F32 F10 (0.77M parameters)."""
-    return ClusterNet(MNIST_FEATURES, num_classes=num_classes, in_channels=in_channels, input_size=input_size, hidden=32)
+def _clusternet(features: Sequence[int | str], **fixed):
+    def build(*, num_classes: int, in_channels: int, input_size: int) -> ClusterNet:
+        return ClusterNet(features, num_classes=num_classes, in_channels=in_channels, input_size=input_size, **fixed)
+
+    return build
 
 
-@register_model
-def clusternet_cifar(*, num_classes: int = 10, in_channels: int = 2, input_size: int = 32) -> ClusterNet:
-    """Table 4.2 CIFAR-10/100: C64 C64 M C128 C128 M C256 C256 Fn (1.31M parameters, n=10)."""
-    return ClusterNet(CIFAR_FEATURES, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
-
-
-@register_model
-def clusternet_stl10(*, num_classes: int = 10, in_channels: int = 2, input_size: int = 96) -> ClusterNet:
-    """Table 4.2 STL10: C64 C64 M C128 C128 M C256 C256 M C256 C256 F10 (2.69M parameters)."""
-    return ClusterNet(STL10_FEATURES, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
-
-
-@register_model
-def cluster_mlp(*, num_classes: int, in_features: int, hidden_sizes: Sequence[int] = (256, 256)) -> ClusterMLP:
-    """MLP for tabular data; the 2-D study of sec. 4.5.1 uses ``hidden_sizes=(32, 32)``."""
+def _cluster_mlp(*, num_classes: int, in_features: int, hidden_sizes: Sequence[int] = (256, 256)) -> ClusterMLP:
     return ClusterMLP(num_classes=num_classes, in_features=in_features, hidden_sizes=hidden_sizes)
+
+
+# The input is the 2-plane Sobel image (sec. 4.5.2) at the dataset's own side.
+_CLUSTERNET = {"family": "clusternet", "task": "clustering", "recipe": None, "in_channels": 2}
+register_model("clusternet_mnist", _clusternet(MNIST_FEATURES, hidden=32), summary="Table 4.2 MNIST: C64 M C128 M C256 F32 F10 (0.77M)",
+               input_size=28, **_CLUSTERNET)
+register_model("clusternet_cifar", _clusternet(CIFAR_FEATURES), summary="Table 4.2 CIFAR-10/100: C64 C64 M C128 C128 M C256 C256 Fn (1.31M, n=10)",
+               input_size=32, **_CLUSTERNET)
+register_model("clusternet_stl10", _clusternet(STL10_FEATURES), summary="Table 4.2 STL10: C64 C64 M C128 C128 M C256 C256 M C256 C256 F10 (2.69M)",
+               input_size=96, **_CLUSTERNET)
+register_model("cluster_mlp", _cluster_mlp, summary="Linear-BN-ReLU MLP for vectors (hidden_sizes=(256, 256); sec. 4.5.1's 2-D study: (32, 32))",
+               family="mlp", task="clustering", recipe=None, input="vector", in_channels=None, input_size=None)

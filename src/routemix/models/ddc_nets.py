@@ -122,13 +122,17 @@ class DDCMLP(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register_model
-def ddc_lenet(*, num_classes: int, in_channels: int = 1, input_size: tuple[int, int] = (28, 28)) -> DDCLeNet:
-    """DDC image network (sec. 3.3): C32 M C64 M FC100-BN FCk, 5x5 kernels, no padding."""
-    return DDCLeNet(num_classes=num_classes, in_channels=in_channels, input_size=tuple(input_size))
+def _ddc_lenet(*, num_classes: int, in_channels: int, input_size: int | tuple[int, int]) -> DDCLeNet:
+    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    return DDCLeNet(num_classes=num_classes, in_channels=in_channels, input_size=size)
 
 
-@register_model
-def ddc_mlp(*, num_classes: int, in_features: int, hidden_sizes: Sequence[int] = (200, 200, 500)) -> DDCMLP:
-    """DDC vector network (sec. 3.3): FC200 FC200 FC500-BN FCk."""
+def _ddc_mlp(*, num_classes: int, in_features: int, hidden_sizes: Sequence[int] = (200, 200, 500)) -> DDCMLP:
     return DDCMLP(num_classes=num_classes, in_features=in_features, hidden_sizes=tuple(hidden_sizes))
+
+
+_DDC = {"family": "ddc", "task": "clustering", "recipe": None}
+register_model("ddc_lenet", _ddc_lenet, summary="DDC image network (sec. 3.3): C32 M C64 M FC100-BN FCk, 5x5 kernels, no padding",
+               in_channels=1, input_size=28, **_DDC)
+register_model("ddc_mlp", _ddc_mlp, summary="DDC vector network (sec. 3.3): FC200 FC200 FC500-BN FCk",
+               input="vector", in_channels=None, input_size=None, **_DDC)

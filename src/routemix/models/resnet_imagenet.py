@@ -48,7 +48,7 @@ class TorchvisionClassifier(Classifier):
 
 
 def _torchvision(factory, **options):
-    def build(*, num_classes: int = 1000, in_channels: int = 3, input_size: int | None = None) -> TorchvisionClassifier:
+    def build(*, num_classes: int, in_channels: int) -> TorchvisionClassifier:
         network = factory(weights=None, num_classes=num_classes, **options)
         if in_channels != 3:
             network.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
@@ -69,15 +69,25 @@ def imagenet_resnet(depth: int, *, num_paths: int = 1, routing: str | None = Non
 
 
 def _path_builder(depth: int, **defaults):
-    def build(*, num_classes: int = 1000, in_channels: int = 3, input_size: int | None = None, **kwargs) -> PathResNet:
+    def build(*, num_classes: int, in_channels: int, **kwargs) -> PathResNet:
         return imagenet_resnet(depth, num_classes=num_classes, in_channels=in_channels, **{**defaults, **kwargs})
 
     return build
 
 
-for _depth in IMAGENET_LAYERS:
-    register_model(_torchvision(getattr(torchvision.models, f"resnet{_depth}")), f"resnet{_depth}")
-    for _paths in (2, 3, 4):
-        register_model(_path_builder(_depth, num_paths=_paths, routing="cc"), f"resnet{_depth}_{_paths}cc")
-register_model(_torchvision(torchvision.models.wide_resnet50_2), "wide_resnet50_2")
-register_model(_torchvision(torchvision.models.resnet50, groups=2, width_per_group=64), "resnext50_2x64d")
+# Any input of at least 32x32, meant for 224x224 crops; trained on CIFAR-scale data with the ResNet recipe.
+_IMAGENET = {"family": "imagenet-resnet", "recipe": "resnet", "fixed_input_size": False, "input_size": 224, "num_classes": 1000}
+_PATHS = {"P": (2, 3, 4)}
+register_model("resnet18", _torchvision(torchvision.models.resnet18), summary="torchvision's ResNet-18 (Table 3.4 baseline)", **_IMAGENET)
+register_model("resnet18_{P}cc", _path_builder(18, routing="cc"), summary="ResNet18-P-CC (Table 3.4): P paths, cross-connection after each stack",
+               listed=_PATHS, routing="cc", **_IMAGENET)
+register_model("resnet34", _torchvision(torchvision.models.resnet34), summary="torchvision's ResNet-34 (Table 3.4 baseline)", **_IMAGENET)
+register_model("resnet34_{P}cc", _path_builder(34, routing="cc"), summary="ResNet34-P-CC", listed=_PATHS, routing="cc", **_IMAGENET)
+register_model("resnet50", _torchvision(torchvision.models.resnet50), summary="torchvision's ResNet-50 (Table 3.4 baseline)", **_IMAGENET)
+register_model("resnet50_{P}cc", _path_builder(50, routing="cc"), summary="ResNet50-P-CC (Table 3.4): bottleneck blocks, P paths",
+               listed=_PATHS, routing="cc", **_IMAGENET)
+register_model("resnet101", _torchvision(torchvision.models.resnet101), summary="torchvision's ResNet-101 (Table 3.4 baseline)", **_IMAGENET)
+register_model("resnet101_{P}cc", _path_builder(101, routing="cc"), summary="ResNet101-P-CC", listed=_PATHS, routing="cc", **_IMAGENET)
+register_model("wide_resnet50_2", _torchvision(torchvision.models.wide_resnet50_2), summary="torchvision's Wide ResNet-50-2 (Table 3.4 baseline)", **_IMAGENET)
+register_model("resnext50_2x64d", _torchvision(torchvision.models.resnet50, groups=2, width_per_group=64),
+               summary="ResNeXt-50 2x64d, the thesis' ResNeXt50-2-64 (Table 3.4 baseline)", **_IMAGENET)

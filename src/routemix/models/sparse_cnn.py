@@ -114,13 +114,14 @@ def _start_paths_alike(paths: PathConv2d) -> None:
 
 
 def _sparse_cnn(**defaults):
-    def build(*, num_classes: int = 10, in_channels: int = 3, input_size: int = 32, **kwargs) -> SparseCNN:
+    def build(*, num_classes: int, in_channels: int, input_size: int, **kwargs) -> SparseCNN:
         return SparseCNN(BASECNN, num_classes=num_classes, in_channels=in_channels, input_size=input_size, **{**defaults, **kwargs})
 
     return build
 
 
-for _paths in (2, 4, 8):
-    for _k in (1, 2):
-        register_model(_sparse_cnn(num_paths=_paths, top_k=_k, allocation="softmax"), f"sparse_basecnn_{_paths}_top{_k}")
-        register_model(_sparse_cnn(num_paths=_paths, top_k=_k, allocation="cluster"), f"clustered_basecnn_{_paths}_top{_k}")
+_SPARSE = {"family": "sparse-basecnn", "recipe": "cnn", "listed": {"P": (2, 4, 8), "k": (1, 2)}}
+register_model("sparse_basecnn_{P}_top{k}", _sparse_cnn(allocation="softmax"),
+               summary="BaseCNN whose convolutions are P paths, top-k of softmax gates per sample (sec. 5.3)", routing="sparse-softmax", **_SPARSE)
+register_model("clustered_basecnn_{P}_top{k}", _sparse_cnn(allocation="cluster"),
+               summary="BaseCNN whose convolutions are P paths, top-k of the NMM-EM posterior per sample (sec. 5.3)", routing="sparse-cluster", **_SPARSE)

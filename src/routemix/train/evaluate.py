@@ -29,19 +29,13 @@ CHECKPOINT_KEYS = ("model", "num_classes", "in_channels", "input_size", "state_d
 
 def check_classifier_name(name: str) -> None:
     """Fail early, before any data is read, for an unknown name (with the closest names) or a
-    registered model whose builder takes no image shape (``cluster_mlp``)."""
-    import inspect
+    registered model that is not an image classifier (``clusternet_mnist``, ``cluster_mlp``)."""
+    from routemix.models import list_models, model_spec
 
-    from routemix.models.registry import get_model_builder
-
-    parameters = inspect.signature(get_model_builder(name)).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    if not takes_any and not {"in_channels", "input_size"} <= set(parameters):
-        raise _not_a_classifier(name)
-
-
-def _not_a_classifier(name: str) -> RoutemixError:
-    return RoutemixError(f"model {name!r} is not an image classifier; `routemix models` lists the classifiers (basecnn, resnet20_2cc, ...).")
+    if model_spec(name).task != "classifier":
+        classifiers = list_models(task="classifier")
+        raise RoutemixError(f"model {name!r} is a clustering network, not an image classifier; "
+                            f"`routemix models` lists the {len(classifiers)} classifiers ({', '.join(classifiers[:3])}, ...).")
 
 
 def build_classifier(name: str, *, num_classes: int, in_channels: int, input_size: int, **options) -> nn.Module:
@@ -49,13 +43,9 @@ def build_classifier(name: str, *, num_classes: int, in_channels: int, input_siz
     an unknown name suggests the closest ones, a model that is not an image classifier says so.
     ``options`` go to the model's builder (for example ``overflow="drop"`` for a sparse network)."""
     from routemix.models import create_model
-    from routemix.models.base import Classifier
 
     check_classifier_name(name)
-    model = create_model(name, num_classes=num_classes, in_channels=in_channels, input_size=input_size, **options)
-    if not isinstance(model, Classifier):
-        raise _not_a_classifier(name)
-    return model
+    return create_model(name, num_classes=num_classes, in_channels=in_channels, input_size=input_size, **options)
 
 
 def _checkpoint_path(path: str | os.PathLike) -> Path:

@@ -1,6 +1,7 @@
 """The papers' published numbers as data: ``published_table("table3_2")`` -> rows.
 
-The CSV files in ``reference/``:
+Read by the model registry (each model's printed parameter count), the benchmarks (errors and
+clustering scores beside ours) and the tests. The CSV files beside this module:
 
 * ``table3_2`` .. ``table3_4`` copy Tables 3.2-3.4 of the thesis (parameters in millions, errors
   in %). ``model`` is the registry name, empty for rows the zoo does not build (networks the
@@ -26,7 +27,7 @@ def published_table(name: str) -> list[dict]:
     """Rows of one table; numeric cells as float, empty cells as ``None``."""
     if name not in TABLES:
         raise ValueError(f"unknown reference table {name!r}; available: {', '.join(TABLES)}")
-    text = resources.files("routemix.bench").joinpath("reference", f"{name}.csv").read_text()
+    text = resources.files("routemix.published").joinpath(f"{name}.csv").read_text()
     rows = []
     for row in csv.DictReader(text.splitlines()):
         parsed: dict = {}
