@@ -345,6 +345,12 @@ def test_bench_sparse_trains_every_variant_resumes_and_tabulates(tmp_path, monke
         bench.run(seeds=(0,), variants=("dense",), **kwargs)
     bench.run(seeds=(0,), variants=("sparse/drop",), **kwargs)  # an ablation: the same model, built otherwise
     assert calls[-1] == ("sparse_basecnn_4_top1", "none", 0, {"overflow": "drop"})
+    # any P builds: 8 paths is BaseCNN-8-CC beside the 8-path sparse networks (issue 21: it failed at its first job)
+    bench.run(seeds=(0,), **{**kwargs, "paths": 8, "out": str(tmp_path / "sparse8.json")})
+    assert [c[0] for c in calls[-5:]] == ["basecnn_8cc", "sparse_basecnn_8_top1", "sparse_basecnn_8_top1", "clustered_basecnn_8_top1", "clustered_basecnn_8_top1"]
+    with pytest.raises(RoutemixError, match="must not exceed P"):  # refused before any training
+        bench.run(seeds=(0,), **{**kwargs, "paths": 2, "k": 3, "out": str(tmp_path / "sparse23.json")})
+    assert len(calls) == 16 and not (tmp_path / "sparse23.json").exists()
 
 
 def test_step_timing_reports_flops_that_grow_with_k():
