@@ -236,7 +236,7 @@ def test_shared_path_init_starts_every_path_from_the_same_filters():
                 assert torch.equal(per_path, per_path[:1].expand_as(per_path)) == alike, name
 
 
-SPARSE_ZOO = [name for name in list_models() if name.startswith(("sparse_", "clustered_"))]
+SPARSE_ZOO = list_models(family="sparse-basecnn")
 
 
 @pytest.mark.parametrize("name", SPARSE_ZOO)

@@ -88,7 +88,7 @@ def run(*, data_dir: str | None, paths: int = 4, k: int = 1, seeds=(0, 1), varia
                         model_options=options)
         samples = row.pop("gate_samples")
         row.pop("gates", None)  # mean gates per router: the usage below says more
-        sparse = not model_name.startswith("basecnn_")
+        sparse = model_spec(model_name).family == "sparse-basecnn"
         usage = path_usage({name: torch.tensor(g) for name, g in samples.items()}, {name: k for name in samples} if sparse else None)
         row.update(setting, variant=variant, usage=usage)
         done.append(row)
