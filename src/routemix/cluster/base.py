@@ -244,15 +244,11 @@ def thesis_network(n_clusters: int, *, image_shape=None, n_features: int | None 
     from torch import nn
 
     from routemix.data.transforms import SobelInput, image_augmentation
-    from routemix.models import create_model, list_models, model_spec
+    from routemix.models.clusternets import clustering_network
 
     if image_shape is None:
-        network = create_model("cluster_mlp", num_classes=n_clusters, in_features=n_features, hidden_sizes=tuple(int(h) for h in hidden_layer_sizes))
-        return network, nn.Identity(), None
+        return clustering_network(n_clusters, n_features=n_features, hidden_sizes=hidden_layer_sizes), nn.Identity(), None
     channels, height, width = image_shape
     if height != width:
         raise ValueError(f"the thesis networks take square images; got image_shape={tuple(image_shape)}.")
-    # Table 4.2's network for this side; other sides get the MNIST layout at their own size
-    by_side = {model_spec(name).input_size: name for name in list_models(family="clusternet")}
-    network = create_model(by_side.get(height, "clusternet_mnist"), num_classes=n_clusters, input_size=height)
-    return network, SobelInput(), image_augmentation(channels, (height, width))
+    return clustering_network(n_clusters, image_side=height), SobelInput(), image_augmentation(channels, (height, width))

@@ -25,7 +25,7 @@ from typing import Sequence
 
 from torch import nn
 
-from routemix.models.registry import register_model
+from routemix.models.registry import create_model, list_models, model_spec, register_model
 
 # Table 4.2: an int is a 3x3 conv with that many filters, "M" a 2x2 max-pool.
 MNIST_FEATURES = (64, "M", 128, "M", 256)
@@ -125,3 +125,14 @@ register_model("clusternet_stl10", _clusternet(STL10_FEATURES), summary="Table 4
                input_size=96, **_CLUSTERNET)
 register_model("cluster_mlp", _cluster_mlp, summary="Linear-BN-ReLU MLP for vectors (hidden_sizes=(256, 256); sec. 4.5.1's 2-D study: (32, 32))",
                family="mlp", task="clustering", recipe=None, input="vector", in_channels=None, input_size=None)
+
+
+def clustering_network(n_clusters: int, *, image_side: int | None = None, n_features: int | None = None,
+                       hidden_sizes: Sequence[int] = (256, 256)) -> nn.Module:
+    """The thesis' NMM-EM network for this data: for square images of ``image_side``, Table 4.2's
+    CNN for that side on the 2-plane Sobel input (other sides get the MNIST layout at their own
+    size); for vectors of ``n_features``, the MLP with ``hidden_sizes``."""
+    if image_side is None:
+        return create_model("cluster_mlp", num_classes=n_clusters, in_features=n_features, hidden_sizes=tuple(int(h) for h in hidden_sizes))
+    by_side = {model_spec(name).input_size: name for name in list_models(family="clusternet")}
+    return create_model(by_side.get(image_side, "clusternet_mnist"), num_classes=n_clusters, input_size=image_side)
