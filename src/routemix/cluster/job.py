@@ -29,13 +29,14 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
+from routemix.cluster.config import ClusterConfig
 from routemix.cluster.registry import estimator_class, get_method, make_estimator
 from routemix.cluster.saved import save_clusterer
 from routemix.data import LoadedDataset, load_dataset
@@ -45,48 +46,12 @@ from routemix.metrics import clustering_scores
 from routemix.rundir import check_run_dir, discarded_if_stopped, read_run_config, resume_conflicts, start_run_dir
 from routemix.storage import write_json, write_text
 from routemix.threads import torch_threads
-from routemix.train import CHECKPOINT_EVERY
 from routemix.train.clustering import TrainingRun
 from routemix.train.common import launched_as_rank_zero, resume_checkpoint, shared_run_dir
 
 # Options of NMM-EM alone (None: the estimator's default), and their names in NMMClustering.
 NMM_OPTIONS = ("gamma", "em_lr", "consistency_lr", "two_fold", "normalization", "priors")
 ESTIMATOR_NAMES = {"em_lr": "learning_rate", "consistency_lr": "consistency_learning_rate"}
-
-
-@dataclass
-class ClusterConfig:
-    dataset: str
-    method: str = "nmm"
-    clusters: int | None = None
-    # None: the method's own default (its estimator's parameter), for these and the NMM-EM options
-    epochs: int | None = None
-    batch_size: int | None = None
-    gamma: float | None = None
-    em_lr: float | None = None
-    consistency_lr: float | None = None
-    two_fold: bool | None = None
-    normalization: str | None = None
-    priors: bool | None = None
-    seed: int = 0
-    split: str = "all"
-    data_dir: str | None = None
-    download: bool = False
-    label_column: str | None = None
-    n_samples: int | None = None
-    image_size: int | None = None  # a folder of images: the side every image is resized and cropped to
-    limit: int | None = None  # use only the first `limit` samples (quick runs)
-    device: str = "auto"
-    devices: int = 1  # data-parallel processes per node (nmm on images); batch_size stays the global batch
-    num_nodes: int = 1
-    strategy: str = "auto"
-    checkpoint_every: int = CHECKPOINT_EVERY  # nmm on images: training batches between checkpoints inside an epoch
-    progress: bool = True
-    resume: bool = False
-    overwrite: bool = False  # replace the run already in run_dir (routemix.rundir)
-    run_dir: str | None = None
-    kmeans: bool = True
-    command: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
 @dataclass

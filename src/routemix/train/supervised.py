@@ -36,9 +36,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from routemix.errors import RoutemixError, unknown_name
+from routemix.fields import field_types
 from routemix.losses.gates import DEFAULT_WEIGHT as DEFAULT_GATE_WEIGHT
 from routemix.losses.gates import REGULARIZERS as GATE_REGULARIZERS
 from routemix.metrics import gate_statistics, summarize_gate_statistics
@@ -56,8 +56,8 @@ from routemix.nn.collectives import gather_from_processes, sum_over_processes
 from routemix.nn.gates import GateTrace
 from routemix.nn.sparse import sparse_top_k
 from routemix.rundir import check_run_dir, discarded_if_stopped, start_run_dir
-from routemix.train import CHECKPOINT_EVERY
 from routemix.train.common import accelerator_for, check_scale_options, launched_as_rank_zero, make_trainer, resume_checkpoint, shared_run_dir, torch_device
+from routemix.train.config import TrainConfig
 from routemix.train.distributed import shard_batches
 from routemix.train.evaluate import EvalResult, batch_metrics, build_classifier, check_classifier_name, classify, evaluate_model, gate_log_keys, save_classifier
 
@@ -273,56 +273,9 @@ def fit(
 # --- one run from the command line -------------------------------------------------------------
 
 
-@dataclass
-class TrainConfig:
-    """Everything ``routemix train`` takes; a YAML config holds any of these keys but ``command``."""
-
-    model: str | None = None
-    dataset: str | None = None
-    epochs: int | None = None  # None: the recipe's (see the module docstring)
-    batch_size: int | None = None
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float | None = None  # None: 5e-4 CIFAR-scale, 1e-4 ImageNet
-    milestones: list[int] | None = None
-    gamma: float = 0.1
-    seed: int = 0
-    classes: int | None = None  # imagenet: keep the first N classes
-    image_size: int = 224  # imagenet crop size
-    ten_crop: bool = False  # imagenet: the final test evaluation uses ten crops
-    data_dir: str | None = None
-    download: bool = False
-    limit: int | None = None  # first N training images (quick runs)
-    limit_test: int | None = None  # first N test images
-    workers: int | None = None  # DataLoader workers for imagenet (default: min(8, CPUs))
-    gate_reg: str = "none"  # none, local (thesis ch. 5.1), global (ch. 5.2) or balance (MoE load loss): routemix.losses.gates
-    gate_reg_weight: float = DEFAULT_GATE_WEIGHT
-    gate_reg_priors: bool = True  # cluster priors in the gates' NMM-EM loss (ch. 5.1 recommends them)
-    gate_reg_routers: str | None = None  # comma-separated shell patterns of gate networks (default: all)
-    device: str = "auto"
-    devices: int = 1  # processes per node, data-parallel; batch_size stays the global batch
-    num_nodes: int = 1
-    strategy: str = "auto"  # ddp when devices x num_nodes > 1; ddp_spawn where the command cannot be re-run
-    precision: str = "32"  # 32, bf16-mixed, 16-mixed (CUDA)
-    channels_last: bool = False
-    compile: bool = False  # torch.compile the network's forward
-    checkpoint_every: int = CHECKPOINT_EVERY  # training batches between checkpoints inside an epoch (0: epoch ends only)
-    progress: bool = True
-    resume: bool = False
-    overwrite: bool = False  # replace the run already in run_dir (routemix.rundir)
-    run_dir: str | None = None
-    command: list[str] = field(default_factory=lambda: list(sys.argv))
-
-
-_FIELD_TYPES = {
-    "model": str, "dataset": str, "epochs": int, "batch_size": int, "lr": float, "momentum": float,
-    "weight_decay": float, "milestones": list, "gamma": float, "seed": int, "classes": int,
-    "image_size": int, "ten_crop": bool, "data_dir": str, "download": bool, "limit": int,
-    "limit_test": int, "workers": int, "device": str, "progress": bool, "run_dir": str,
-    "gate_reg": str, "gate_reg_weight": float, "gate_reg_priors": bool, "gate_reg_routers": str,
-    "devices": int, "num_nodes": int, "strategy": str, "precision": str, "channels_last": bool, "compile": bool,
-    "checkpoint_every": int,
-}
+# what a YAML config may set, with its type: every field but the command and what only this
+# invocation decides (resume, overwrite)
+_FIELD_TYPES = {name: kind for name, kind in field_types(TrainConfig).items() if name not in ("command", "resume", "overwrite")}
 # how a run is executed rather than what it computes: a resumed run takes them from its own command
 _INVOCATION_KEYS = ("progress", "devices", "num_nodes", "strategy", "compile", "checkpoint_every")
 CONFIG_KEYS = tuple(_FIELD_TYPES)  # what a YAML config may set
