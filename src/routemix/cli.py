@@ -133,20 +133,12 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from routemix.models import list_models
-    from routemix.models.info import model_info
+    from routemix.models.info import format_models
 
     names = list_models(*(args.patterns or []))
     if not names:
         raise RoutemixError(f"no model matches {' '.join(args.patterns)}; `routemix models` lists all of them.")
-    print(f"{'name':<24}{'paths':>6}{'parameters':>13}{'GMACs':>10}  input")
-    for name in names:
-        info = model_info(name, args.num_classes)
-        if info.input_shape is None:
-            print(f"{name:<24}{info.num_paths:>6}{'-':>13}{'-':>10}  vectors (size set by the data)")
-            continue
-        print(f"{name:<24}{info.num_paths:>6}{info.parameters / 1e6:>12.3f}M{info.multiply_adds / 1e9:>10.3f}  "
-              f"{'x'.join(map(str, info.input_shape))}")
-    print(f"\nGMACs: multiply-adds of one forward pass of one image, in billions ({args.num_classes} classes).")
+    print(format_models(names, args.num_classes))
     return 0
 
 
@@ -621,7 +613,8 @@ def build_parser(*, viz_figures: bool = True) -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list the registered models with parameter counts and multiply-adds")
     models.add_argument("patterns", nargs="*", help="only names matching these shell patterns, e.g. 'resnet20*'")
-    models.add_argument("--num-classes", type=int, default=10)
+    models.add_argument("--num-classes", type=int, help="outputs to count parameters and multiply-adds for (default: the class count of "
+                                                        "the model's published figure, else its own)")
     models.set_defaults(handler=_cmd_models)
     return parser
 
