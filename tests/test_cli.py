@@ -181,10 +181,10 @@ def test_seeds_that_name_no_seed_are_an_error(seeds, capsys):
     assert f"got {seeds!r}" in capsys.readouterr().err
 
 
-def test_bench_sparse_refuses_paths_whose_models_are_missing_before_training(tmp_path, capsys):
+def test_bench_sparse_refuses_impossible_paths_before_training(tmp_path, capsys):
     out = tmp_path / "sparse"
-    assert main(["bench", "sparse", "--paths", "8", "--data-dir", str(tmp_path), "--out", str(out), "--no-progress"]) == 2
-    assert "soft needs basecnn_8cc, which is not registered" in capsys.readouterr().err
+    assert main(["bench", "sparse", "--paths", "2", "--k", "3", "--data-dir", str(tmp_path), "--out", str(out), "--no-progress"]) == 2
+    assert "must not exceed P" in capsys.readouterr().err
     assert not out.exists()
 
 
