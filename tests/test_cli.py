@@ -1,16 +1,25 @@
+import argparse
 import json
 import os
+import re
 import subprocess
 import sys
+from collections import Counter
+from dataclasses import asdict, fields
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from routemix.cli import main
+from routemix.cli import build_parser, main
+from routemix.cluster.config import ClusterConfig
 from routemix.cluster.saved import load_clusterer
+from routemix.commands.options import OPTIONS, config_values
 from routemix.errors import RoutemixError
+from routemix.fields import field_types
 from routemix.storage import load_checkpoint, save_checkpoint
+from routemix.train.config import TrainConfig
 from routemix.train.resumable import saved_position
 
 
@@ -194,3 +203,97 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly():
                             timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert result.stdout.startswith("name") and len(result.stdout.splitlines()) == 1
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
+
+
+# --- the command line's shape (issue 21): cli.py dispatches, routemix.commands declares --------
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "routemix"
+
+
+def test_cli_module_only_dispatches():
+    assert len((SRC / "cli.py").read_text().splitlines()) < 250
+
+
+def _subparser(*names):
+    parser = build_parser()
+    for name in names:
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    return parser
+
+
+def _generated_flags(config) -> list[str]:
+    """The flags add_config_options makes from the fields of ``config`` that are no shared option."""
+    return [flag for field in fields(config) if field.name != "command" and field.name not in OPTIONS and not field.metadata.get("positional")
+            for flag in field.metadata.get("flags", ("--" + field.name.replace("_", "-"),))]
+
+
+def test_no_option_is_defined_in_two_places():
+    """Each flag is spelled once: in one add_argument call, in the table of shared options, or as a
+    field of TrainConfig or ClusterConfig that is no shared option."""
+    sources = [SRC / "cli.py", *sorted((SRC / "commands").glob("*.py"))]
+    written = []
+    for path in sources:
+        for call in re.findall(r'(?:add_argument|Option)\(\s*("-[^"]*"(?:\s*,\s*"-[^"]*")*)', path.read_text()):
+            written += re.findall(r'"(-[^"]*)"', call)
+    assert "--data-dir" in written and "--seeds" in written and "--no-progress" in written  # the scan sees the table
+    flags = written + _generated_flags(TrainConfig) + _generated_flags(ClusterConfig)
+    assert "--lr" in flags and "--em-only" in flags and "-k" in flags
+    twice = sorted(flag for flag, count in Counter(flags).items() if count > 1)
+    assert not twice, f"defined in more than one place: {twice}"
+
+
+def _setting_every_field(parser, config, positionals=()):
+    """A command line that gives every field of ``config`` a value other than its default, and those values."""
+    actions = {a.dest: a for a in parser._actions}
+    argv, expected = list(positionals), {}
+    kinds = field_types(config)
+    for field in fields(config):
+        if field.name == "command" or field.metadata.get("positional"):
+            continue
+        action = actions[field.name]  # every setting is an option of the command
+        flag = action.option_strings[0]
+        if isinstance(action, argparse.BooleanOptionalAction):
+            argv.append("--no-" + flag[2:])
+            expected[field.name] = False
+        elif action.nargs == 0:
+            argv.append(flag)
+            expected[field.name] = action.const
+        elif action.choices:
+            argv += [flag, action.choices[-1]]
+            expected[field.name] = action.choices[-1]
+        else:
+            text, value = {int: ("7", 7), float: ("0.5", 0.5), list: ("3,5", [3, 5])}.get(kinds[field.name], ("x", "x"))
+            argv += [flag, text]
+            expected[field.name] = value
+        assert expected[field.name] != field.default, field.name
+    return argv, expected
+
+
+def test_every_train_setting_is_a_flag_and_none_is_set_unless_given():
+    parser = _subparser("train")
+    argv, expected = _setting_every_field(parser, TrainConfig)
+    assert config_values(parser.parse_args(argv), TrainConfig) == expected
+    # a flag not given is None, so that a --config file's value stands
+    assert set(config_values(parser.parse_args([]), TrainConfig).values()) == {None}
+
+
+def test_every_cluster_setting_is_a_flag_with_the_configs_defaults():
+    parser = _subparser("cluster")
+    argv, expected = _setting_every_field(parser, ClusterConfig, positionals=["digits"])
+    assert config_values(parser.parse_args(argv), ClusterConfig) == {"dataset": "digits", **expected}
+    assert parser.parse_args(["digits", "-k", "4"]).clusters == 4
+    given = ClusterConfig(**config_values(parser.parse_args(["digits"]), ClusterConfig))
+    assert {k: v for k, v in asdict(given).items() if k != "command"} == {k: v for k, v in asdict(ClusterConfig("digits")).items() if k != "command"}
+
+
+def test_gate_options_agree_with_the_gate_losses():
+    from routemix.losses.gates import DEFAULT_WEIGHT, REGULARIZERS
+    from routemix.train.config import DEFAULT_GATE_WEIGHT, GATE_REGULARIZERS
+
+    assert (GATE_REGULARIZERS, DEFAULT_GATE_WEIGHT) == (REGULARIZERS, DEFAULT_WEIGHT)
+
+
+def test_unknown_names_in_a_list_suggest_the_closest(capsys):
+    assert main(["bench", "gates", "--variants", "none,lokal", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown variant 'lokal'. Did you mean local" in err and "bench gates compares none, local, global" in err
