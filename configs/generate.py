@@ -1,4 +1,4 @@
-"""Write configs/table3_*/*.yaml and configs/README.md from the thesis' tables (``routemix.bench.published``).
+"""Write configs/table3_*/*.yaml and configs/README.md from the thesis' tables (``routemix.published``).
 
 Each row of thesis Tables 3.2-3.4 that has a registry name becomes one config for
 ``routemix train --config FILE``; its keys are ``routemix train`` options. The published errors go
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from routemix.bench.published import published_table
+from routemix.published import published_table
 from routemix.train.supervised import CIFAR_WEIGHT_DECAY, IMAGENET_WEIGHT_DECAY
 
 HERE = Path(__file__).resolve().parent
 
-# The published tables live once, as data, in routemix/bench/reference/ (published_table); a config is
+# The published tables live once, as data, in routemix/published/ (published_table); a config is
 # written for every row that has a registry name. Recipes: Table 3.2, sec. 3.4.1: batch 128, decay at
 # 80 and 150 (200 epochs) or 150 and 250 (350). Table 3.3, sec. 3.4.2: 350 epochs, batch 64, decay at
 # 150 and 250. Table 3.4, sec. 3.4.3: batch 256, decay every 30 epochs; 120 epochs on the full set,
@@ -90,7 +90,7 @@ def readme(rows) -> str:
         "Rows without a registry name (VGG16, Capsule Nets, Highway, ResNet164, BlockDrop, ConvNet-AIG,",
         "Hyper-WRN, WRN-18-1.5) have no config. The thesis reports the best of three trials: add",
         "`--seed 1` and `--seed 2`. The files are written by `python configs/generate.py` from the",
-        "thesis' tables in `src/routemix/bench/reference/`; edit those or the script, not the YAML.",
+        "thesis' tables in `src/routemix/published/`; edit those or the script, not the YAML.",
         "",
         "| config | thesis row | published error % |",
         "| --- | --- | --- |",

@@ -51,6 +51,7 @@ from routemix.fields import field_types
 from routemix.losses.gates import DEFAULT_WEIGHT as DEFAULT_GATE_WEIGHT
 from routemix.losses.gates import REGULARIZERS as GATE_REGULARIZERS
 from routemix.metrics import gate_statistics, summarize_gate_statistics
+from routemix.models import model_spec
 from routemix.models.basecnn import ensemble_log_probs
 from routemix.nn.collectives import gather_from_processes, sum_over_processes
 from routemix.nn.gates import GateTrace
@@ -338,7 +339,7 @@ def apply_recipe(cfg: TrainConfig) -> TrainConfig:
     """Fill what the user left open with the thesis recipe for this model and dataset."""
     if is_imagenet_scale(cfg):
         epochs, batch, milestones, decay = (120 if cfg.classes is None else 90), 256, None, IMAGENET_WEIGHT_DECAY
-    elif cfg.model is not None and cfg.model.startswith(("resnet", "wrn", "seresnet", "wide_resnet", "resnext")):
+    elif cfg.model is not None and model_spec(cfg.model).recipe == "resnet":
         epochs, batch, milestones, decay = 350, 64, [150, 250], CIFAR_WEIGHT_DECAY
     else:
         epochs, batch, milestones, decay = 200, 128, [80, 150], CIFAR_WEIGHT_DECAY
