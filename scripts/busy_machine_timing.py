@@ -60,12 +60,28 @@ def main() -> None:
         for repeat in range(args.repeats):
             for fit in args.fits.split(","):
                 for name, setting in SETTINGS.items():
-                    result = subprocess.run([sys.executable, "-c", FIT, fit, args.data_dir], env={**base, **setting},
-                                            capture_output=True, text=True, check=True)
+                    result = subprocess.run(
+                        [sys.executable, "-c", FIT, fit, args.data_dir],
+                        env={**base, **setting},
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
                     seconds, threads = result.stdout.split()[-2:]
-                    print(json.dumps({"load": args.load, "repeat": repeat, "fit": fit, "setting": name,
-                                      "seconds": round(float(seconds), 2), "threads": int(threads),
-                                      "loadavg_1min": round(os.getloadavg()[0], 2)}), flush=True)
+                    print(
+                        json.dumps(
+                            {
+                                "load": args.load,
+                                "repeat": repeat,
+                                "fit": fit,
+                                "setting": name,
+                                "seconds": round(float(seconds), 2),
+                                "threads": int(threads),
+                                "loadavg_1min": round(os.getloadavg()[0], 2),
+                            }
+                        ),
+                        flush=True,
+                    )
     finally:
         for process in busy:
             process.kill()

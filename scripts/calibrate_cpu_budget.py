@@ -37,8 +37,15 @@ def main() -> None:
     labels = np.asarray(data.labels[: args.images])
     scale = 70_000 / args.images
     for method in args.methods.split(","):
-        estimator = make_estimator(method, 10, n_features=784, image_shape=(1, 28, 28), max_iter=5 if method == "moe" else 1,
-                                   random_state=0, **ONE_EPOCH[method])
+        estimator = make_estimator(
+            method,
+            10,
+            n_features=784,
+            image_shape=(1, 28, 28),
+            max_iter=5 if method == "moe" else 1,
+            random_state=0,
+            **ONE_EPOCH[method],
+        )
         with LearningCurve(labels) as curve:
             estimator.fit(x)
         total = curve.seconds()
@@ -46,8 +53,18 @@ def main() -> None:
         for point in curve.points:
             stages.append((point["stage"], round((point["seconds"] - previous) * scale, 1)))
             previous = point["seconds"]
-        print(json.dumps({"method": method, "images": args.images, "threads": args.threads,
-                          "seconds_per_70k_epoch_by_stage": stages, "fit_seconds_scaled": round(total * scale, 1)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "method": method,
+                    "images": args.images,
+                    "threads": args.threads,
+                    "seconds_per_70k_epoch_by_stage": stages,
+                    "fit_seconds_scaled": round(total * scale, 1),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

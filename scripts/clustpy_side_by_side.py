@@ -144,8 +144,10 @@ def load_dataset(name: str, data_dir: str, preprocessing: str) -> tuple[np.ndarr
 
         X, y = load_fmnist(subset="all", return_X_y=True, downloads_path=data_dir)
         X = X.astype(np.float32)
-        note = (f"clustpy.data.load_fmnist(subset='all', downloads_path={data_dir!r}): "
-                "60,000 train + 10,000 test images flattened to 784, values 0-255")
+        note = (
+            f"clustpy.data.load_fmnist(subset='all', downloads_path={data_dir!r}): "
+            "60,000 train + 10,000 test images flattened to 784, values 0-255"
+        )
         if preprocessing == "unit":
             X = X / 255.0
             note += ", divided by 255 to [0, 1] (as ClustPy's examples)"
@@ -209,11 +211,17 @@ def versions() -> dict:
     import sklearn
     import torch
 
-    out = {"clustpy": getattr(clustpy, "__version__", None), "torch": torch.__version__,
-           "sklearn": sklearn.__version__, "numpy": np.__version__, "python": platform.python_version(),
-           "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-           "NUMBA_NUM_THREADS": os.environ.get("NUMBA_NUM_THREADS"),
-           "cuda_available": torch.cuda.is_available()}
+    out = {
+        "clustpy": getattr(clustpy, "__version__", None),
+        "torch": torch.__version__,
+        "sklearn": sklearn.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "NUMBA_NUM_THREADS": os.environ.get("NUMBA_NUM_THREADS"),
+        "cuda_available": torch.cuda.is_available(),
+    }
     if out["clustpy"] is None:
         from importlib.metadata import version
 
@@ -230,18 +238,37 @@ def versions() -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("dataset", choices=("digits", "fashion-mnist"))
-    parser.add_argument("--methods", default="DEC,IDEC,DCN,N2D",
-                        help=f"comma-separated, from {', '.join(METHODS)} (default: DEC,IDEC,DCN,N2D)")
+    parser.add_argument(
+        "--methods",
+        default="DEC,IDEC,DCN,N2D",
+        help=f"comma-separated, from {', '.join(METHODS)} (default: DEC,IDEC,DCN,N2D)",
+    )
     parser.add_argument("--seeds", default="0", help="comma-separated random_state values (default: 0)")
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"),
-                        help="torchvision root holding FashionMNIST/raw (default: ../shared/data)")
-    parser.add_argument("--preprocessing", choices=("unit", "raw"), default="unit",
-                        help="unit: pixels divided by their maximum (16 or 255) to [0, 1]; raw: as loaded")
-    parser.add_argument("--probe", default=None, metavar="P,C",
-                        help="timing probe: pretrain_epochs=P, clustering_epochs=C, extrapolate to the defaults")
-    parser.add_argument("--out", default=None, help="JSON file (default: docs/results/clustpy-side-by-side-<dataset>-<date>.json)")
-    parser.add_argument("--append", action="store_true",
-                        help="keep the rows already in --out (same dataset) and add this run's; its meta goes under 'runs'")
+    parser.add_argument(
+        "--data-dir",
+        default=str(REPO.parent / "shared" / "data"),
+        help="torchvision root holding FashionMNIST/raw (default: ../shared/data)",
+    )
+    parser.add_argument(
+        "--preprocessing",
+        choices=("unit", "raw"),
+        default="unit",
+        help="unit: pixels divided by their maximum (16 or 255) to [0, 1]; raw: as loaded",
+    )
+    parser.add_argument(
+        "--probe",
+        default=None,
+        metavar="P,C",
+        help="timing probe: pretrain_epochs=P, clustering_epochs=C, extrapolate to the defaults",
+    )
+    parser.add_argument(
+        "--out", default=None, help="JSON file (default: docs/results/clustpy-side-by-side-<dataset>-<date>.json)"
+    )
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the rows already in --out (same dataset) and add this run's; its meta goes under 'runs'",
+    )
     args = parser.parse_args(argv)
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -253,19 +280,33 @@ def main(argv: list[str] | None = None) -> int:
     if probe is not None and (len(probe) != 2 or min(probe) < 1):
         parser.error("--probe takes two positive integers, P,C")
     today = dt.date.today().isoformat()
-    out = Path(args.out) if args.out else REPO / "docs" / "results" / f"clustpy-side-by-side-{args.dataset}-{today}.json"
+    out = (
+        Path(args.out) if args.out else REPO / "docs" / "results" / f"clustpy-side-by-side-{args.dataset}-{today}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
-    command = "OMP_NUM_THREADS={} {} {}".format(os.environ.get("OMP_NUM_THREADS", "<unset>"), Path(sys.executable),
-                                               shlex.join([os.path.relpath(__file__, Path.cwd())] + sys.argv[1:]))
+    command = "OMP_NUM_THREADS={} {} {}".format(
+        os.environ.get("OMP_NUM_THREADS", "<unset>"),
+        Path(sys.executable),
+        shlex.join([os.path.relpath(__file__, Path.cwd())] + sys.argv[1:]),
+    )
 
     log(f"loading {args.dataset}")
     X, y, data_note = load_dataset(args.dataset, args.data_dir, args.preprocessing)
     log(f"{X.shape[0]} x {X.shape[1]}, {len(np.unique(y))} classes; {data_note}")
     timer = PretrainTimer()
-    meta = {"dataset": args.dataset, "n_samples": int(X.shape[0]), "n_features": int(X.shape[1]),
-            "preprocessing": data_note, "n_clusters": N_CLUSTERS, "command": command, "cwd": str(Path.cwd()),
-            "started": dt.datetime.now().isoformat(timespec="seconds"), "host_cpus": os.cpu_count(),
-            "versions": versions(), "probe": probe}
+    meta = {
+        "dataset": args.dataset,
+        "n_samples": int(X.shape[0]),
+        "n_features": int(X.shape[1]),
+        "preprocessing": data_note,
+        "n_clusters": N_CLUSTERS,
+        "command": command,
+        "cwd": str(Path.cwd()),
+        "started": dt.datetime.now().isoformat(timespec="seconds"),
+        "host_cpus": os.cpu_count(),
+        "versions": versions(),
+        "probe": probe,
+    }
     log(f"versions: {meta['versions']}")
     rows: list[dict] = []
     if args.append and out.exists():
@@ -285,28 +326,45 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         for method in methods:
             estimator, params = build(method, seed, probe)
-            row = {"method": method, "library": "clustpy", "dataset": args.dataset, "n_samples": int(X.shape[0]),
-                   "seed": seed, "non_default_params": params, "probe": probe is not None,
-                   "clustpy": meta["versions"]["clustpy"], "torch": meta["versions"]["torch"],
-                   "date": dt.datetime.now().isoformat(timespec="seconds"), "command": command}
+            row = {
+                "method": method,
+                "library": "clustpy",
+                "dataset": args.dataset,
+                "n_samples": int(X.shape[0]),
+                "seed": seed,
+                "non_default_params": params,
+                "probe": probe is not None,
+                "clustpy": meta["versions"]["clustpy"],
+                "torch": meta["versions"]["torch"],
+                "date": dt.datetime.now().isoformat(timespec="seconds"),
+                "command": command,
+            }
             log(f"fit {method} seed {seed}, non-default parameters: {params or 'none'}")
             timer.seconds = 0.0
             start = time.perf_counter()
             try:
                 estimator.fit(X)
             except Exception as exc:  # record the failure as the row and go on
-                row.update(status="error", seconds=round(time.perf_counter() - start, 2),
-                           pretrain_seconds=round(timer.seconds, 2), error=f"{type(exc).__name__}: {exc}",
-                           traceback=traceback.format_exc().strip().splitlines()[-12:])
+                row.update(
+                    status="error",
+                    seconds=round(time.perf_counter() - start, 2),
+                    pretrain_seconds=round(timer.seconds, 2),
+                    error=f"{type(exc).__name__}: {exc}",
+                    traceback=traceback.format_exc().strip().splitlines()[-12:],
+                )
                 log(f"{method} seed {seed} FAILED after {row['seconds']} s: {row['error']}")
             else:
                 seconds = time.perf_counter() - start
                 labels = np.asarray(estimator.labels_)
-                row.update(status="ok", seconds=round(seconds, 2), pretrain_seconds=round(timer.seconds, 2),
-                           acc=round(clustering_accuracy(y, labels), 4),
-                           nmi=round(float(normalized_mutual_info_score(y, labels)), 4),
-                           ari=round(float(adjusted_rand_score(y, labels)), 4),
-                           n_clusters_found=int(len(np.unique(labels))))
+                row.update(
+                    status="ok",
+                    seconds=round(seconds, 2),
+                    pretrain_seconds=round(timer.seconds, 2),
+                    acc=round(clustering_accuracy(y, labels), 4),
+                    nmi=round(float(normalized_mutual_info_score(y, labels)), 4),
+                    ari=round(float(adjusted_rand_score(y, labels)), 4),
+                    n_clusters_found=int(len(np.unique(labels))),
+                )
                 if probe is not None:
                     pre_epoch = timer.seconds / probe[0]
                     rest = seconds - timer.seconds
@@ -316,11 +374,16 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         estimate = pre_epoch * DEFAULT_PRETRAIN_EPOCHS + rest
                         how = "pretrain s/epoch x 100 + the manifold step and mixture as measured"
-                    row.update(pretrain_seconds_per_epoch=round(pre_epoch, 2),
-                               estimated_default_seconds=round(estimate, 1), estimate_formula=how)
-                log(f"{method} seed {seed}: ACC {row['acc']:.4f} NMI {row['nmi']:.4f} ARI {row['ari']:.4f} "
+                    row.update(
+                        pretrain_seconds_per_epoch=round(pre_epoch, 2),
+                        estimated_default_seconds=round(estimate, 1),
+                        estimate_formula=how,
+                    )
+                log(
+                    f"{method} seed {seed}: ACC {row['acc']:.4f} NMI {row['nmi']:.4f} ARI {row['ari']:.4f} "
                     f"in {row['seconds']:.1f} s (pre-training {row['pretrain_seconds']:.1f} s)"
-                    + (f"; default epochs estimated at {row['estimated_default_seconds']:.0f} s" if probe else ""))
+                    + (f"; default epochs estimated at {row['estimated_default_seconds']:.0f} s" if probe else "")
+                )
             rows.append(row)
             save()
     log(f"wrote {out}")

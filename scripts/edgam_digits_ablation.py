@@ -32,8 +32,13 @@ VARIANTS = {
     "pretrained-mean": {**PRETRAINED, "reconstruction": "mean"},
     "pretrained-printed": {**PRETRAINED, "moment_update": "printed"},
     "pixels": {**PRETRAINED, "image_shape": (1, 8, 8), "architecture": "dense"},
-    "pixels-usps-etas": {**PRETRAINED, "image_shape": (1, 8, 8), "architecture": "dense",
-                         "cluster_weight": 0.1, "correction_weight": 0.05},
+    "pixels-usps-etas": {
+        **PRETRAINED,
+        "image_shape": (1, 8, 8),
+        "architecture": "dense",
+        "cluster_weight": 0.1,
+        "correction_weight": 0.05,
+    },
     "minmax": {**PRETRAINED, "input_scaling": "minmax"},
 }
 
@@ -48,12 +53,21 @@ def main() -> None:
                 warnings.simplefilter("always")
                 model = EDGaMClustering(10, max_iter=100, random_state=seed, **VARIANTS[name]).fit(X)
             pretrained = [p["acc"] for p in curve.points if p["stage"] == "AutoencoderModule"]
-            print(json.dumps({
-                "variant": name, "seed": seed, **clustering_scores(y, model.labels_),
-                "confidence": model.assignment_confidence_, "kmeans_agreement": model.kmeans_agreement_,
-                "pretrained_kmeans_acc": pretrained[-1] if pretrained else None, "seconds": time.perf_counter() - start,
-                "soft_warning": any("stay soft" in str(w.message) for w in caught),
-            }), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "variant": name,
+                        "seed": seed,
+                        **clustering_scores(y, model.labels_),
+                        "confidence": model.assignment_confidence_,
+                        "kmeans_agreement": model.kmeans_agreement_,
+                        "pretrained_kmeans_acc": pretrained[-1] if pretrained else None,
+                        "seconds": time.perf_counter() - start,
+                        "soft_warning": any("stay soft" in str(w.message) for w in caught),
+                    }
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -101,17 +101,31 @@ def main(dataset: str, settings: dict, n_images: int, data_dir: str) -> dict:
         warnings.simplefilter("ignore")  # the soft-assignment warning is reported below as numbers
         model = EDGaMClustering(10, image_shape=(1, 28, 28), random_state=0, **settings).fit(images)
     return {
-        "dataset": dataset, "n_images": n_images, "settings": settings,
-        "frozen_betas": not model.module_.mixture.betas.requires_grad, **record,
+        "dataset": dataset,
+        "n_images": n_images,
+        "settings": settings,
+        "frozen_betas": not model.module_.mixture.betas.requires_grad,
+        **record,
         "curve": [(point["stage"], point["epoch"], round(point["acc"], 3)) for point in curve.points],
         "confidence_per_epoch": [round(v, 3) for v in model.module_.confidence_history],
-        "confidence": model.assignment_confidence_, "kmeans_agreement": model.kmeans_agreement_,
-        "betas": model.betas_.tolist(), "cluster_sizes": np.bincount(model.labels_, minlength=10).tolist(),
+        "confidence": model.assignment_confidence_,
+        "kmeans_agreement": model.kmeans_agreement_,
+        "betas": model.betas_.tolist(),
+        "cluster_sizes": np.bincount(model.labels_, minlength=10).tolist(),
         "centroid_std": float(torch.as_tensor(model.cluster_centers_).std()),
     }
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    print(json.dumps(main(args[0], json.loads(args[1]), int(args[2]) if len(args) > 2 else 10_000,
-                          args[3] if len(args) > 3 else "../shared/data")), flush=True)
+    print(
+        json.dumps(
+            main(
+                args[0],
+                json.loads(args[1]),
+                int(args[2]) if len(args) > 2 else 10_000,
+                args[3] if len(args) > 3 else "../shared/data",
+            )
+        ),
+        flush=True,
+    )

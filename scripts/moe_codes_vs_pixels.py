@@ -41,16 +41,38 @@ def main() -> None:
         print(json.dumps({"dataset": dataset, "input": "pixels", **umap_gmm_scores(x.flatten(1).numpy(), labels)}))
         return
     width, epochs = int(sys.argv[3]), int(sys.argv[4])
-    cfg = PretrainConfig(epochs={}, batch_size=100, learning_rate=5e-4, manager_learning_rate=1e-3, latent_dim=10,
-                         latent_variance=0.9, expert_latent_variance=0.95, equal_expert_latent=True, cluster_finder="gmm",
-                         embedding="umap", n_clusters=10, reconstruction="bce" if near_binary(x) else "mse",
-                         base_width=width, augment=True, device="cpu", progress=False)
+    cfg = PretrainConfig(
+        epochs={},
+        batch_size=100,
+        learning_rate=5e-4,
+        manager_learning_rate=1e-3,
+        latent_dim=10,
+        latent_variance=0.9,
+        expert_latent_variance=0.95,
+        equal_expert_latent=True,
+        cluster_finder="gmm",
+        embedding="umap",
+        n_clusters=10,
+        reconstruction="bce" if near_binary(x) else "mse",
+        base_width=width,
+        augment=True,
+        device="cpu",
+        progress=False,
+    )
     start = time.perf_counter()
     vae = _train_vae(x, 10, epochs, cfg, 0)
     seconds = time.perf_counter() - start
     codes = training.encode_means(vae, x)
-    print(json.dumps({"dataset": dataset, "input": f"vae codes, width {width}, {epochs} epochs", "train_seconds": seconds,
-                      **umap_gmm_scores(codes, labels)}))
+    print(
+        json.dumps(
+            {
+                "dataset": dataset,
+                "input": f"vae codes, width {width}, {epochs} epochs",
+                "train_seconds": seconds,
+                **umap_gmm_scores(codes, labels),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,24 @@ def two_fold(dataset: str, data_dir: str, ignore: tuple[str, ...]) -> str:
     from routemix.cli import main
 
     with tempfile.TemporaryDirectory() as run_dir, contextlib.redirect_stdout(io.StringIO()):
-        main(["cluster", dataset, "--data-dir", data_dir, "--limit", "2048", "--epochs", "1", "--seed", "0",
-              "--no-kmeans", "--no-progress", "--run-dir", run_dir])
+        main(
+            [
+                "cluster",
+                dataset,
+                "--data-dir",
+                data_dir,
+                "--limit",
+                "2048",
+                "--epochs",
+                "1",
+                "--seed",
+                "0",
+                "--no-kmeans",
+                "--no-progress",
+                "--run-dir",
+                run_dir,
+            ]
+        )
         return state_digest(Path(run_dir) / "checkpoints" / "last.ckpt", ignore)
 
 
@@ -69,7 +85,9 @@ def supervised(model: str, gate_reg: str, data_dir: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", required=True, help="root holding MNIST and FashionMNIST")
-    parser.add_argument("--ignore", default="running_share,alive", help="comma-separated buffer name endings to leave out")
+    parser.add_argument(
+        "--ignore", default="running_share,alive", help="comma-separated buffer name endings to leave out"
+    )
     args = parser.parse_args()
     ignore = tuple(args.ignore.split(",")) if args.ignore else ()
 
@@ -79,8 +97,13 @@ def main() -> None:
         print(f"two-fold {dataset}: {two_fold(dataset, args.data_dir, ignore)}", flush=True)
     for estimator in (NMMClustering, DDCClustering, EDGaMClustering, IICClustering, MoEClustering):
         print(f"digits {estimator.__name__}: {digits_labels(estimator)}", flush=True)
-    for model, gate_reg in (("basecnn_2cc", "none"), ("basecnn_2cc", "local"), ("basecnn_2cc", "global"),
-                            ("basecnn_2cp", "none"), ("crossstitch_basecnn_2", "none")):
+    for model, gate_reg in (
+        ("basecnn_2cc", "none"),
+        ("basecnn_2cc", "local"),
+        ("basecnn_2cc", "global"),
+        ("basecnn_2cp", "none"),
+        ("crossstitch_basecnn_2", "none"),
+    ):
         print(f"supervised {model} gate-reg {gate_reg}: {supervised(model, gate_reg, args.data_dir)}", flush=True)
 
 

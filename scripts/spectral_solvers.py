@@ -20,8 +20,17 @@ dataset, solver = sys.argv[1], sys.argv[2]
 data = load_dataset(dataset, data_dir="../shared/data")
 x = data.data.reshape(len(data.data), -1).numpy().astype(np.float32) / 255.0
 start = time.perf_counter()
-labels = SpectralClustering(10, affinity="nearest_neighbors", n_neighbors=10, assign_labels="cluster_qr", random_state=0,
-                            eigen_solver=solver).fit_predict(x)
-print(json.dumps({"dataset": dataset, "solver": solver, "seconds": time.perf_counter() - start,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  **clustering_scores(np.asarray(data.labels), labels)}))
+labels = SpectralClustering(
+    10, affinity="nearest_neighbors", n_neighbors=10, assign_labels="cluster_qr", random_state=0, eigen_solver=solver
+).fit_predict(x)
+print(
+    json.dumps(
+        {
+            "dataset": dataset,
+            "solver": solver,
+            "seconds": time.perf_counter() - start,
+            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            **clustering_scores(np.asarray(data.labels), labels),
+        }
+    )
+)

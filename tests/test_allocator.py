@@ -46,8 +46,14 @@ FAULTS_OF_TRAINING_STEPS = textwrap.dedent("""
 
 def _run(mode: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in allocator.CHILD_ENVIRONMENT and k != "GLIBC_TUNABLES"}
-    out = subprocess.run([sys.executable, "-c", FAULTS_OF_TRAINING_STEPS, mode, FAULTS_OF_TRAINING_STEPS],
-                         env=env, capture_output=True, text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", FAULTS_OF_TRAINING_STEPS, mode, FAULTS_OF_TRAINING_STEPS],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     return dict(line.split(" ", 1) for line in out.splitlines())
 
 

@@ -31,7 +31,9 @@ def test_summary_orders_against_the_thesis_and_judges_the_claim():
 
 def test_tiny_run_writes_results_and_continues(shared_data, tmp_path):
     out = tmp_path / "routing.json"
-    kwargs = dict(data_dir=str(shared_data), seeds=(0,), epochs=1, train_images=128, test_images=128, out=str(out), progress=False)
+    kwargs = dict(
+        data_dir=str(shared_data), seeds=(0,), epochs=1, train_images=128, test_images=128, out=str(out), progress=False
+    )
     first = run(models=("basecnn",), **kwargs)
     assert len(first) == 1 and 0 <= first[0]["error"] <= 100
     both = run(models=("basecnn", "basecnn_2cc"), **kwargs)  # only the new model trains

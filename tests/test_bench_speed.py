@@ -81,7 +81,9 @@ def test_matmul_peak_is_positive():
 
 
 def test_throughput_rows_shares_and_utilisation():
-    rows = run_throughput(("ddc_lenet", "basecnn"), batch=4, steps=2, repeats=1, peak_size=64, memory=False, progress=False)
+    rows = run_throughput(
+        ("ddc_lenet", "basecnn"), batch=4, steps=2, repeats=1, peak_size=64, memory=False, progress=False
+    )
     assert [r.model for r in rows] == ["ddc_lenet", "basecnn"]
     for r in rows:
         info = model_info(r.model, num_classes=10)
@@ -90,14 +92,18 @@ def test_throughput_rows_shares_and_utilisation():
         assert r.loading_share + r.input_share <= 1.0
         assert r.images_per_second == pytest.approx(4 / r.step_seconds)
         assert 0 < r.end_to_end_images_per_second <= r.images_per_second
-        assert r.utilisation == pytest.approx(arithmetic_utilisation(r.multiply_adds, r.images_per_second, r.peak_flops))
+        assert r.utilisation == pytest.approx(
+            arithmetic_utilisation(r.multiply_adds, r.images_per_second, r.peak_flops)
+        )
         assert r.peak_mb is None
     table = format_throughput_table(rows)
     assert "| ddc_lenet | 0.156 | 1x28x28 |" in table and "utilisation %" in table
 
 
 def test_throughput_with_a_loader_worker():
-    (row,) = run_throughput(("ddc_lenet",), batch=4, steps=1, repeats=1, workers=1, peak_size=64, memory=False, progress=False)
+    (row,) = run_throughput(
+        ("ddc_lenet",), batch=4, steps=1, repeats=1, workers=1, peak_size=64, memory=False, progress=False
+    )
     assert isinstance(row, Throughput) and row.workers == 1 and 0.0 <= row.loading_share <= 1.0
 
 
@@ -105,8 +111,25 @@ def test_bench_speed_throughput_cli_runs_tiny(capsys, tmp_path):
     from routemix.cli import main
 
     out = tmp_path / "rows.json"
-    args = ["bench", "speed", "--throughput", "--models", "ddc_lenet", "--batch", "4", "--steps", "1", "--repeats", "1",
-            "--peak-size", "64", "--no-memory", "--no-progress", "--out", str(out)]
+    args = [
+        "bench",
+        "speed",
+        "--throughput",
+        "--models",
+        "ddc_lenet",
+        "--batch",
+        "4",
+        "--steps",
+        "1",
+        "--repeats",
+        "1",
+        "--peak-size",
+        "64",
+        "--no-memory",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     assert "| ddc_lenet |" in capsys.readouterr().out
     assert out.exists()
@@ -116,8 +139,13 @@ def test_bad_bench_speed_throughput_arguments_are_one_line_errors(capsys):
     from routemix.cli import main
 
     throughput = ["--throughput", "--peak-size", "64"]
-    for args in ([*throughput, "--models", "cluster_mlp"], [*throughput, "--models", "basecnnn"],
-                 [*throughput, "--paths", "2"], [*throughput, "--workers", "-1"], ["--models", "basecnn"]):
+    for args in (
+        [*throughput, "--models", "cluster_mlp"],
+        [*throughput, "--models", "basecnnn"],
+        [*throughput, "--paths", "2"],
+        [*throughput, "--workers", "-1"],
+        ["--models", "basecnn"],
+    ):
         assert main(["bench", "speed", "--no-memory", "--no-progress", *args]) == 2
         err = capsys.readouterr().err
         assert err.startswith("routemix: error:") and "Traceback" not in err

@@ -44,13 +44,27 @@ def test_cluster_digits_writes_a_run_directory(tmp_path, capsys):
 
 def test_cluster_images_with_learning_curves_and_resume(shared_data, tmp_path):
     run_dir = tmp_path / "mnist"
-    args = ["cluster", "mnist", "--data-dir", str(shared_data), "--limit", "512", "--epochs", "1",
-            "--run-dir", str(run_dir), "--no-progress", "--no-kmeans"]
+    args = [
+        "cluster",
+        "mnist",
+        "--data-dir",
+        str(shared_data),
+        "--limit",
+        "512",
+        "--epochs",
+        "1",
+        "--run-dir",
+        str(run_dir),
+        "--no-progress",
+        "--no-kmeans",
+    ]
     assert main(args) == 0
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     curves = (run_dir / "logs" / "version_0" / "metrics.csv").read_text()
     assert "val/acc" in curves and "train/em_loss" in curves
-    assert main([*args[:-4], "--epochs", "2", "--run-dir", str(run_dir), "--resume", "--no-progress", "--no-kmeans"]) == 0
+    assert (
+        main([*args[:-4], "--epochs", "2", "--run-dir", str(run_dir), "--resume", "--no-progress", "--no-kmeans"]) == 0
+    )
     assert saved_position(run_dir / "checkpoints" / "last.ckpt") == {"epochs": 2, "batches": 0}
     # the resumed run trained only the second epoch, logged beside the first
     resumed = (run_dir / "logs" / "version_1" / "metrics.csv").read_text().splitlines()
@@ -64,7 +78,19 @@ def test_cluster_csv_file(tmp_path, capsys):
     lines = ["a,b,label"] + [f"{x},{y},{int(i >= 40)}" for i, (x, y) in enumerate(points)]
     path = tmp_path / "two.csv"
     path.write_text("\n".join(lines) + "\n")
-    code = main(["cluster", str(path), "--label-column", "label", "--epochs", "40", "--run-dir", str(tmp_path / "r"), "--no-progress"])
+    code = main(
+        [
+            "cluster",
+            str(path),
+            "--label-column",
+            "label",
+            "--epochs",
+            "40",
+            "--run-dir",
+            str(tmp_path / "r"),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert metrics["results"][0]["acc"] == 1.0
@@ -108,8 +134,21 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 def test_resume_without_or_with_corrupt_checkpoint(shared_data, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    args = ["cluster", "mnist", "--data-dir", str(shared_data), "--limit", "256", "--epochs", "1",
-            "--run-dir", str(run_dir), "--resume", "--no-progress", "--no-kmeans"]
+    args = [
+        "cluster",
+        "mnist",
+        "--data-dir",
+        str(shared_data),
+        "--limit",
+        "256",
+        "--epochs",
+        "1",
+        "--run-dir",
+        str(run_dir),
+        "--resume",
+        "--no-progress",
+        "--no-kmeans",
+    ]
     assert main(args) == 2
     assert "no checkpoint at" in capsys.readouterr().err
     assert not run_dir.exists()  # a failed resume writes nothing
@@ -121,17 +160,28 @@ def test_resume_without_or_with_corrupt_checkpoint(shared_data, tmp_path, capsys
 
 
 def test_module_entry_point_and_listings():
-    result = subprocess.run([sys.executable, "-m", "routemix", "models", "clusternet_*"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "routemix", "models", "clusternet_*"], capture_output=True, text=True, check=True
+    )
     listed = [line.split()[0] for line in result.stdout.split("\n\n")[0].splitlines()[1:]]  # the rows, above the notes
-    assert "clusternet_mnist" in listed and "0.772M" in result.stdout and all(name.startswith("clusternet_") for name in listed)
+    assert (
+        "clusternet_mnist" in listed
+        and "0.772M" in result.stdout
+        and all(name.startswith("clusternet_") for name in listed)
+    )
     result = subprocess.run([sys.executable, "-m", "routemix", "datasets"], capture_output=True, text=True, check=True)
     assert "cifar100_20" in result.stdout and "digits" in result.stdout
 
 
 def test_results_on_stdout_progress_on_stderr(tmp_path):
     """`routemix cluster ... > results.txt` holds the table alone; the progress bar goes to stderr."""
-    result = subprocess.run([sys.executable, "-m", "routemix", "cluster", "blobs", "--epochs", "2", "--run-dir", str(tmp_path / "r")],
-                            capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [sys.executable, "-m", "routemix", "cluster", "blobs", "--epochs", "2", "--run-dir", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     lines = result.stdout.strip().splitlines()
     assert [line.split()[0] for line in lines] == ["blobs:", "method", "nmm", "kmeans", "run"], result.stdout
     assert "Epoch 1" in result.stderr  # the bar of the second epoch (Lightning counts from 0)
@@ -153,11 +203,13 @@ def test_models_lists_every_registered_model(capsys):
 def test_help_does_not_import_torch():
     """`routemix --help` and `routemix cluster --help` build the parser without PyTorch (6 s and
     1 GB before; well under a second now), and `from routemix.cluster import X` still works."""
-    code = ("import sys\nfrom routemix.cli import main\n"
-            "for args in (['--help'], ['cluster', '--help'], ['bench', 'clustering', '--help']):\n"
-            "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
-            "assert 'torch' not in sys.modules, 'torch imported'\n"
-            "from routemix.cluster import NMMClustering\nprint(NMMClustering.__name__)\n")
+    code = (
+        "import sys\nfrom routemix.cli import main\n"
+        "for args in (['--help'], ['cluster', '--help'], ['bench', 'clustering', '--help']):\n"
+        "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "from routemix.cluster import NMMClustering\nprint(NMMClustering.__name__)\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("NMMClustering") and "usage: routemix" in result.stdout
@@ -173,10 +225,27 @@ def test_kmeans_baseline_sees_the_input_the_method_sees(tmp_path, capsys):
 
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 40)
-    points = np.column_stack([labels + rng.normal(0, 0.1, 80), rng.normal(0, 1000, 80)])  # the label lives in small units
+    points = np.column_stack(
+        [labels + rng.normal(0, 0.1, 80), rng.normal(0, 1000, 80)]
+    )  # the label lives in small units
     path = tmp_path / "scales.csv"
     path.write_text("a,b,label\n" + "".join(f"{a},{b},{y}\n" for (a, b), y in zip(points, labels)))
-    assert main(["cluster", str(path), "--label-column", "label", "--epochs", "5", "--run-dir", str(tmp_path / "r"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "cluster",
+                str(path),
+                "--label-column",
+                "label",
+                "--epochs",
+                "5",
+                "--run-dir",
+                str(tmp_path / "r"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = {row["method"]: row for row in json.loads((tmp_path / "r" / "metrics.json").read_text())["results"]}
     expected = KMeans(2, n_init=10, random_state=0).fit_predict(StandardScaler().fit_transform(points))
     assert rows["kmeans"]["acc"] == clustering_scores(labels, expected)["acc"] == 1.0
@@ -192,15 +261,38 @@ def test_seeds_that_name_no_seed_are_an_error(seeds, capsys):
 
 def test_bench_sparse_refuses_impossible_paths_before_training(tmp_path, capsys):
     out = tmp_path / "sparse"
-    assert main(["bench", "sparse", "--paths", "2", "--k", "3", "--data-dir", str(tmp_path), "--out", str(out), "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "bench",
+                "sparse",
+                "--paths",
+                "2",
+                "--k",
+                "3",
+                "--data-dir",
+                str(tmp_path),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "must not exceed P" in capsys.readouterr().err
     assert not out.exists()
 
 
 def test_output_piped_into_a_reader_that_stops_early_ends_quietly():
     # `routemix models | head -1`: the reader closes the pipe after one line
-    result = subprocess.run(f"{sys.executable} -m routemix models | head -1", shell=True, capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    result = subprocess.run(
+        f"{sys.executable} -m routemix models | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     assert result.stdout.startswith("name") and len(result.stdout.splitlines()) == 1
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
 
@@ -223,8 +315,12 @@ def _subparser(*names):
 
 def _generated_flags(config) -> list[str]:
     """The flags add_config_options makes from the fields of ``config`` that are no shared option."""
-    return [flag for field in fields(config) if field.name != "command" and field.name not in OPTIONS and not field.metadata.get("positional")
-            for flag in field.metadata.get("flags", ("--" + field.name.replace("_", "-"),))]
+    return [
+        flag
+        for field in fields(config)
+        if field.name != "command" and field.name not in OPTIONS and not field.metadata.get("positional")
+        for flag in field.metadata.get("flags", ("--" + field.name.replace("_", "-"),))
+    ]
 
 
 def test_no_option_is_defined_in_two_places():
@@ -283,7 +379,9 @@ def test_every_cluster_setting_is_a_flag_with_the_configs_defaults():
     assert config_values(parser.parse_args(argv), ClusterConfig) == {"dataset": "digits", **expected}
     assert parser.parse_args(["digits", "-k", "4"]).clusters == 4
     given = ClusterConfig(**config_values(parser.parse_args(["digits"]), ClusterConfig))
-    assert {k: v for k, v in asdict(given).items() if k != "command"} == {k: v for k, v in asdict(ClusterConfig("digits")).items() if k != "command"}
+    assert {k: v for k, v in asdict(given).items() if k != "command"} == {
+        k: v for k, v in asdict(ClusterConfig("digits")).items() if k != "command"
+    }
 
 
 def test_gate_options_agree_with_the_gate_losses():

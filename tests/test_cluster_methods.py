@@ -45,7 +45,9 @@ def test_unknown_method_suggests_the_closest():
 
 def test_cluster_cli_runs_a_peer_method(tmp_path, capsys):
     run_dir = tmp_path / "iic"
-    assert main(["cluster", "digits", "--method", "iic", "--epochs", "2", "--run-dir", str(run_dir), "--no-progress"]) == 0
+    assert (
+        main(["cluster", "digits", "--method", "iic", "--epochs", "2", "--run-dir", str(run_dir), "--no-progress"]) == 0
+    )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert [r["method"] for r in metrics["results"]] == ["iic", "kmeans"]
     assert (run_dir / "model.pt").is_file()
@@ -53,8 +55,22 @@ def test_cluster_cli_runs_a_peer_method(tmp_path, capsys):
 
 def test_cluster_cli_peer_method_on_an_image_set(shared_data, tmp_path):
     run_dir = tmp_path / "ddc"
-    args = ["cluster", "mnist", "--data-dir", str(shared_data), "--method", "ddc", "--limit", "300", "--epochs", "1",
-            "--run-dir", str(run_dir), "--no-progress", "--no-kmeans"]
+    args = [
+        "cluster",
+        "mnist",
+        "--data-dir",
+        str(shared_data),
+        "--method",
+        "ddc",
+        "--limit",
+        "300",
+        "--epochs",
+        "1",
+        "--run-dir",
+        str(run_dir),
+        "--no-progress",
+        "--no-kmeans",
+    ]
     assert main(args) == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["n_samples"] == 300 and 0 <= metrics["results"][0]["acc"] <= 1
@@ -71,11 +87,14 @@ def test_cluster_cli_baseline_has_no_model_file_and_no_second_kmeans(tmp_path):
     assert not (run_dir / "model.pt").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--method", "ddc", "--gamma", "3"], "--gamma: options of NMM-EM"),
-    (["--method", "iic", "--em-only"], "--em-only: options of NMM-EM"),
-    (["--method", "kmean"], "Did you mean kmeans"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--method", "ddc", "--gamma", "3"], "--gamma: options of NMM-EM"),
+        (["--method", "iic", "--em-only"], "--em-only: options of NMM-EM"),
+        (["--method", "kmean"], "Did you mean kmeans"),
+    ],
+)
 def test_cluster_cli_bad_method_options_are_one_line_errors(tmp_path, capsys, args, message):
     assert main(["cluster", "digits", *args, "--run-dir", str(tmp_path / "r")]) == 2
     assert message in capsys.readouterr().err
@@ -148,11 +167,20 @@ def test_every_budget_builds_valid_estimators_that_fit_tiny_images(budget, datas
     plan = bench.budget_for(budget, dataset)
     for method in ("nmm", "ddc", "edgam", "moe", "iic", "n2d"):
         params = plan.params.get(method, {})
-        full = make_estimator(method, 2, n_features=784, image_shape=(1, 28, 28), max_iter=plan.epochs[method], **params)
+        full = make_estimator(
+            method, 2, n_features=784, image_shape=(1, 28, 28), max_iter=plan.epochs[method], **params
+        )
         full._validate_params()
         small = {**params, **{k: v for k, v in (("n_init", 2), ("pretrain_epochs", 1)) if k in params}}
-        estimator = make_estimator(method, 2, n_features=784, image_shape=(1, 28, 28), max_iter=5 if method == "moe" else 1,
-                                   batch_size=20, **small)
+        estimator = make_estimator(
+            method,
+            2,
+            n_features=784,
+            image_shape=(1, 28, 28),
+            max_iter=5 if method == "moe" else 1,
+            batch_size=20,
+            **small,
+        )
         assert estimator.fit(X).labels_.shape == (40,)
 
 
@@ -167,7 +195,13 @@ def test_cpu_budgets_give_every_deep_method_about_the_same_time(budget):
             assert 0.7 * seconds <= planned <= 1.3 * max(seconds, bench.CPU_MOE_FIXED_SECONDS), method
             assert method in plan.curve_every
         moe = plan.params["moe"]["stage_split"]
-        assert plan.epochs["moe"] == sum(moe.values()) and set(moe) == {"autoencoder", "retrain", "manager", "cluster", "specialise"}
+        assert plan.epochs["moe"] == sum(moe.values()) and set(moe) == {
+            "autoencoder",
+            "retrain",
+            "manager",
+            "cluster",
+            "specialise",
+        }
 
 
 def test_edgam_runs_each_dataset_as_its_paper_did():
@@ -175,7 +209,10 @@ def test_edgam_runs_each_dataset_as_its_paper_did():
     for budget in ("cpu", "cpu-long", "paper"):
         mnist, fashion = (bench.budget_for(budget, d).params["edgam"] for d in ("mnist", "fashion_mnist"))
         assert mnist["architecture"] == "dense" and fashion["architecture"] == "conv"
-        mnist_weights = {k: mnist.get(k, EDGaMClustering().get_params()[k]) for k in ("cluster_weight", "correction_weight", "entropy_weight")}
+        mnist_weights = {
+            k: mnist.get(k, EDGaMClustering().get_params()[k])
+            for k in ("cluster_weight", "correction_weight", "entropy_weight")
+        }
         fashion_weights = {k: fashion.get(k, EDGaMClustering().get_params()[k]) for k in mnist_weights}
         assert mnist_weights == {"cluster_weight": 1e-2, "correction_weight": 1e-2, "entropy_weight": 1e-4}
         assert fashion_weights == {"cluster_weight": 5e-2, "correction_weight": 1e-3, "entropy_weight": 1e-4}

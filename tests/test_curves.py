@@ -43,8 +43,20 @@ LABELS = np.array([0, 0, 1, 1])
 def test_every_fit_inside_is_scored_and_written(tmp_path):
     path = tmp_path / "curve.jsonl"
     with LearningCurve(LABELS, every_n_epochs=2, path=path) as curve:
-        fit(Toy(), make_loader(DATA, batch_size=2, shuffle=True, seed=0), max_epochs=5, progress=False, accelerator="cpu")
-        fit(Unlabelled(), make_loader(DATA, batch_size=2, shuffle=True, seed=0), max_epochs=1, progress=False, accelerator="cpu")
+        fit(
+            Toy(),
+            make_loader(DATA, batch_size=2, shuffle=True, seed=0),
+            max_epochs=5,
+            progress=False,
+            accelerator="cpu",
+        )
+        fit(
+            Unlabelled(),
+            make_loader(DATA, batch_size=2, shuffle=True, seed=0),
+            max_epochs=1,
+            progress=False,
+            accelerator="cpu",
+        )
     # epochs 2, 4 and the last (5) of the first fit; the second fit's only epoch, without scores
     assert [(p["stage"], p["epoch"]) for p in curve.points] == [("Toy", 2), ("Toy", 4), ("Toy", 5), ("Unlabelled", 1)]
     assert all(p["acc"] == 1.0 for p in curve.points[:3]) and "acc" not in curve.points[3]
@@ -57,7 +69,13 @@ def test_every_fit_inside_is_scored_and_written(tmp_path):
 def test_scoring_time_is_not_training_time():
     start = time.perf_counter()
     with LearningCurve(LABELS) as curve:
-        fit(Toy(delay=0.3), make_loader(DATA, batch_size=2, shuffle=True, seed=0), max_epochs=3, progress=False, accelerator="cpu")
+        fit(
+            Toy(delay=0.3),
+            make_loader(DATA, batch_size=2, shuffle=True, seed=0),
+            max_epochs=3,
+            progress=False,
+            accelerator="cpu",
+        )
     wall = time.perf_counter() - start
     assert wall - curve.points[-1]["seconds"] >= 0.9  # the three scorings' 0.9 s are not counted
 

@@ -33,7 +33,8 @@ from routemix.cli import main
 from routemix.errors import RoutemixError
 
 pytestmark = pytest.mark.skipif(
-    not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with the gloo backend is not available"
+    not (dist.is_available() and dist.is_gloo_available()),
+    reason="torch.distributed with the gloo backend is not available",
 )
 
 PROCESSES = 2
@@ -45,7 +46,9 @@ TIMEOUT_S = 240
 
 def _synthetic_images(n: int, *, channels: int, size: int, seed: int):
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=g), torch.randint(0, 10, (n,), generator=g)
+    return torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=g), torch.randint(
+        0, 10, (n,), generator=g
+    )
 
 
 def _flat_parameters(network: nn.Module) -> torch.Tensor:
@@ -80,14 +83,30 @@ def run_supervised(devices: int) -> dict:
 
     train = _synthetic_images(32, channels=3, size=8, seed=0)
     test = _synthetic_images(21, channels=3, size=8, seed=1)
-    data = ClassificationDataModule.from_tensors(train, test, num_classes=10, batch_size=16, eval_batch_size=8, seed=3, augment=False)
+    data = ClassificationDataModule.from_tensors(
+        train, test, num_classes=10, batch_size=16, eval_batch_size=8, seed=3, augment=False
+    )
     L.seed_everything(0, verbose=False)
     model = build_classifier("basecnn_2cc", num_classes=10, in_channels=3, input_size=8)
-    module = _recording(ClassifierModule)(model, lr=0.05, milestones=[1], gate_regularizer=GateClusteringLoss(gate_networks(model), scope="local"), gate_weight=0.1)
+    module = _recording(ClassifierModule)(
+        model,
+        lr=0.05,
+        milestones=[1],
+        gate_regularizer=GateClusteringLoss(gate_networks(model), scope="local"),
+        gate_weight=0.1,
+    )
     trainer = fit(module, data, max_epochs=2, progress=False, accelerator="cpu", devices=devices)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/loss", "val/top1", "val/gate_", "train/loss"))}
-    return {"losses": module.recorded_losses, "parameters": module.recorded_parameters,
-            "state": {k: v.clone() for k, v in model.state_dict().items()}, "metrics": metrics}
+    metrics = {
+        k: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if k.startswith(("val/loss", "val/top1", "val/gate_", "train/loss"))
+    }
+    return {
+        "losses": module.recorded_losses,
+        "parameters": module.recorded_parameters,
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "metrics": metrics,
+    }
 
 
 class _MirrorImages(nn.Module):
@@ -114,12 +133,21 @@ def run_nmm_two_fold(devices: int) -> dict:
     torch.manual_seed(0)
     # no bias before a normalisation (as in the thesis nets): its exact gradient is 0, and Adam would
     # turn the rounding noise of that 0 into full-size steps that differ between runs
-    network = nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3, bias=False))
+    network = nn.Sequential(
+        nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3, bias=False)
+    )
     loss = NMMLoss(3, gamma=2.0, priors=True, prior_momentum=0.2)
-    module = _recording(training.NMMModule)(network, loss, em_lr=1e-2, consistency_lr=1e-2, augment=_MirrorImages(), preprocess=_ToFloat())
+    module = _recording(training.NMMModule)(
+        network, loss, em_lr=1e-2, consistency_lr=1e-2, augment=_MirrorImages(), preprocess=_ToFloat()
+    )
     trainer = training.fit(
-        module, training.make_loader(images, batch_size=16, shuffle=True, seed=7), max_epochs=2, progress=False, accelerator="cpu",
-        val_loader=training.make_loader(val_images, val_labels.numpy(), batch_size=8, shuffle=False), devices=devices,
+        module,
+        training.make_loader(images, batch_size=16, shuffle=True, seed=7),
+        max_epochs=2,
+        progress=False,
+        accelerator="cpu",
+        val_loader=training.make_loader(val_images, val_labels.numpy(), batch_size=8, shuffle=False),
+        devices=devices,
     )
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     state = {f"network.{k}": v.clone() for k, v in network.state_dict().items()}
@@ -146,10 +174,14 @@ def run_sparse(devices: int) -> dict:
 
     train = _synthetic_images(32, channels=3, size=8, seed=8)
     test = _synthetic_images(16, channels=3, size=8, seed=9)
-    data = ClassificationDataModule.from_tensors(train, test, num_classes=10, batch_size=16, eval_batch_size=8, seed=3, augment=False)
+    data = ClassificationDataModule.from_tensors(
+        train, test, num_classes=10, batch_size=16, eval_batch_size=8, seed=3, augment=False
+    )
     L.seed_everything(0, verbose=False)
     model = SparseCNN(num_paths=4, top_k=1, allocation="cluster", capacity_factor=None, num_classes=10, input_size=8)
-    module = _recording(ClassifierModule)(model, lr=0.05, gate_regularizer=gate_regularizer(model, "local"), gate_weight=0.1)
+    module = _recording(ClassifierModule)(
+        model, lr=0.05, gate_regularizer=gate_regularizer(model, "local"), gate_weight=0.1
+    )
     empty = []
 
     def count_empty_paths(gate, inputs, gates):
@@ -161,8 +193,13 @@ def run_sparse(devices: int) -> dict:
             layer.gate.register_forward_hook(count_empty_paths)
     trainer = fit(module, data, max_epochs=1, progress=False, accelerator="cpu", devices=devices)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/loss", "val/top1"))}
-    return {"losses": module.recorded_losses, "parameters": module.recorded_parameters, "empty_paths": sum(empty),
-            "state": {k: v.clone() for k, v in model.state_dict().items()}, "metrics": metrics}
+    return {
+        "losses": module.recorded_losses,
+        "parameters": module.recorded_parameters,
+        "empty_paths": sum(empty),
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "metrics": metrics,
+    }
 
 
 SCENARIOS = {"supervised": run_supervised, "nmm_two_fold": run_nmm_two_fold, "sparse": run_sparse}
@@ -174,8 +211,15 @@ SCENARIOS = {"supervised": run_supervised, "nmm_two_fold": run_nmm_two_fold, "sp
 def _worker(rank: int, port: int, out_dir: str) -> None:
     """One of the two processes: the environment torchrun would give it, a gloo group with a short
     timeout (a failure on one side must not hang the other for 30 minutes), then every scenario."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(PROCESSES), RANK=str(rank),
-                      LOCAL_RANK=str(rank), NODE_RANK="0", OMP_NUM_THREADS="1")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(PROCESSES),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        NODE_RANK="0",
+        OMP_NUM_THREADS="1",
+    )
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=PROCESSES, timeout=timedelta(seconds=60))
     results = {}
@@ -200,7 +244,9 @@ def distributed_runs(tmp_path_factory) -> list[dict]:
     import torch.multiprocessing as mp
 
     out_dir = tmp_path_factory.mktemp("ddp")
-    context = mp.start_processes(_worker, args=(_free_port(), str(out_dir)), nprocs=PROCESSES, join=False, start_method="spawn")
+    context = mp.start_processes(
+        _worker, args=(_free_port(), str(out_dir)), nprocs=PROCESSES, join=False, start_method="spawn"
+    )
     deadline = time.monotonic() + TIMEOUT_S
     try:
         while not context.join(timeout=5):
@@ -295,7 +341,9 @@ def test_nmm_two_fold_two_processes_equal_one_on_the_global_batch(distributed_ru
         _assert_states_close(run["state"], single["state"])
         for key in ("train/em_loss", "train/consistency_kl", "val/acc", "val/nmi"):
             assert run["metrics"][key] == pytest.approx(single["metrics"][key], rel=1e-4, abs=1e-6), key
-    assert not torch.equal(runs[0]["state"]["loss.log_prior"], torch.full((3,), -torch.log(torch.tensor(3.0)).item()))  # priors moved
+    assert not torch.equal(
+        runs[0]["state"]["loss.log_prior"], torch.full((3,), -torch.log(torch.tensor(3.0)).item())
+    )  # priors moved
 
 
 def test_manual_optimisation_synchronises_both_steps_gradients(distributed_runs, single_runs):
@@ -314,7 +362,13 @@ def test_several_forward_passes_through_batch_norm_before_one_backward(distribut
     statistics updated) before one backward, under DDP's buffer broadcast: no in-place/version
     error, and the batch-norm statistics are the single-process ones on both processes."""
     runs, single = _results(distributed_runs, "nmm_two_fold"), single_runs["nmm_two_fold"]
-    for key in ("network.1.running_mean", "network.1.running_var", "network.1.num_batches_tracked", "loss.running_mean", "loss.running_var"):
+    for key in (
+        "network.1.running_mean",
+        "network.1.running_var",
+        "network.1.num_batches_tracked",
+        "loss.running_mean",
+        "loss.running_var",
+    ):
         for run in runs:
             torch.testing.assert_close(run["state"][key], single["state"][key], rtol=1e-4, atol=1e-5, msg=key)
 
@@ -357,14 +411,17 @@ def test_global_batch_norm_is_batch_norm_in_one_process():
 # --- command-line options ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--precision", "16-mixed", "--device", "cpu"], "16-mixed"),
-    (["--precision", "fp8"], "precision must be one of"),
-    (["--strategy", "fsdp"], "strategy must be one of"),
-    (["--devices", "0"], "devices must be a positive"),
-    (["--num-nodes", "0"], "num_nodes must be a positive"),
-    (["--devices", "2", "--device", "cpu", "--batch-size", "15"], "split evenly"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--precision", "16-mixed", "--device", "cpu"], "16-mixed"),
+        (["--precision", "fp8"], "precision must be one of"),
+        (["--strategy", "fsdp"], "strategy must be one of"),
+        (["--devices", "0"], "devices must be a positive"),
+        (["--num-nodes", "0"], "num_nodes must be a positive"),
+        (["--devices", "2", "--device", "cpu", "--batch-size", "15"], "split evenly"),
+    ],
+)
 def test_train_scale_options_are_one_line_errors(flags, message, capsys):
     assert main(["train", "--model", "basecnn", "--dataset", "mnist", *flags]) == 2
     err = capsys.readouterr().err
@@ -379,11 +436,14 @@ def test_train_compile_without_dynamo_is_a_clear_error(monkeypatch, capsys):
     assert "torch.compile is not supported" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--method", "kmeans", "--devices", "2", "--device", "cpu"], "trains in one process"),
-    (["--devices", "2", "--device", "cpu", "--batch-size", "15"], "split evenly"),
-    (["--strategy", "fsdp", "--devices", "2", "--device", "cpu"], "strategy must be one of"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--method", "kmeans", "--devices", "2", "--device", "cpu"], "trains in one process"),
+        (["--devices", "2", "--device", "cpu", "--batch-size", "15"], "split evenly"),
+        (["--strategy", "fsdp", "--devices", "2", "--device", "cpu"], "strategy must be one of"),
+    ],
+)
 def test_cluster_scale_options_are_one_line_errors(flags, message, capsys):
     assert main(["cluster", "digits", *flags]) == 2
     err = capsys.readouterr().err
@@ -409,8 +469,12 @@ def _train_one_epoch(name: str, **options):
     from routemix.train.evaluate import build_classifier
     from routemix.train.supervised import ClassifierModule, fit
 
-    data = ClassificationDataModule.from_tensors(_synthetic_images(16, channels=3, size=8, seed=0), _synthetic_images(8, channels=3, size=8, seed=1),
-                                                 num_classes=10, batch_size=8)
+    data = ClassificationDataModule.from_tensors(
+        _synthetic_images(16, channels=3, size=8, seed=0),
+        _synthetic_images(8, channels=3, size=8, seed=1),
+        num_classes=10,
+        batch_size=8,
+    )
     L.seed_everything(0, verbose=False)
     model = build_classifier(name, num_classes=10, in_channels=3, input_size=8)
     module = ClassifierModule(model, lr=0.05, channels_last=options.pop("channels_last", False))
@@ -421,7 +485,9 @@ def _train_one_epoch(name: str, **options):
 @pytest.mark.parametrize("name", ["basecnn", "basecnn_2cc"])
 def test_channels_last_trains_plain_and_routed_models(name):
     model, trainer = _train_one_epoch(name, channels_last=True)
-    assert torch.isfinite(trainer.callback_metrics["train/loss"]) and torch.isfinite(trainer.callback_metrics["val/loss"])
+    assert torch.isfinite(trainer.callback_metrics["train/loss"]) and torch.isfinite(
+        trainer.callback_metrics["val/loss"]
+    )
     conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
 
@@ -443,8 +509,29 @@ def test_cluster_command_on_two_processes_writes_one_run_dir(shared_data, tmp_pa
     import sys
 
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "routemix", "cluster", "mnist", "--data-dir", str(shared_data), "--limit", "256",
-               "--epochs", "1", "--devices", "2", "--device", "cpu", "--run-dir", str(run_dir), "--no-kmeans", "--no-progress"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "routemix",
+        "cluster",
+        "mnist",
+        "--data-dir",
+        str(shared_data),
+        "--limit",
+        "256",
+        "--epochs",
+        "1",
+        "--devices",
+        "2",
+        "--device",
+        "cpu",
+        "--run-dir",
+        str(run_dir),
+        "--no-kmeans",
+        "--no-progress",
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stderr
     assert (run_dir / "model.pt").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()

@@ -38,8 +38,12 @@ def numpy_em_step(z, mu):
     lam /= lam.sum(1, keepdims=True)
     counts = lam.sum(0)
     means = (lam.T @ z) / counts[:, None]
-    cov = np.stack([(lam[:, k, None, None] * np.einsum("ni,nj->nij", z - means[k], z - means[k])).sum(0) / counts[k]
-                    for k in range(len(mu))])
+    cov = np.stack(
+        [
+            (lam[:, k, None, None] * np.einsum("ni,nj->nij", z - means[k], z - means[k])).sum(0) / counts[k]
+            for k in range(len(mu))
+        ]
+    )
     return lam, counts, counts / len(z), means, cov
 
 
@@ -50,6 +54,7 @@ def set_betas(mixture, value):
 
 
 # --- the EM step ------------------------------------------------------------------------------
+
 
 def test_e_and_m_step_match_closed_form_em():
     lam, counts, weights, means, cov = numpy_em_step(Z, MU)
@@ -215,18 +220,26 @@ def test_whole_loss_weights_its_terms(reconstruction):
     z = torch.randn(8, 2, dtype=torch.float64)
     x, x_hat = torch.randn(8, 5, dtype=torch.float64), torch.randn(8, 5, dtype=torch.float64)
     out_mix = mixture(z)
-    loss = EDGaMLoss(cluster_weight=0.5, correction_weight=0.25, entropy_weight=2.0, reconstruction=reconstruction)(x, x_hat, z, out_mix)
+    loss = EDGaMLoss(cluster_weight=0.5, correction_weight=0.25, entropy_weight=2.0, reconstruction=reconstruction)(
+        x, x_hat, z, out_mix
+    )
     squared = (x - x_hat) ** 2
     # eq. 9: ||x_n - x_hat_n||^2 summed over the 5 features (as printed), or their mean
     error = squared.sum(dim=1).mean() if reconstruction == "sum" else squared.mean()
-    expected = (error + 0.5 * cluster_loss(z, out_mix.responsibilities, out_mix.means)
-                + 0.25 * out_mix.correction_loss + 2.0 * assignment_entropy(out_mix.log_responsibilities))
+    expected = (
+        error
+        + 0.5 * cluster_loss(z, out_mix.responsibilities, out_mix.means)
+        + 0.25 * out_mix.correction_loss
+        + 2.0 * assignment_entropy(out_mix.log_responsibilities)
+    )
     assert loss.loss.item() == pytest.approx(expected.item(), rel=1e-12)
 
 
 def test_summed_reconstruction_is_the_mean_times_the_features():
     x, x_hat = torch.rand(6, 1, 4, 5), torch.rand(6, 1, 4, 5)
-    assert reconstruction_error(x, x_hat, "sum").item() == pytest.approx(20 * reconstruction_error(x, x_hat, "mean").item())
+    assert reconstruction_error(x, x_hat, "sum").item() == pytest.approx(
+        20 * reconstruction_error(x, x_hat, "mean").item()
+    )
 
 
 @pytest.mark.parametrize("beta, alpha", [(0.5, 0.5), (0.3, 0.18), (0.9, 1.0)])
@@ -242,8 +255,10 @@ def test_printed_moment_update_steps_by_two_beta_squared(beta, alpha):
     np.testing.assert_allclose(out.correction_loss.item(), beta**2 * ((MU - m) ** 2).sum(), rtol=1e-12)
 
 
-@pytest.mark.parametrize("kwargs, match", [({"n_layers": 0}, "n_layers"), ({"beta_init": 1.5}, "beta_init"),
-                                           ({"moment_update": "average"}, "moment_update")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"n_layers": 0}, "n_layers"), ({"beta_init": 1.5}, "beta_init"), ({"moment_update": "average"}, "moment_update")],
+)
 def test_mixture_refuses_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         UnfoldedGaussianMixture(3, 2, **kwargs)
@@ -264,6 +279,7 @@ def test_loss_refuses_negative_weights_and_unknown_reductions():
 
 
 # --- auto-encoders ------------------------------------------------------------------------------
+
 
 def test_dense_autoencoder_is_dec_architecture_with_its_parameter_count():
     model = DenseAutoencoder(784, 10)
@@ -296,6 +312,7 @@ def test_autoencoders_refuse_wrong_input():
 
 # --- training module ----------------------------------------------------------------------------
 
+
 def tiny_module(n_features=4):
     autoencoder = DenseAutoencoder(n_features, 2, hidden_sizes=(8,), output_activation="linear")
     return EDGaMModule(autoencoder, UnfoldedGaussianMixture(3, 2), EDGaMLoss())
@@ -324,6 +341,7 @@ def test_module_refuses_mismatched_embedding_sizes():
 
 
 # --- estimator ----------------------------------------------------------------------------------
+
 
 def small(**kwargs):
     return EDGaMClustering(**{"max_iter": 40, "hidden_layer_sizes": (32, 32), "embedding_dim": 4, **kwargs})
@@ -369,8 +387,15 @@ def test_images_use_the_convolutional_autoencoder():
     model = EDGaMClustering(2, image_shape=(1, 8, 8), max_iter=30, batch_size=20, random_state=0).fit(X)
     assert isinstance(model.module_.autoencoder, ConvAutoencoder)
     assert cluster_accuracy(np.repeat([0, 1], 20), model.labels_) == 1.0
-    dense = EDGaMClustering(2, image_shape=(1, 8, 8), architecture="dense", hidden_layer_sizes=(16,),
-                            max_iter=1, batch_size=20, random_state=0).fit(X)
+    dense = EDGaMClustering(
+        2,
+        image_shape=(1, 8, 8),
+        architecture="dense",
+        hidden_layer_sizes=(16,),
+        max_iter=1,
+        batch_size=20,
+        random_state=0,
+    ).fit(X)
     assert isinstance(dense.module_.autoencoder, DenseAutoencoder)
 
 
@@ -380,9 +405,15 @@ def test_conv_without_image_shape_is_a_clear_error(blobs):
         small(architecture="conv").fit(X)
 
 
-@pytest.mark.parametrize("params, match", [({"beta_init": 2.0}, "beta_init"), ({"architecture": "rnn"}, "architecture"),
-                                           ({"hidden_layer_sizes": (0,)}, "hidden_layer_sizes"),
-                                           ({"cluster_responsibilities": "detached"}, "cluster_responsibilities")])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"beta_init": 2.0}, "beta_init"),
+        ({"architecture": "rnn"}, "architecture"),
+        ({"hidden_layer_sizes": (0,)}, "hidden_layer_sizes"),
+        ({"cluster_responsibilities": "detached"}, "cluster_responsibilities"),
+    ],
+)
 def test_bad_parameters_are_clear_errors(blobs, params, match):
     X, _ = blobs
     with pytest.raises(ValueError, match=match):
@@ -390,6 +421,7 @@ def test_bad_parameters_are_clear_errors(blobs, params, match):
 
 
 # --- pre-training and appendix E's sanity check -------------------------------------------------
+
 
 def test_fusion_passing_the_embedding_through_decodes_like_the_plain_autoencoder():
     torch.manual_seed(0)

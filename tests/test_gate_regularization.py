@@ -47,15 +47,24 @@ def test_several_mixtures_are_independent_nmm_losses_summed():
 
 
 def _router_model():
-    return torch.nn.Sequential(OneToManyConnection(2, channels=4, gate_hidden=8), CrossConnection(2, 3, channels=4, gate_hidden=8),
-                               CrossConnection(3, 1, channels=4, gate_hidden=8))
+    return torch.nn.Sequential(
+        OneToManyConnection(2, channels=4, gate_hidden=8),
+        CrossConnection(2, 3, channels=4, gate_hidden=8),
+        CrossConnection(3, 1, channels=4, gate_hidden=8),
+    )
 
 
 def test_gate_networks_found_selected_and_single_outputs_skipped():
     model = _router_model()
-    assert gate_networks(model) == {"0.gate": (1, 2), "1.gate": (2, 3)}  # "2.gate" routes to one path: nothing to cluster
+    assert gate_networks(model) == {
+        "0.gate": (1, 2),
+        "1.gate": (2, 3),
+    }  # "2.gate" routes to one path: nothing to cluster
     assert gate_networks(model, ["1.*"]) == {"1.gate": (2, 3)}
-    with pytest.raises(ValueError, match=r"no gate network matches .conv\*.; the model.s gate networks with more than one outgoing path: 0.gate, 1.gate\.$"):
+    with pytest.raises(
+        ValueError,
+        match=r"no gate network matches .conv\*.; the model.s gate networks with more than one outgoing path: 0.gate, 1.gate\.$",
+    ):
         gate_networks(model, ["conv*"])
     with pytest.raises(ValueError, match="no gate network to regularise"):
         GateClusteringLoss.for_model(create_model("basecnn", num_classes=10, in_channels=1, input_size=32))
@@ -63,13 +72,20 @@ def test_gate_networks_found_selected_and_single_outputs_skipped():
 
 def test_local_scope_is_one_nmm_loss_per_gating_vector_and_global_one_per_router():
     torch.manual_seed(1)
-    scores = {"0.gate": torch.randn(16, 1, 2, dtype=torch.float64), "1.gate": torch.randn(16, 2, 3, dtype=torch.float64)}
+    scores = {
+        "0.gate": torch.randn(16, 1, 2, dtype=torch.float64),
+        "1.gate": torch.randn(16, 2, 3, dtype=torch.float64),
+    }
     shapes = {"0.gate": (1, 2), "1.gate": (2, 3)}
     local = GateClusteringLoss(shapes, scope="local", priors=False).double()(scores)
-    expected = NMMLoss(2).double()(scores["0.gate"][:, 0]).loss + sum(NMMLoss(3).double()(scores["1.gate"][:, i]).loss for i in range(2))
+    expected = NMMLoss(2).double()(scores["0.gate"][:, 0]).loss + sum(
+        NMMLoss(3).double()(scores["1.gate"][:, i]).loss for i in range(2)
+    )
     torch.testing.assert_close(local, expected)
     global_ = GateClusteringLoss(shapes, scope="global", priors=False).double()(scores)
-    expected = NMMLoss(2).double()(scores["0.gate"][:, 0]).loss + NMMLoss(3).double()(scores["1.gate"].flatten(0, 1)).loss
+    expected = (
+        NMMLoss(2).double()(scores["0.gate"][:, 0]).loss + NMMLoss(3).double()(scores["1.gate"].flatten(0, 1)).loss
+    )
     torch.testing.assert_close(global_, expected)
     with pytest.raises(ValueError, match="no relevance scores for gate network"):
         GateClusteringLoss(shapes)({"0.gate": scores["0.gate"]})
@@ -115,7 +131,14 @@ def test_training_with_the_regulariser_logs_both_losses_and_changes_the_gates(tm
         model = create_model("basecnn_2cc", num_classes=10, in_channels=3, input_size=8)
         reg = None if regularizer is None else GateClusteringLoss.for_model(model, scope=regularizer)
         module = ClassifierModule(model, lr=0.05, milestones=[], gate_regularizer=reg, gate_weight=0.5)
-        fit(module, tiny_datamodule(seed=1), max_epochs=1, run_dir=tmp_path / str(regularizer), progress=False, accelerator="cpu")
+        fit(
+            module,
+            tiny_datamodule(seed=1),
+            max_epochs=1,
+            run_dir=tmp_path / str(regularizer),
+            progress=False,
+            accelerator="cpu",
+        )
         return model, tmp_path / str(regularizer)
 
     plain, _ = trained(None)
@@ -125,16 +148,37 @@ def test_training_with_the_regulariser_logs_both_losses_and_changes_the_gates(tm
     columns = set(rows[0])
     assert {"train/task_loss", "train/gate_loss", "val/gate_skewed_share", "val/gate_entropy"} <= columns
     row = next(r for r in rows if r["train/gate_loss"])
-    assert float(row["train/loss"]) == pytest.approx(float(row["train/task_loss"]) + 0.5 * float(row["train/gate_loss"]), rel=1e-4)
+    assert float(row["train/loss"]) == pytest.approx(
+        float(row["train/task_loss"]) + 0.5 * float(row["train/gate_loss"]), rel=1e-4
+    )
     p, q = dict(plain.named_parameters()), dict(local.named_parameters())
     assert any(not torch.equal(p[n], q[n]) for n in p if ".gate." in n)
 
 
 def test_train_and_eval_commands_with_gate_regularisation(shared_data, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    args = ["train", "--model", "basecnn_2cc", "--dataset", "fashion_mnist", "--data-dir", str(shared_data), "--epochs", "1",
-            "--limit", "256", "--limit-test", "128", "--gate-reg", "global", "--gate-reg-routers", "layers.route*",
-            "--run-dir", str(run_dir), "--no-progress"]
+    args = [
+        "train",
+        "--model",
+        "basecnn_2cc",
+        "--dataset",
+        "fashion_mnist",
+        "--data-dir",
+        str(shared_data),
+        "--epochs",
+        "1",
+        "--limit",
+        "256",
+        "--limit-test",
+        "128",
+        "--gate-reg",
+        "global",
+        "--gate-reg-routers",
+        "layers.route*",
+        "--run-dir",
+        str(run_dir),
+        "--no-progress",
+    ]
     assert main(args) == 0
     config = json.loads((run_dir / "config.json").read_text())
     assert config["gate_reg"] == "global" and config["gate_reg_weight"] == 0.01 and config["gate_reg_priors"] is True
@@ -145,8 +189,25 @@ def test_train_and_eval_commands_with_gate_regularisation(shared_data, tmp_path,
     assert len(saved["gate_stats"]) == 9 and 0 <= saved["gate_summary"]["entropy"] <= 1  # 1 + 4 x 2 gating vectors
 
     def bad(model, *extra):
-        return ["train", "--model", model, "--dataset", "fashion_mnist", "--data-dir", str(shared_data), "--epochs", "1",
-                "--limit", "64", "--gate-reg", "local", *extra, "--run-dir", str(tmp_path / "bad"), "--no-progress"]
+        return [
+            "train",
+            "--model",
+            model,
+            "--dataset",
+            "fashion_mnist",
+            "--data-dir",
+            str(shared_data),
+            "--epochs",
+            "1",
+            "--limit",
+            "64",
+            "--gate-reg",
+            "local",
+            *extra,
+            "--run-dir",
+            str(tmp_path / "bad"),
+            "--no-progress",
+        ]
 
     assert main(bad("basecnn")) == 2
     assert "has no router to regularise" in capsys.readouterr().err
@@ -165,11 +226,23 @@ def test_gate_statistics_against_hand_computed_values():
     switching = torch.stack([torch.tensor([1.0, 0.0]) if i % 2 else torch.tensor([0.0, 1.0]) for i in range(n)])
     stats = gate_statistics({"r": torch.stack([even, stuck, switching], 1)})
     assert [s["incoming"] for s in stats] == [0, 1, 2]
-    assert stats[0]["entropy"] == pytest.approx(1.0) and not stats[0]["skewed"] and stats[0]["std"] == pytest.approx([0, 0])
+    assert (
+        stats[0]["entropy"] == pytest.approx(1.0)
+        and not stats[0]["skewed"]
+        and stats[0]["std"] == pytest.approx([0, 0])
+    )
     h = -(0.95 * math.log(0.95) + 0.05 * math.log(0.05)) / math.log(2)
-    assert stats[1]["entropy"] == pytest.approx(h) and stats[1]["skewed"] and stats[1]["high"] == pytest.approx([0.95, 0.05])
+    assert (
+        stats[1]["entropy"] == pytest.approx(h)
+        and stats[1]["skewed"]
+        and stats[1]["high"] == pytest.approx([0.95, 0.05])
+    )
     # one-hot per sample but half and half over the data: routing, not collapse
-    assert stats[2]["entropy"] == pytest.approx(1.0) and not stats[2]["skewed"] and stats[2]["std"] == pytest.approx([0.5, 0.5])
+    assert (
+        stats[2]["entropy"] == pytest.approx(1.0)
+        and not stats[2]["skewed"]
+        and stats[2]["std"] == pytest.approx([0.5, 0.5])
+    )
     assert stats[2]["low"] == pytest.approx([0, 0]) and stats[2]["high"] == pytest.approx([1, 1])
     summary = summarize_gate_statistics(stats)
     assert summary["skewed_share"] == pytest.approx(1 / 3)
@@ -194,8 +267,18 @@ def test_model_gates_give_statistics_of_every_vector():
 def _fake_run(variant, seed, error, stuck):
     values = np.full((6, 1, 2), [stuck, 1 - stuck])
     stats = gate_statistics({"layers.route1.gate": torch.as_tensor(values)})
-    return {"model": "basecnn_2cc", "seed": seed, "error": error, "seconds": 1.0, "epochs": 4, "train_images": 100,
-            "gate_reg": variant, "gate_weight": 0.01, "gate_stats": stats, "gate_samples": {"layers.route1.gate": values.tolist()}}
+    return {
+        "model": "basecnn_2cc",
+        "seed": seed,
+        "error": error,
+        "seconds": 1.0,
+        "epochs": 4,
+        "train_images": 100,
+        "gate_reg": variant,
+        "gate_weight": 0.01,
+        "gate_stats": stats,
+        "gate_samples": {"layers.route1.gate": values.tolist()},
+    }
 
 
 def test_bench_gates_summary_figure_and_resume(tmp_path, monkeypatch):

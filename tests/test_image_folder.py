@@ -52,7 +52,9 @@ def test_mixed_sizes_need_an_image_size(tmp_path):
     _save(tmp_path, "a.png", _digit(0, 16))
     _save(tmp_path, "b.png", _digit(1, 24))
     _save(tmp_path, "c.png", _digit(2, 32))
-    with pytest.raises(RoutemixError, match=r"3 different sizes \(e.g. a.png is 16x16, b.png is 24x24\).*--image-size S"):
+    with pytest.raises(
+        RoutemixError, match=r"3 different sizes \(e.g. a.png is 16x16, b.png is 24x24\).*--image-size S"
+    ):
         load_image_folder(tmp_path)
     dataset = load_image_folder(tmp_path, image_size=16)
     assert dataset.data.shape == (3, 1, 16, 16)

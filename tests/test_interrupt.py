@@ -17,10 +17,38 @@ from routemix.errors import RoutemixError
 from routemix.train.resumable import saved_position
 
 BATCHES_PER_EPOCH = 24  # --limit 768 at --batch-size 32
-TRAIN = ["train", "--model", "basecnn", "--dataset", "fashion_mnist", "--epochs", "2", "--limit", "768",
-         "--batch-size", "32", "--limit-test", "200", "--checkpoint-every", "1", "--no-progress"]
-CLUSTER = ["cluster", "mnist", "--limit", "768", "--batch-size", "32", "--epochs", "2", "--checkpoint-every", "1",
-           "--no-kmeans", "--no-progress"]
+TRAIN = [
+    "train",
+    "--model",
+    "basecnn",
+    "--dataset",
+    "fashion_mnist",
+    "--epochs",
+    "2",
+    "--limit",
+    "768",
+    "--batch-size",
+    "32",
+    "--limit-test",
+    "200",
+    "--checkpoint-every",
+    "1",
+    "--no-progress",
+]
+CLUSTER = [
+    "cluster",
+    "mnist",
+    "--limit",
+    "768",
+    "--batch-size",
+    "32",
+    "--epochs",
+    "2",
+    "--checkpoint-every",
+    "1",
+    "--no-kmeans",
+    "--no-progress",
+]
 
 
 def start(args: list[str], run_dir: Path) -> subprocess.Popen:
@@ -96,7 +124,9 @@ def test_train_killed_mid_epoch_resumes_to_the_same_model(straight_training, tmp
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_train_stopped_by_a_signal_saves_says_how_to_resume_and_exits_with_its_status(straight_training, tmp_path, signum, status):
+def test_train_stopped_by_a_signal_saves_says_how_to_resume_and_exits_with_its_status(
+    straight_training, tmp_path, signum, status
+):
     run_dir = tmp_path / "run"
     process = start(TRAIN, run_dir)
     wait_for_checkpoint_in_epoch(process, run_dir, epoch=0, batches=4)
@@ -141,19 +171,37 @@ def running(pid: int) -> bool:
     return state != "Z"  # a zombie has ended
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and relies on Linux's parent-death signal")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="reads /proc and relies on Linux's parent-death signal"
+)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
 def test_a_stopped_bench_leaves_no_fit_running(tmp_path, signum):
     """`bench clustering` fits in a fresh process; stopping the bench (SIGTERM, or SIGKILL which it
     cannot catch) ends that fit too instead of leaving it to run on."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "routemix", "bench", "clustering", "--datasets", "digits", "--methods", "nmm",
-               "--seeds", "1", "--out", str(tmp_path / "bench"), "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "routemix",
+        "bench",
+        "clustering",
+        "--datasets",
+        "digits",
+        "--methods",
+        "nmm",
+        "--seeds",
+        "1",
+        "--out",
+        str(tmp_path / "bench"),
+        "--no-progress",
+    ]
     bench = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     fits: list[int] = []
     while time.monotonic() < deadline and not fits:  # the pool's worker, once it has started
-        fits = [c for c in children_of(bench.pid) if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text(errors="replace")]
+        fits = [
+            c for c in children_of(bench.pid) if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text(errors="replace")
+        ]
         time.sleep(0.2)
     assert fits, "the bench never started its fit"
     time.sleep(2)  # into the fit

@@ -15,7 +15,7 @@ from routemix.published import published_table
 # Printed counts this zoo does not reach, each with the reason (strict: they fail if they start matching).
 COUNT_EXCEPTIONS = {
     "basecnn_3": "the thesis prints 1.5M, but three BaseCNNs are 1.65M: its own Base Ensemble (1.66M) and "
-                 "BaseCNN-3-CC (1.67M, BaseCNN-3 plus gates) rows agree with 1.65M",
+    "BaseCNN-3-CC (1.67M, BaseCNN-3 plus gates) rows agree with 1.65M",
     "wide_resnet50_2": "cited, not defined by the thesis: WRN-50-2 of Zagoruyko and Komodakis has 67.0M with 100 classes",
     "resnext50_2x64d": "cited, not defined by the thesis: ResNeXt-50 (2x64d) of Xie et al. has 44.4M with 100 classes",
 }
@@ -31,7 +31,9 @@ def _count_cases():
 
 def test_every_zoo_row_of_the_thesis_tables_is_a_registry_count():
     """The registry reads the printed counts of Tables 3.2-3.4; none of the tables' zoo rows is lost."""
-    rows = [row["model"] for table in ("table3_2", "table3_3", "table3_4") for row in published_table(table) if row["model"]]
+    rows = [
+        row["model"] for table in ("table3_2", "table3_3", "table3_4") for row in published_table(table) if row["model"]
+    ]
     assert sorted(rows) == sorted(p.values[0] for p in _count_cases()) and len(rows) > 30
 
 
@@ -48,7 +50,9 @@ def _input_shape(name: str) -> tuple[int, ...]:
     return (2, spec.in_channels, side, side)
 
 
-IMAGE_ZOO = list_models(task="classifier") + [n for n in list_models(task="clustering") if model_spec(n).input == "image"]
+IMAGE_ZOO = list_models(task="classifier") + [
+    n for n in list_models(task="clustering") if model_spec(n).input == "image"
+]
 # Sparse networks leave a path without gradient when no sample of the batch is routed to it, which
 # is what sparsity means: test_sparse.py checks that exactly the paths that computed learn.
 DENSE_ZOO = [name for name in IMAGE_ZOO if model_spec(name).family != "sparse-basecnn"]
@@ -68,8 +72,17 @@ def test_every_model_gives_logits_and_every_parameter_learns(name):
     assert not dead, f"parameters without gradient: {dead[:5]}"
 
 
-@pytest.mark.parametrize("name,expected_gates", [("basecnn_2cc", 5), ("basecnn_3cp", 4), ("resnet20_2cc", 4),
-                                                  ("resnet20_3cp", 3), ("basecnn_2", 0), ("crossstitch_basecnn_2", 0)])
+@pytest.mark.parametrize(
+    "name,expected_gates",
+    [
+        ("basecnn_2cc", 5),
+        ("basecnn_3cp", 4),
+        ("resnet20_2cc", 4),
+        ("resnet20_3cp", 3),
+        ("basecnn_2", 0),
+        ("crossstitch_basecnn_2", 0),
+    ],
+)
 def test_return_gates_gives_one_entry_per_router(name, expected_gates):
     model = create_model(name, num_classes=10)
     logits, gates = model(torch.randn(3, 3, 32, 32), return_gates=True)
@@ -88,10 +101,22 @@ def test_single_path_basecnn_is_the_plain_cnn():
         return [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU()]
 
     plain = nn.Sequential(
-        *conv(3, 32), *conv(32, 32), nn.MaxPool2d(2), *conv(32, 64), *conv(64, 64), nn.MaxPool2d(2),
-        *conv(64, 128), *conv(128, 128), nn.Flatten(),
-        nn.Linear(8192, 32, bias=False), nn.BatchNorm1d(32), nn.ReLU(),
-        nn.Linear(32, 32, bias=False), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10),
+        *conv(3, 32),
+        *conv(32, 32),
+        nn.MaxPool2d(2),
+        *conv(32, 64),
+        *conv(64, 64),
+        nn.MaxPool2d(2),
+        *conv(64, 128),
+        *conv(128, 128),
+        nn.Flatten(),
+        nn.Linear(8192, 32, bias=False),
+        nn.BatchNorm1d(32),
+        nn.ReLU(),
+        nn.Linear(32, 32, bias=False),
+        nn.BatchNorm1d(32),
+        nn.ReLU(),
+        nn.Linear(32, 10),
     ).eval()
     for (_, a), (_, b) in zip(ours.state_dict().items(), plain.state_dict().items(), strict=True):
         b.copy_(a.view_as(b))
@@ -126,12 +151,15 @@ def test_fashion_mnist_shape_one_channel():
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("name,x,match", [
-    ("basecnn", torch.randn(2, 1, 32, 32), "3 input channels but got 1"),
-    ("basecnn_2cc", torch.randn(2, 3, 28, 28), "32x32 images but got 28x28"),
-    ("resnet20_2cc", torch.randn(2, 3, 32), "takes images"),
-    ("resnet18_2cc", torch.randn(2, 3, 16, 16), "at least 32x32"),
-])
+@pytest.mark.parametrize(
+    "name,x,match",
+    [
+        ("basecnn", torch.randn(2, 1, 32, 32), "3 input channels but got 1"),
+        ("basecnn_2cc", torch.randn(2, 3, 28, 28), "32x32 images but got 28x28"),
+        ("resnet20_2cc", torch.randn(2, 3, 32), "takes images"),
+        ("resnet18_2cc", torch.randn(2, 3, 16, 16), "at least 32x32"),
+    ],
+)
 def test_wrong_input_is_a_clear_error(name, x, match):
     with pytest.raises(RoutemixError, match=match):
         create_model(name, num_classes=10)(x)
@@ -198,17 +226,30 @@ def test_every_classifier_is_what_its_spec_says(name):
 
 
 def test_clustering_networks_are_not_classifiers():
-    assert set(list_models(task="clustering")) == {"clusternet_mnist", "clusternet_cifar", "clusternet_stl10", "cluster_mlp", "ddc_lenet", "ddc_mlp"}
+    assert set(list_models(task="clustering")) == {
+        "clusternet_mnist",
+        "clusternet_cifar",
+        "clusternet_stl10",
+        "cluster_mlp",
+        "ddc_lenet",
+        "ddc_mlp",
+    }
     assert model_spec("cluster_mlp").input_shape is None and model_spec("clusternet_cifar").input_shape == (2, 32, 32)
 
 
-@pytest.mark.parametrize("name,paths", [("basecnn_8cc", 8), ("basecnn_5cp", 5), ("basecnn_6", 6), ("resnet20_7cc", 7), ("resnet18_5cc", 5)])
+@pytest.mark.parametrize(
+    "name,paths", [("basecnn_8cc", 8), ("basecnn_5cp", 5), ("basecnn_6", 6), ("resnet20_7cc", 7), ("resnet18_5cc", 5)]
+)
 def test_any_path_count_builds_though_only_the_papers_are_listed(name, paths):
     assert name not in list_models() and list_models(name) == [name]
     spec = model_spec(name)
     with torch.device("meta"):
         model = create_model(name)
-    assert spec.paths == paths and model.num_paths == paths and spec.routing == model_spec(name.replace(str(paths), "2", 1)).routing
+    assert (
+        spec.paths == paths
+        and model.num_paths == paths
+        and spec.routing == model_spec(name.replace(str(paths), "2", 1)).routing
+    )
 
 
 def test_sparse_templates_take_paths_and_paths_per_sample():
@@ -219,8 +260,14 @@ def test_sparse_templates_take_paths_and_paths_per_sample():
     assert (routing.num_paths, routing.k) == (8, 2)
 
 
-@pytest.mark.parametrize("name,match", [("basecnn_1cc", "P must be at least 2"), ("sparse_basecnn_2_top3", "must not exceed P"),
-                                        ("basecnn_0cc", "unknown model")])
+@pytest.mark.parametrize(
+    "name,match",
+    [
+        ("basecnn_1cc", "P must be at least 2"),
+        ("sparse_basecnn_2_top3", "must not exceed P"),
+        ("basecnn_0cc", "unknown model"),
+    ],
+)
 def test_impossible_path_counts_are_clear_errors(name, match):
     with pytest.raises(RoutemixError, match=match):
         create_model(name)

@@ -82,7 +82,9 @@ def test_vae_distortion_per_input_value():
     # MSE sum 1 + 4 = 5, KL(N(1, 1) || N(0, 1)) = 0.5, divided by 2 input values
     assert vae_distortion(x, out, mean, log_var, kind="mse").item() == pytest.approx(2.75)
     assert vae_distortion(x, out, mean, log_var, kind="mse", kl_weight=0.0).item() == pytest.approx(2.5)
-    bce = vae_distortion(torch.tensor([[1.0, 0.0]]), torch.zeros(1, 2), torch.zeros(1, 1), torch.zeros(1, 1), kind="bce")
+    bce = vae_distortion(
+        torch.tensor([[1.0, 0.0]]), torch.zeros(1, 2), torch.zeros(1, 1), torch.zeros(1, 1), kind="bce"
+    )
     assert bce.item() == pytest.approx(math.log(2))  # sigmoid(0) = 0.5 for each of two values
 
 
@@ -120,7 +122,8 @@ def test_latent_size_finder_on_data_of_known_rank():
 
 
 @pytest.mark.parametrize(
-    "n_samples, expected", [(70000, 100), (30000, 100), (29999, 99), (9298, 30), (1797, 5), (1500, 5), (600, 5), (100, 5), (5, 4), (3, 2)]
+    "n_samples, expected",
+    [(70000, 100), (30000, 100), (29999, 99), (9298, 30), (1797, 5), (1500, 5), (600, 5), (100, 5), (5, 4), (3, 2)],
 )
 def test_umap_neighbours_follows_eq_3_6(n_samples, expected):
     assert umap_neighbours(n_samples) == expected
@@ -131,7 +134,9 @@ def test_umap_neighbours_needs_three_samples():
         umap_neighbours(2)
 
 
-@pytest.mark.parametrize("side, blocks, general, specific", [(16, 3, 2, 1), (28, 4, 2, 2), (32, 4, 2, 2), (128, 6, 3, 3), (8, 2, 1, 1)])
+@pytest.mark.parametrize(
+    "side, blocks, general, specific", [(16, 3, 2, 1), (28, 4, 2, 2), (32, 4, 2, 2), (128, 6, 3, 3), (8, 2, 1, 1)]
+)
 def test_encoder_depth_follows_eqs_3_7_to_3_9(side, blocks, general, specific):
     depth = encoder_depth(side)
     assert (depth.n_blocks, depth.n_general, depth.n_specific) == (blocks, general, specific)
@@ -143,7 +148,10 @@ def test_conv_encoder_ends_at_2x2_and_vae_round_trips_shapes():
     assert encoder.blocks(torch.zeros(2, 1, 32, 32)).shape == (2, 32, 2, 2)  # 4 blocks: 4, 8, 16, 32 filters
     vae = build_vae((1, 28, 28), 3, reconstruction="bce", base_width=4)
     assert vae(torch.rand(2, 1, 28, 28)).output.shape == (2, 1, 28, 28)
-    assert dense_depth(64) == 2 and build_vae((64,), 3, reconstruction="mse")(torch.randn(2, 64)).output.shape == (2, 64)
+    assert dense_depth(64) == 2 and build_vae((64,), 3, reconstruction="mse")(torch.randn(2, 64)).output.shape == (
+        2,
+        64,
+    )
 
 
 def test_stage_split_as_epochs_per_stage(blobs):
@@ -207,7 +215,11 @@ def test_sample_decodes_the_chosen_expert_in_input_units(blobs, fitted_blobs):
         samples = model.sample(5, cluster, random_state=7)
         assert samples.shape == (5, X.shape[1])
         expert = model.experts_[model.cluster_order_[cluster]]
-        z = torch.randn(5, expert.latent_dim, generator=torch.Generator().manual_seed(np.random.RandomState(7).randint(np.iinfo(np.int32).max)))
+        z = torch.randn(
+            5,
+            expert.latent_dim,
+            generator=torch.Generator().manual_seed(np.random.RandomState(7).randint(np.iinfo(np.int32).max)),
+        )
         expected = model.scaler_.inverse_transform(expert.decode(z).detach().double().numpy())
         np.testing.assert_allclose(samples, expected, rtol=1e-5, atol=1e-5)
 
@@ -255,7 +267,13 @@ def test_hdbscan_finds_the_number_of_clusters(blobs):
         ({"n_clusters": 3, "max_iter": 4}, "max_iter"),
         ({"n_clusters": 3, "stage_split": "cpu"}, "stage_split"),
         ({"n_clusters": 3, "stage_split": {"autoencoder": 1, "retrain": 1}}, "each of autoencoder, retrain, manager"),
-        ({"n_clusters": 3, "stage_split": {"autoencoder": 1, "retrain": 1, "manager": 1, "cluster": 1, "specialise": 0}}, "positive"),
+        (
+            {
+                "n_clusters": 3,
+                "stage_split": {"autoencoder": 1, "retrain": 1, "manager": 1, "cluster": 1, "specialise": 0},
+            },
+            "positive",
+        ),
     ],
 )
 def test_bad_parameters_are_clear_errors(blobs, params, message):

@@ -136,8 +136,15 @@ def test_estimator_reports_fewer_clusters_than_its_upper_bound():
     # 3 well separated blobs, an upper bound of 6: the clusters that stop winning samples are
     # dropped (measured: 4-5 of 6 left over 6 seeds at this short budget, 3 with 100 epochs)
     X, _ = make_blobs(n_samples=300, centers=3, cluster_std=0.5, center_box=(-10, 10), random_state=0)
-    est = NMMClustering(n_clusters=6, priors=True, drop_threshold=0.8 / 6, max_iter=30, batch_size=32,
-                        hidden_layer_sizes=(32, 32), random_state=0).fit(X)
+    est = NMMClustering(
+        n_clusters=6,
+        priors=True,
+        drop_threshold=0.8 / 6,
+        max_iter=30,
+        batch_size=32,
+        hidden_layer_sizes=(32, 32),
+        random_state=0,
+    ).fit(X)
     assert est.n_clusters_alive_ < 6
     assert est.n_clusters_found_ <= est.n_clusters_alive_
     assert set(np.unique(est.predict(X))) == set(range(est.n_clusters_found_))
@@ -157,7 +164,19 @@ def tiny_budget(monkeypatch):
 
 def test_bench_cli_runs_nmm_and_resumes(tmp_path, capsys, tiny_budget, monkeypatch):
     out = tmp_path / "nc"
-    args = ["bench", "nclusters", "--datasets", "moons", "--methods", "nmm", "--seeds", "1", "--out", str(out), "--no-progress"]
+    args = [
+        "bench",
+        "nclusters",
+        "--datasets",
+        "moons",
+        "--methods",
+        "nmm",
+        "--seeds",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(args) == 0
     table = capsys.readouterr().out
     assert "| moons | 200 | 2 | NMM-EM, dropping | 4 |" in table
@@ -187,6 +206,23 @@ def test_bench_cli_bad_options_are_one_line_errors(tmp_path, capsys, extra, mess
 @pytest.mark.slow
 def test_bench_hdbscan_estimate_on_a_tiny_set(tmp_path, capsys, tiny_budget):
     out = tmp_path / "nc"
-    assert main(["bench", "nclusters", "--datasets", "moons", "--methods", "hdbscan", "--seeds", "1", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "nclusters",
+                "--datasets",
+                "moons",
+                "--methods",
+                "hdbscan",
+                "--seeds",
+                "1",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     result = json.loads((out / "results.json").read_text())[0]
     assert result["method"] == "hdbscan" and result["k"] >= 1 and 0.0 <= result["noise"] < 1.0

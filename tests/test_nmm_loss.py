@@ -11,10 +11,12 @@ from routemix.losses import NMMLoss, consistency_kl, gamma_for_batch_size, zscor
 
 def reference_loss(a, a_tr=None, gamma=5.0, eps=1e-5):
     """Eq. 4.11, 4.20, 4.22/4.23 written out by hand."""
+
     def norm(s):
         mu = s.mean(0)
         var = ((s - mu) ** 2).mean(0)
         return (s - mu) / torch.sqrt(var + eps)
+
     a_star = norm(a)
     p = torch.exp(a_star) / torch.exp(a_star).sum(1, keepdim=True)
     ll = torch.log(1 / (1 + torch.exp(-a_star / gamma)))

@@ -77,8 +77,13 @@ def looped_cross_prediction(router: CrossPrediction, x: torch.Tensor) -> torch.T
 
 
 @settings(max_examples=25, deadline=None)
-@given(batch=st.integers(1, 5), p_in=st.integers(1, 4), p_out=st.integers(1, 5), channels=st.integers(1, 20),
-       spatial=st.booleans())
+@given(
+    batch=st.integers(1, 5),
+    p_in=st.integers(1, 4),
+    p_out=st.integers(1, 5),
+    channels=st.integers(1, 20),
+    spatial=st.booleans(),
+)
 def test_gate_rows_are_probabilities_of_the_right_shape(batch, p_in, p_out, channels, spatial):
     gate = GateNetwork(p_in, p_out, channels)
     x = torch.randn(batch, p_in, channels, 3, 3) if spatial else torch.randn(batch, p_in, channels)
@@ -223,8 +228,15 @@ def test_full_routers_pass_gradcheck_in_double_precision():
 
 
 @settings(max_examples=20, deadline=None)
-@given(batch=st.integers(1, 3), paths=st.integers(1, 4), c_in=st.integers(1, 5), c_out=st.integers(1, 5),
-       size=st.integers(3, 7), kernel=st.sampled_from([1, 3]), stride=st.sampled_from([1, 2]))
+@given(
+    batch=st.integers(1, 3),
+    paths=st.integers(1, 4),
+    c_in=st.integers(1, 5),
+    c_out=st.integers(1, 5),
+    size=st.integers(3, 7),
+    kernel=st.sampled_from([1, 3]),
+    stride=st.sampled_from([1, 2]),
+)
 def test_path_conv_is_p_separate_convolutions(batch, paths, c_in, c_out, size, kernel, stride):
     layer = PathConv2d(paths, c_in, c_out, kernel, stride=stride)
     x = torch.randn(batch, paths, c_in, size, size)
@@ -232,8 +244,8 @@ def test_path_conv_is_p_separate_convolutions(batch, paths, c_in, c_out, size, k
     for p in range(paths):
         conv = nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2)
         with torch.no_grad():
-            conv.weight.copy_(layer.conv.weight[p * c_out:(p + 1) * c_out])
-            conv.bias.copy_(layer.conv.bias[p * c_out:(p + 1) * c_out])
+            conv.weight.copy_(layer.conv.weight[p * c_out : (p + 1) * c_out])
+            conv.bias.copy_(layer.conv.bias[p * c_out : (p + 1) * c_out])
         torch.testing.assert_close(y[:, p], conv(x[:, p]))
 
 
@@ -314,7 +326,9 @@ def test_basic_block_with_one_path_is_torchvision_basic_block():
 
     torch.manual_seed(0)
     ours = PathBasicBlock(1, 8, 16, stride=2, shortcut="B").eval()
-    theirs = BasicBlock(8, 16, stride=2, downsample=nn.Sequential(nn.Conv2d(8, 16, 1, 2, bias=False), nn.BatchNorm2d(16))).eval()
+    theirs = BasicBlock(
+        8, 16, stride=2, downsample=nn.Sequential(nn.Conv2d(8, 16, 1, 2, bias=False), nn.BatchNorm2d(16))
+    ).eval()
     for (_, a), (_, b) in zip(ours.state_dict().items(), theirs.state_dict().items(), strict=True):
         b.copy_(a.view_as(b))
     x = torch.randn(2, 8, 8, 8)

@@ -81,8 +81,27 @@ def test_cluster_flag_mistakes_name_the_flag_and_write_nothing(tmp_path, capsys,
 def test_resume_must_agree_with_the_run_and_says_what_differs(shared_data, tmp_path, capsys):
     run_dir = tmp_path / "run"
     common = ["--data-dir", str(shared_data), "--run-dir", str(run_dir), "--no-progress"]
-    assert main(["train", "--model", "basecnn", "--dataset", "fashion_mnist", "--epochs", "1", "--limit", "128",
-                 "--limit-test", "64", "--batch-size", "64", *common]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "basecnn",
+                "--dataset",
+                "fashion_mnist",
+                "--epochs",
+                "1",
+                "--limit",
+                "128",
+                "--limit-test",
+                "64",
+                "--batch-size",
+                "64",
+                *common,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     config = (run_dir / "config.json").read_text()
 
@@ -100,21 +119,38 @@ def test_resume_must_agree_with_the_run_and_says_what_differs(shared_data, tmp_p
 
 def test_cluster_resume_must_repeat_the_run(shared_data, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    args = ["cluster", "mnist", "--data-dir", str(shared_data), "--limit", "256", "--epochs", "1",
-            "--run-dir", str(run_dir), "--no-progress", "--no-kmeans"]
+    args = [
+        "cluster",
+        "mnist",
+        "--data-dir",
+        str(shared_data),
+        "--limit",
+        "256",
+        "--epochs",
+        "1",
+        "--run-dir",
+        str(run_dir),
+        "--no-progress",
+        "--no-kmeans",
+    ]
     assert main(args) == 0
     capsys.readouterr()
     config = (run_dir / "config.json").read_text()
     err = one_line_error([*args[:-6], "--limit", "512", *args[-4:], "--resume"], capsys)
     assert "limit: 256 in the run, 512 now" in err
     assert (run_dir / "config.json").read_text() == config
-    err = one_line_error(["cluster", "blobs", "--method", "kmeans", "--run-dir", str(tmp_path / "other"), "--resume"], capsys)
+    err = one_line_error(
+        ["cluster", "blobs", "--method", "kmeans", "--run-dir", str(tmp_path / "other"), "--resume"], capsys
+    )
     assert "no checkpoint at" in err
 
 
 def test_run_dir_helpers(tmp_path):
-    assert resume_conflicts({"limit": 5, "milestones": [1, 2], "lr": 0.1}, {"limit": 5, "milestones": (1, 2), "lr": 0.2},
-                            ["limit", "milestones", "lr", "absent"]) == ["lr: 0.1 in the run, 0.2 now"]
+    assert resume_conflicts(
+        {"limit": 5, "milestones": [1, 2], "lr": 0.1},
+        {"limit": 5, "milestones": (1, 2), "lr": 0.2},
+        ["limit", "milestones", "lr", "absent"],
+    ) == ["lr: 0.1 in the run, 0.2 now"]
     created = tmp_path / "new"
     start_run_dir(created, overwrite=False)
     (created / "config.json").write_text("{}")

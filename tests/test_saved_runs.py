@@ -101,7 +101,19 @@ def digit_folder(tmp_path):
 
 def test_cluster_a_folder_of_images_then_predict_it(digit_folder, tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["cluster", str(digit_folder), "-k", "5", "--image-size", "16", "--epochs", "2", "--run-dir", str(run), "--no-progress"]
+    args = [
+        "cluster",
+        str(digit_folder),
+        "-k",
+        "5",
+        "--image-size",
+        "16",
+        "--epochs",
+        "2",
+        "--run-dir",
+        str(run),
+        "--no-progress",
+    ]
     assert main(args) == 0
     err = capsys.readouterr().err
     assert "skipped 1 unreadable image file(s): notes.png" in err
@@ -142,7 +154,24 @@ def test_contact_sheets_of_any_methods_folder_run(digit_folder, tmp_path, capsys
     import matplotlib.image
 
     run = tmp_path / "km"
-    assert main(["cluster", str(digit_folder), "--method", "kmeans", "-k", "3", "--image-size", "16", "--run-dir", str(run), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "cluster",
+                str(digit_folder),
+                "--method",
+                "kmeans",
+                "-k",
+                "3",
+                "--image-size",
+                "16",
+                "--run-dir",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "sheets"
     assert main(["viz", "contact-sheets", str(run), "--per-cluster", "9", "--out", str(out), "--formats", "png"]) == 0
     sheets = sorted(out.glob("*.png"))

@@ -31,7 +31,9 @@ def assert_same_batches(first: list, second: list) -> None:
             assert x.dtype == y.dtype and torch.equal(x, y)
 
 
-@pytest.mark.parametrize("n, batch_size, shuffle", [(150, 128, True), (1797, 128, True), (100, 128, True), (37, 8, False), (64, 16, True)])
+@pytest.mark.parametrize(
+    "n, batch_size, shuffle", [(150, 128, True), (1797, 128, True), (100, 128, True), (37, 8, False), (64, 16, True)]
+)
 def test_in_process_batches_are_the_dataloaders(n, batch_size, shuffle):
     data = torch.randn(n, 5)
     labels = torch.arange(n)
@@ -45,7 +47,9 @@ def test_in_process_batches_are_the_dataloaders(n, batch_size, shuffle):
 def test_iterating_builds_no_dataloader_iterator(monkeypatch):
     built = []
     original = _SingleProcessDataLoaderIter.__init__
-    monkeypatch.setattr(_SingleProcessDataLoaderIter, "__init__", lambda self, loader: (built.append(loader), original(self, loader))[1])
+    monkeypatch.setattr(
+        _SingleProcessDataLoaderIter, "__init__", lambda self, loader: (built.append(loader), original(self, loader))[1]
+    )
     loader = tensor_loader(torch.randn(150, 4), batch_size=128, shuffle=True)
     for epoch in range(3):
         loader.sampler.set_epoch(epoch)

@@ -82,7 +82,9 @@ def test_a_path_sees_only_the_samples_routed_to_it():
     torch.manual_seed(0)
     num_paths, batch = 4, 32
     layer = SparseRouting(RecordingPaths(num_paths), num_paths, channels=8, k=1, capacity_factor=None).train()
-    x = torch.randn(batch, 8, 5, 5) + torch.arange(batch, dtype=torch.float).view(-1, 1, 1, 1) * 10  # distinguishable samples
+    x = (
+        torch.randn(batch, 8, 5, 5) + torch.arange(batch, dtype=torch.float).view(-1, 1, 1, 1) * 10
+    )  # distinguishable samples
     plan = plan_dispatch(*top_k_paths(layer.gate(x.unsqueeze(1)).squeeze(1), 1), num_paths, None)
     layer(x)
     seen = layer.paths.seen
@@ -107,7 +109,11 @@ def _dense_reference(layer: SparseRouting, x: torch.Tensor, keep=None) -> torch.
 @pytest.mark.parametrize("k,allocation", [(1, "softmax"), (2, "softmax"), (2, "cluster"), (3, "cluster")])
 def test_sparse_routing_equals_the_dense_closed_form(k, allocation):
     torch.manual_seed(1)
-    layer = SparseRouting(PathConv2d(4, 6, 5, 3, bias=True), 4, 6, k, allocation=allocation, capacity_factor=None).double().eval()
+    layer = (
+        SparseRouting(PathConv2d(4, 6, 5, 3, bias=True), 4, 6, k, allocation=allocation, capacity_factor=None)
+        .double()
+        .eval()
+    )
     x = torch.randn(16, 6, 7, 7, dtype=torch.double, requires_grad=True)
     y = layer(x)
     reference = _dense_reference(layer, x)
@@ -247,7 +253,9 @@ def test_sparse_models_learn_exactly_on_the_paths_that_computed(name):
     model = create_model(name, num_classes=7).train()
     layers = {name: m for name, m in model.named_modules() if isinstance(m, SparseRouting)}
     plans = {}
-    hooks = [m.register_forward_pre_hook(lambda m, args: plans.__setitem__(m, m.plan(args[0]))) for m in layers.values()]
+    hooks = [
+        m.register_forward_pre_hook(lambda m, args: plans.__setitem__(m, m.plan(args[0]))) for m in layers.values()
+    ]
     out = model(torch.randn(32, 3, 32, 32))
     for hook in hooks:
         hook.remove()
@@ -261,7 +269,9 @@ def test_sparse_models_learn_exactly_on_the_paths_that_computed(name):
         assert ((grad != 0).any(1) == routed).all(), name
         used_somewhere |= bool(routed.sum() > 1)
     assert used_somewhere
-    others = [n for n, p in model.named_parameters() if ".paths." not in n and (p.grad is None or not (p.grad != 0).any())]
+    others = [
+        n for n, p in model.named_parameters() if ".paths." not in n and (p.grad is None or not (p.grad != 0).any())
+    ]
     assert not others, others
 
 
@@ -303,7 +313,9 @@ def test_gate_regularizers_find_the_sparse_routers():
 def test_path_usage_counts_top_k_assignments_or_gate_mass():
     from routemix.metrics import path_usage
 
-    gates = torch.tensor([[[0.7, 0.2, 0.1, 0.0]], [[0.6, 0.3, 0.1, 0.0]], [[0.1, 0.8, 0.06, 0.04]], [[0.5, 0.1, 0.36, 0.04]]])
+    gates = torch.tensor(
+        [[[0.7, 0.2, 0.1, 0.0]], [[0.6, 0.3, 0.1, 0.0]], [[0.1, 0.8, 0.06, 0.04]], [[0.5, 0.1, 0.36, 0.04]]]
+    )
     (top1,) = path_usage({"r.gate": gates}, {"r.gate": 1})
     assert top1["share"] == [0.75, 0.25, 0.0, 0.0] and top1["peak"] == 3.0 and top1["used"] == 2 and top1["sparse"]
     (top2,) = path_usage({"r.gate": gates}, {"r.gate": 2})
@@ -325,15 +337,33 @@ def test_bench_sparse_trains_every_variant_resumes_and_tabulates(tmp_path, monke
     def fake_train_one(model, seed, *, gate_reg, gate_samples, model_options, **kwargs):
         calls.append((model, gate_reg, seed) + ((model_options,) if model_options else ()))
         collapsed = model.startswith("sparse_") and gate_reg == "none"
-        gates = torch.tensor([0.7, 0.1, 0.1, 0.1]).expand(8, 1, 4) if collapsed else torch.eye(4).repeat(2, 1).view(8, 1, 4)
-        return {"model": model, "seed": seed, "error": 10.0 + seed, "seconds": 2.0, "epochs": 4, "train_images": 100,
-                "gates": {}, "gate_reg": gate_reg, "gate_stats": [], "gate_samples": {"layers.conv1.gate": gates.tolist()}}
+        gates = (
+            torch.tensor([0.7, 0.1, 0.1, 0.1]).expand(8, 1, 4) if collapsed else torch.eye(4).repeat(2, 1).view(8, 1, 4)
+        )
+        return {
+            "model": model,
+            "seed": seed,
+            "error": 10.0 + seed,
+            "seconds": 2.0,
+            "epochs": 4,
+            "train_images": 100,
+            "gates": {},
+            "gate_reg": gate_reg,
+            "gate_stats": [],
+            "gate_samples": {"layers.conv1.gate": gates.tolist()},
+        }
 
     monkeypatch.setattr(routing, "train_one", fake_train_one)
-    kwargs = dict(data_dir=None, paths=4, k=1, epochs=4, train_images=100, out=str(tmp_path / "sparse.json"), progress=False)
+    kwargs = dict(
+        data_dir=None, paths=4, k=1, epochs=4, train_images=100, out=str(tmp_path / "sparse.json"), progress=False
+    )
     bench.run(seeds=(0,), **kwargs)
     results = bench.run(seeds=(0, 1), **kwargs)  # only seed 1 is new
-    assert len(calls) == 10 and calls[0] == ("basecnn_4cc", "none", 0) and calls[2] == ("sparse_basecnn_4_top1", "balance", 0)
+    assert (
+        len(calls) == 10
+        and calls[0] == ("basecnn_4cc", "none", 0)
+        and calls[2] == ("sparse_basecnn_4_top1", "balance", 0)
+    )
     assert calls[4] == ("clustered_basecnn_4_top1", "local", 0)
     rows = {r["variant"]: r for r in bench.summarize(results)}
     assert rows["sparse"]["peak_load"] == 4.0 and rows["sparse"]["paths_used"] == 1
@@ -347,7 +377,13 @@ def test_bench_sparse_trains_every_variant_resumes_and_tabulates(tmp_path, monke
     assert calls[-1] == ("sparse_basecnn_4_top1", "none", 0, {"overflow": "drop"})
     # any P builds: 8 paths is BaseCNN-8-CC beside the 8-path sparse networks (issue 21: it failed at its first job)
     bench.run(seeds=(0,), **{**kwargs, "paths": 8, "out": str(tmp_path / "sparse8.json")})
-    assert [c[0] for c in calls[-5:]] == ["basecnn_8cc", "sparse_basecnn_8_top1", "sparse_basecnn_8_top1", "clustered_basecnn_8_top1", "clustered_basecnn_8_top1"]
+    assert [c[0] for c in calls[-5:]] == [
+        "basecnn_8cc",
+        "sparse_basecnn_8_top1",
+        "sparse_basecnn_8_top1",
+        "clustered_basecnn_8_top1",
+        "clustered_basecnn_8_top1",
+    ]
     with pytest.raises(RoutemixError, match="must not exceed P"):  # refused before any training
         bench.run(seeds=(0,), **{**kwargs, "paths": 2, "k": 3, "out": str(tmp_path / "sparse23.json")})
     assert len(calls) == 16 and not (tmp_path / "sparse23.json").exists()
@@ -368,9 +404,31 @@ def test_train_and_eval_commands_with_a_sparse_model_and_load_balancing(shared_d
     from routemix.cli import main
 
     run_dir = tmp_path / "run"
-    assert main(["train", "--model", "sparse_basecnn_2_top1", "--dataset", "fashion_mnist", "--data-dir", str(shared_data),
-                 "--epochs", "1", "--limit", "256", "--limit-test", "128", "--gate-reg", "balance",
-                 "--run-dir", str(run_dir), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "sparse_basecnn_2_top1",
+                "--dataset",
+                "fashion_mnist",
+                "--data-dir",
+                str(shared_data),
+                "--epochs",
+                "1",
+                "--limit",
+                "256",
+                "--limit-test",
+                "128",
+                "--gate-reg",
+                "balance",
+                "--run-dir",
+                str(run_dir),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert json.loads((run_dir / "config.json").read_text())["gate_reg"] == "balance"
     assert main(["eval", str(run_dir), "--limit", "128", "--no-progress", "--out", str(tmp_path / "eval.json")]) == 0
     assert "paths used" in capsys.readouterr().out

@@ -8,12 +8,15 @@ from routemix.threads import WAIT_POLICY, prefer_passive_waiting
 
 
 def test_the_command_asks_for_passive_waiting_before_torch_loads():
-    code = ("import os, sys\nfrom routemix.cli import main\nmain(['datasets'])\n"
-            "print(os.environ.get('OMP_WAIT_POLICY'))\n")
+    code = (
+        "import os, sys\nfrom routemix.cli import main\nmain(['datasets'])\nprint(os.environ.get('OMP_WAIT_POLICY'))\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != WAIT_POLICY}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert result.stdout.split()[-1] == "PASSIVE"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, WAIT_POLICY: "ACTIVE"}, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**env, WAIT_POLICY: "ACTIVE"}, check=True
+    )
     assert result.stdout.split()[-1] == "ACTIVE"  # the user's choice stays
 
 
@@ -45,7 +48,13 @@ def test_cluster_fits_vectors_on_one_thread_unless_the_user_chose(tmp_path, monk
     monkeypatch.setattr(job, "make_estimator", spying)
     torch.set_num_threads(2)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert main(["cluster", "blobs", "--epochs", "1", "--run-dir", str(tmp_path / "a"), "--no-progress", "--no-kmeans"]) == 0
+    assert (
+        main(["cluster", "blobs", "--epochs", "1", "--run-dir", str(tmp_path / "a"), "--no-progress", "--no-kmeans"])
+        == 0
+    )
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert main(["cluster", "blobs", "--epochs", "1", "--run-dir", str(tmp_path / "b"), "--no-progress", "--no-kmeans"]) == 0
+    assert (
+        main(["cluster", "blobs", "--epochs", "1", "--run-dir", str(tmp_path / "b"), "--no-progress", "--no-kmeans"])
+        == 0
+    )
     assert seen == [1, 2] and torch.get_num_threads() == 2

@@ -35,7 +35,14 @@ from routemix.models import create_model, list_models
 from routemix.train.common import run_loggers
 from routemix.train.evaluate import build_classifier, evaluate_model, load_classifier, save_classifier
 from routemix.train.resumable import saved_position
-from routemix.train.supervised import ClassifierModule, TrainConfig, apply_recipe, classification_loss, fit, load_config_file
+from routemix.train.supervised import (
+    ClassifierModule,
+    TrainConfig,
+    apply_recipe,
+    classification_loss,
+    fit,
+    load_config_file,
+)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -52,11 +59,17 @@ def _one_thread():
 
 def synthetic(n: int, *, channels: int = 3, size: int = 8, classes: int = 10, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=g), torch.randint(0, classes, (n,), generator=g)
+    return torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=g), torch.randint(
+        0, classes, (n,), generator=g
+    )
 
 
-def tiny_datamodule(n_train: int = 32, n_test: int = 12, *, batch_size: int = 16, seed: int = 0, **kwargs) -> ClassificationDataModule:
-    return ClassificationDataModule.from_tensors(synthetic(n_train), synthetic(n_test, seed=1), num_classes=10, batch_size=batch_size, seed=seed, **kwargs)
+def tiny_datamodule(
+    n_train: int = 32, n_test: int = 12, *, batch_size: int = 16, seed: int = 0, **kwargs
+) -> ClassificationDataModule:
+    return ClassificationDataModule.from_tensors(
+        synthetic(n_train), synthetic(n_test, seed=1), num_classes=10, batch_size=batch_size, seed=seed, **kwargs
+    )
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -77,7 +90,7 @@ def test_random_shift_flip_matches_a_per_image_reference():
     flip = torch.rand(6, 1, generator=g) < 0.5
     padded = F.pad(images, (4, 4, 4, 4))
     for i in range(6):
-        crop = padded[i, :, dy[i, 0]: dy[i, 0] + 5, dx[i, 0]: dx[i, 0] + 7]
+        crop = padded[i, :, dy[i, 0] : dy[i, 0] + 5, dx[i, 0] : dx[i, 0] + 7]
         torch.testing.assert_close(out[i], crop.flip(-1) if flip[i, 0] else crop, rtol=0, atol=0)
 
 
@@ -118,7 +131,11 @@ def test_cifar100_fine_labels_from_synthetic_files(tmp_path, monkeypatch):
     folder.mkdir()
     rng = np.random.default_rng(0)
     for split, n in (("train", 6), ("test", 4)):
-        entry = {"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8), "fine_labels": [99 - i for i in range(n)], "coarse_labels": [0] * n}
+        entry = {
+            "data": rng.integers(0, 255, (n, 3072), dtype=np.uint8),
+            "fine_labels": [99 - i for i in range(n)],
+            "coarse_labels": [0] * n,
+        }
         (folder / split).write_bytes(pickle.dumps(entry))
     (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)]}))
     monkeypatch.setattr(CIFAR100, "_check_integrity", lambda self: True)
@@ -143,7 +160,9 @@ def write_image_folder(root: Path, *, classes: int = 3, per_class: int = 3) -> P
 
 def test_image_folder_loader_crops_and_ten_crop_eval(tmp_path):
     root = write_image_folder(tmp_path / "imagenet")
-    dm = ClassificationDataModule("imagenet", data_dir=root, classes=2, image_size=32, batch_size=4, num_workers=0, ten_crop=True)
+    dm = ClassificationDataModule(
+        "imagenet", data_dir=root, classes=2, image_size=32, batch_size=4, num_workers=0, ten_crop=True
+    )
     dm.setup("fit")
     assert dm.num_classes == 2 and len(dm.train_data) == 6 and dm.input_size == 32  # first 2 of 3 classes
     loader = dm.train_dataloader()
@@ -167,13 +186,36 @@ def test_image_folder_loader_crops_and_ten_crop_eval(tmp_path):
 def test_train_and_ten_crop_eval_commands_on_an_image_folder(tmp_path, capsys):
     root = write_image_folder(tmp_path / "imagenet", per_class=2)
     run_dir = tmp_path / "run"
-    args = ["train", "--model", "basecnn", "--dataset", "imagenet", "--data-dir", str(root), "--classes", "3", "--image-size", "32",
-            "--epochs", "1", "--batch-size", "4", "--workers", "0", "--ten-crop", "--run-dir", str(run_dir), "--no-progress"]
+    args = [
+        "train",
+        "--model",
+        "basecnn",
+        "--dataset",
+        "imagenet",
+        "--data-dir",
+        str(root),
+        "--classes",
+        "3",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--ten-crop",
+        "--run-dir",
+        str(run_dir),
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert "(6 test images, 10-crop)" in capsys.readouterr().out
     saved = json.loads((run_dir / "config.json").read_text())
     assert (saved["weight_decay"], saved["milestones"], saved["classes"]) == (1e-4, [], 3)  # ImageNet recipe, 1 epoch
-    assert main(["eval", str(run_dir), "--workers", "0", "--no-progress"]) == 0  # data root, classes and size as trained
+    assert (
+        main(["eval", str(run_dir), "--workers", "0", "--no-progress"]) == 0
+    )  # data root, classes and size as trained
     assert "(6 test images, single crop)" in capsys.readouterr().out
 
 
@@ -232,7 +274,9 @@ def test_fit_logs_curves_and_gates_and_resumes_exactly(tmp_path):
     fit(make_module(), tiny_datamodule(seed=3), max_epochs=1, run_dir=run_dir, progress=False, accelerator="cpu")
     torch.manual_seed(12345)
     resumed = make_module()
-    trainer = fit(resumed, tiny_datamodule(seed=3), max_epochs=2, run_dir=run_dir, progress=False, accelerator="cpu", resume=True)
+    trainer = fit(
+        resumed, tiny_datamodule(seed=3), max_epochs=2, run_dir=run_dir, progress=False, accelerator="cpu", resume=True
+    )
     assert trainer.current_epoch == 2
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
@@ -323,14 +367,19 @@ THESIS_NAMES = (
 def test_configs_cover_the_thesis_rows_and_match_their_generator():
     settings = [load_config_file(path) for path in CONFIG_FILES]
     assert set(THESIS_NAMES) <= {s["model"] for s in settings}
-    assert {p.name for p in CONFIG_FILES if p.parent.name == "table3_2"} >= {"basecnn_2cc.yaml", "basecnn_2cc_350ep.yaml"}
+    assert {p.name for p in CONFIG_FILES if p.parent.name == "table3_2"} >= {
+        "basecnn_2cc.yaml",
+        "basecnn_2cc_350ep.yaml",
+    }
     spec = importlib.util.spec_from_file_location("generate_configs", CONFIGS / "generate.py")
     generator = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generator)
     rows = generator.configs()
     assert sorted(CONFIGS / path for path, *_ in rows) == CONFIG_FILES
     for path, header, values, *_ in rows:
-        assert (CONFIGS / path).read_text() == generator._yaml(header, values), f"{path}: run python configs/generate.py"
+        assert (CONFIGS / path).read_text() == generator._yaml(header, values), (
+            f"{path}: run python configs/generate.py"
+        )
     readme = (CONFIGS / "README.md").read_text()
     assert all(f"`{path}`" in readme for path, *_ in rows)
 
@@ -341,7 +390,12 @@ def test_config_builds_its_model_for_its_dataset(path):
     assert cfg["dataset"] in classification_datasets()
     if not path.stem.endswith("_350ep"):  # the thesis recipe is also what the CLI picks by default
         default = apply_recipe(TrainConfig(model=cfg["model"], dataset=cfg["dataset"], classes=cfg.get("classes")))
-        assert (default.epochs, default.batch_size, default.milestones, default.weight_decay) == (cfg["epochs"], cfg["batch_size"], cfg["milestones"], cfg["weight_decay"])
+        assert (default.epochs, default.batch_size, default.milestones, default.weight_decay) == (
+            cfg["epochs"],
+            cfg["batch_size"],
+            cfg["milestones"],
+            cfg["weight_decay"],
+        )
     if cfg["model"] not in list_models():
         pytest.skip(f"{cfg['model']} is not registered yet (model zoo in progress)")
     spec = get_classification_spec(cfg["dataset"])
@@ -359,10 +413,14 @@ def test_train_resume_and_eval_on_fashion_mnist(shared_data, tmp_path, capsys):
     """The real command: 256 Fashion-MNIST images, one epoch, from a YAML config that the flags
     override; then a resumed second epoch and ``routemix eval`` of the run."""
     config = tmp_path / "quick.yaml"
-    config.write_text("model: basecnn\ndataset: fashion_mnist\nepochs: 50\nbatch_size: 128\nweight_decay: 1.0e-4\nmilestones: [1]\n")
+    config.write_text(
+        "model: basecnn\ndataset: fashion_mnist\nepochs: 50\nbatch_size: 128\nweight_decay: 1.0e-4\nmilestones: [1]\n"
+    )
     run_dir = tmp_path / "run"
     common = ["--data-dir", str(shared_data), "--run-dir", str(run_dir), "--no-progress"]
-    assert main(["train", "--config", str(config), "--epochs", "1", "--limit", "256", "--limit-test", "200", *common]) == 0
+    assert (
+        main(["train", "--config", str(config), "--epochs", "1", "--limit", "256", "--limit-test", "200", *common]) == 0
+    )
     out = capsys.readouterr().out
     assert "basecnn on fashion_mnist: 1 epoch," in out and "top-1 error" in out and "top-5 error" in out
     saved = json.loads((run_dir / "config.json").read_text())
@@ -394,8 +452,12 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
     err = error_of(["train", "--model", "basecnn_2c", "--dataset", "cifar10"], capsys)
     assert "unknown model 'basecnn_2c'. Did you mean" in err and "basecnn_2cc" in err
     assert "Did you mean cifar10" in error_of(["train", "--model", "basecnn", "--dataset", "cifar1"], capsys)
-    assert "not an image classifier" in error_of(["train", "--model", "cluster_mlp", "--dataset", "mnist", "--data-dir", str(tmp_path)], capsys)
-    assert "not found under" in error_of(["train", "--model", "basecnn", "--dataset", "cifar10", "--data-dir", str(tmp_path)], capsys)
+    assert "not an image classifier" in error_of(
+        ["train", "--model", "cluster_mlp", "--dataset", "mnist", "--data-dir", str(tmp_path)], capsys
+    )
+    assert "not found under" in error_of(
+        ["train", "--model", "basecnn", "--dataset", "cifar10", "--data-dir", str(tmp_path)], capsys
+    )
     bad_key = tmp_path / "bad.yaml"
     bad_key.write_text("model: basecnn\nlearning_rate: 0.1\n")
     assert "unknown key 'learning_rate'" in error_of(["train", "--config", str(bad_key)], capsys)
@@ -403,14 +465,20 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
     bad_value.write_text("model: basecnn\nepochs: many\n")
     assert "epochs must be int" in error_of(["train", "--config", str(bad_value)], capsys)
     run_dir = tmp_path / "never"
-    assert "no checkpoint at" in error_of(["train", "--model", "basecnn", "--dataset", "mnist", "--resume", "--run-dir", str(run_dir)], capsys)
+    assert "no checkpoint at" in error_of(
+        ["train", "--model", "basecnn", "--dataset", "mnist", "--resume", "--run-dir", str(run_dir)], capsys
+    )
     assert not run_dir.exists()  # a failed resume writes nothing
     assert "no checkpoint at" in error_of(["eval", str(tmp_path / "missing.pt")], capsys)
 
     colour = build_classifier("basecnn", num_classes=10, in_channels=3, input_size=32)
     save_classifier(tmp_path / "model.pt", colour, "basecnn", input_size=32, config={"dataset": "cifar10"})
-    assert "is for model basecnn, not widecnn" in error_of(["eval", str(tmp_path / "model.pt"), "--model", "widecnn"], capsys)
-    assert "trained on 3-channel images, but fashion_mnist has 1" in error_of(["eval", str(tmp_path / "model.pt"), "--dataset", "fashion_mnist"], capsys)
+    assert "is for model basecnn, not widecnn" in error_of(
+        ["eval", str(tmp_path / "model.pt"), "--model", "widecnn"], capsys
+    )
+    assert "trained on 3-channel images, but fashion_mnist has 1" in error_of(
+        ["eval", str(tmp_path / "model.pt"), "--dataset", "fashion_mnist"], capsys
+    )
 
 
 def write_cifar10(root: Path, monkeypatch, *, per_batch: int = 8) -> Path:
@@ -421,7 +489,10 @@ def write_cifar10(root: Path, monkeypatch, *, per_batch: int = 8) -> Path:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        entry = {"data": rng.integers(0, 255, (per_batch, 3072), dtype=np.uint8), "labels": rng.integers(0, 10, per_batch).tolist()}
+        entry = {
+            "data": rng.integers(0, 255, (per_batch, 3072), dtype=np.uint8),
+            "labels": rng.integers(0, 10, per_batch).tolist(),
+        }
         (folder / name).write_bytes(pickle.dumps(entry))
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
     monkeypatch.setattr(CIFAR10, "_check_integrity", lambda self: True)
@@ -434,12 +505,23 @@ def test_thesis_config_runs_unchanged_on_synthetic_cifar10(config, tmp_path, mon
     """A user with CIFAR-10 runs the thesis recipe as written; here one epoch of it on 40 fake images."""
     root = write_cifar10(tmp_path / "data", monkeypatch)
     run_dir = tmp_path / "run"
-    args = ["train", "--config", str(CONFIGS / config), "--data-dir", str(root), "--epochs", "1",
-            "--run-dir", str(run_dir), "--no-progress"]
+    args = [
+        "train",
+        "--config",
+        str(CONFIGS / config),
+        "--data-dir",
+        str(root),
+        "--epochs",
+        "1",
+        "--run-dir",
+        str(run_dir),
+        "--no-progress",
+    ]
     assert main(args) == 0
     saved = json.loads((run_dir / "config.json").read_text())
     recipe = load_config_file(CONFIGS / config)
-    assert {k: saved[k] for k in ("model", "dataset", "batch_size", "lr", "momentum", "weight_decay", "milestones")} == \
-        {k: recipe[k] for k in ("model", "dataset", "batch_size", "lr", "momentum", "weight_decay", "milestones")}
+    assert {
+        k: saved[k] for k in ("model", "dataset", "batch_size", "lr", "momentum", "weight_decay", "milestones")
+    } == {k: recipe[k] for k in ("model", "dataset", "batch_size", "lr", "momentum", "weight_decay", "milestones")}
     assert json.loads((run_dir / "metrics.json").read_text())["test"]["n"] == 8
     assert "top-1 error" in capsys.readouterr().out

@@ -12,12 +12,19 @@ from routemix.train import clustering as training
 def image_module(name, channels, size, two_fold=True):
     network = create_model(name, num_classes=10)
     return training.NMMModule(
-        network, NMMLoss(10), em_lr=1e-3, consistency_lr=1e-3, two_fold=two_fold,
-        augment=image_augmentation(channels, (size, size)), preprocess=SobelInput(),
+        network,
+        NMMLoss(10),
+        em_lr=1e-3,
+        consistency_lr=1e-3,
+        two_fold=two_fold,
+        augment=image_augmentation(channels, (size, size)),
+        preprocess=SobelInput(),
     )
 
 
-@pytest.mark.parametrize("name, channels, size", [("clusternet_cifar", 3, 32), ("clusternet_stl10", 3, 96), ("clusternet_mnist", 1, 28)])
+@pytest.mark.parametrize(
+    "name, channels, size", [("clusternet_cifar", 3, 32), ("clusternet_stl10", 3, 96), ("clusternet_mnist", 1, 28)]
+)
 def test_two_fold_training_on_synthetic_images_of_the_real_shape(name, channels, size):
     """CIFAR-10/100 and STL-10 cannot be had here: their training path runs on random uint8
     images of the same shape."""
@@ -25,9 +32,17 @@ def test_two_fold_training_on_synthetic_images_of_the_real_shape(name, channels,
     images = torch.randint(0, 256, (32, channels, size, size), dtype=torch.uint8)
     module = image_module(name, channels, size)
     before = copy.deepcopy(module.network.state_dict())
-    trainer = training.fit(module, training.make_loader(images, batch_size=16, shuffle=True, seed=0), max_epochs=1, progress=False, accelerator="cpu")
+    trainer = training.fit(
+        module,
+        training.make_loader(images, batch_size=16, shuffle=True, seed=0),
+        max_epochs=1,
+        progress=False,
+        accelerator="cpu",
+    )
     assert trainer.current_epoch == 1
-    changed = [k for k, v in module.network.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, before[k])]
+    changed = [
+        k for k, v in module.network.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, before[k])
+    ]
     assert len(changed) == len([v for v in before.values() if v.dtype.is_floating_point])  # every tensor trained
     proba = training.predict_proba(module, images)
     assert proba.shape == (32, 10)
@@ -38,7 +53,13 @@ def test_consistency_step_uses_its_own_optimizer():
     torch.manual_seed(0)
     images = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8)
     two_fold = image_module("clusternet_mnist", 1, 28)
-    training.fit(two_fold, training.make_loader(images, batch_size=16, shuffle=True, seed=0), max_epochs=1, progress=False, accelerator="cpu")
+    training.fit(
+        two_fold,
+        training.make_loader(images, batch_size=16, shuffle=True, seed=0),
+        max_epochs=1,
+        progress=False,
+        accelerator="cpu",
+    )
     em, consistency = two_fold.optimizers()
     assert em.optimizer.param_groups[0]["lr"] == 1e-3 and consistency.optimizer is not em.optimizer
     # one step each: Adam's step counter is 1 in both
@@ -57,4 +78,10 @@ def test_nan_loss_stops_training_with_a_clear_error():
     module = training.NMMModule(network, NMMLoss(3), two_fold=False)
     data = torch.tensor([[float("nan"), 0.0]] * 8)
     with pytest.raises(FloatingPointError, match="NMM-EM loss became nan"):
-        training.fit(module, training.make_loader(data, batch_size=4, shuffle=True, seed=0), max_epochs=1, progress=False, accelerator="cpu")
+        training.fit(
+            module,
+            training.make_loader(data, batch_size=4, shuffle=True, seed=0),
+            max_epochs=1,
+            progress=False,
+            accelerator="cpu",
+        )

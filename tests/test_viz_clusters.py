@@ -152,5 +152,8 @@ def test_not_a_clustering_checkpoint(tmp_path):
 
 def test_baseline_run_has_no_network(tmp_path):
     run_dir = tmp_path / "kmeans"
-    assert main(["cluster", "blobs", "--method", "kmeans", "--n-samples", "100", "--run-dir", str(run_dir), "--no-kmeans"]) == 0
+    assert (
+        main(["cluster", "blobs", "--method", "kmeans", "--n-samples", "100", "--run-dir", str(run_dir), "--no-kmeans"])
+        == 0
+    )
     assert "kmeans run, which has no network" in _error("viz", "tsne", str(run_dir))

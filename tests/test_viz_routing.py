@@ -32,7 +32,9 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     for name in ("basecnn_2cc", "basecnn_2cp", "basecnn_4cc", "basecnn_2", "basecnn"):
         model = build_classifier(name, num_classes=10, in_channels=1, input_size=32)
         paths[name] = root / name / "model.pt"
-        save_classifier(paths[name], model, name, input_size=32, config={"dataset": "fashion_mnist", "data_dir": str(SHARED_DATA)})
+        save_classifier(
+            paths[name], model, name, input_size=32, config={"dataset": "fashion_mnist", "data_dir": str(SHARED_DATA)}
+        )
     return paths
 
 
@@ -75,7 +77,9 @@ def cli_error(args: list[str], capsys) -> str:
 
 
 def test_routing_diagram_from_the_command_line(checkpoints, tmp_path, capsys):
-    written = run_cli(["routing-diagram", str(checkpoints["basecnn_2cc"].parent), "--index", "0,3", "--out", str(tmp_path)], capsys)
+    written = run_cli(
+        ["routing-diagram", str(checkpoints["basecnn_2cc"].parent), "--index", "0,3", "--out", str(tmp_path)], capsys
+    )
     assert_written(written, "routing-diagram-0_3")
     width, height = png_size(written[0])
     assert width > 2 * height > 600  # a strip of routers, two rows
@@ -116,14 +120,41 @@ def test_relative_activation_is_mean_absolute_activation_over_the_paths_sum():
 
 
 def test_gate_max_from_the_command_line(checkpoints, tmp_path, capsys):
-    written = run_cli(["gate-max", str(checkpoints["basecnn_2cc"]), "--router", "route2", "--incoming", "2", "--outgoing", "1",
-                       "--count", "4", "--steps", "3", "--limit", "40", "--out", str(tmp_path)], capsys)
+    written = run_cli(
+        [
+            "gate-max",
+            str(checkpoints["basecnn_2cc"]),
+            "--router",
+            "route2",
+            "--incoming",
+            "2",
+            "--outgoing",
+            "1",
+            "--count",
+            "4",
+            "--steps",
+            "3",
+            "--limit",
+            "40",
+            "--out",
+            str(tmp_path),
+        ],
+        capsys,
+    )
     assert_written(written, "gate-max-layers_route2-2-1", (round(8.1 * DPI), round(4.6 * DPI)))
 
 
 def test_gate_max_function_and_the_synthesis_raises_its_objective(checkpoints, tmp_path):
-    written = routing.gate_max(checkpoints["basecnn_2cc"], tmp_path, router="layers.route3.gate", count=10, steps=2,
-                               limit=30, objective="gate", formats=("png",))
+    written = routing.gate_max(
+        checkpoints["basecnn_2cc"],
+        tmp_path,
+        router="layers.route3.gate",
+        count=10,
+        steps=2,
+        limit=30,
+        objective="gate",
+        formats=("png",),
+    )
     assert png_size(written[0]) == (round(15.0 * DPI), round(4.6 * DPI))
     loaded = routing.load_for_figures(checkpoints["basecnn_2cc"], limit=2, device="cpu")
     gate = "layers.route3.gate"
@@ -139,13 +170,24 @@ def test_gate_max_function_and_the_synthesis_raises_its_objective(checkpoints, t
 
 
 def test_gate_hist_from_the_command_line(checkpoints, tmp_path, capsys):
-    written = run_cli(["gate-hist", str(checkpoints["basecnn_2cc"]), "--classes", "0,7,9", "--limit", "60", "--out", str(tmp_path)], capsys)
+    written = run_cli(
+        ["gate-hist", str(checkpoints["basecnn_2cc"]), "--classes", "0,7,9", "--limit", "60", "--out", str(tmp_path)],
+        capsys,
+    )
     assert_written(written, "gate-hist-layers_widen-1-1", (900, 552))
 
 
 def test_gate_hist_function_as_small_multiples(checkpoints, tmp_path):
-    written = routing.gate_hist(checkpoints["basecnn_4cc"], tmp_path, router="layers.route4", incoming=4, outgoing=2,
-                                layout="grid", limit=60, formats=("png",))
+    written = routing.gate_hist(
+        checkpoints["basecnn_4cc"],
+        tmp_path,
+        router="layers.route4",
+        incoming=4,
+        outgoing=2,
+        layout="grid",
+        limit=60,
+        formats=("png",),
+    )
     assert written[0].name == "gate-hist-layers_route4-4-2.png"
     assert png_size(written[0]) == (round((4 * 3.2 + 0.8) * DPI), round((2.6 + 1.0) * DPI))
 
@@ -168,7 +210,12 @@ def test_path_layers_number_like_the_thesis():
     layers = routing.path_layers(build_classifier("vgg13_2cc", num_classes=10, in_channels=1, input_size=32))
     names = [name for name, _ in layers]
     assert len(names) == 13 and names[10] == "layers.fc1" and not any("gate" in n for n in names)
-    assert [names[k] for k in routing.select_layers(layers, None)] == ["layers.conv3", "layers.conv6", "layers.conv8", "layers.fc1"]
+    assert [names[k] for k in routing.select_layers(layers, None)] == [
+        "layers.conv3",
+        "layers.conv6",
+        "layers.conv8",
+        "layers.fc1",
+    ]
     assert routing.path_weights(layers[0][1]).shape == (2, 32 * 1 * 9)
 
 
@@ -178,13 +225,22 @@ def test_path_layers_number_like_the_thesis():
 def test_bad_input_is_a_clear_error(checkpoints, tmp_path, capsys):
     cc = str(checkpoints["basecnn_2cc"])
     out = ["--out", str(tmp_path)]
-    assert "--router 'route9' is none of the gate networks of this model: layers.widen.gate, layers.route1.gate" in \
-        cli_error(["gate-max", cc, "--router", "route9", "--limit", "8", *out], capsys)
-    assert "--classes 3,10: basecnn_2cc has classes 0 to 9" in cli_error(["gate-hist", cc, "--classes", "3,10", "--limit", "8", *out], capsys)
-    assert "--incoming 3: router layers.route1.gate has 2 incoming paths" in \
-        cli_error(["gate-hist", cc, "--router", "route1", "--incoming", "3", "--limit", "8", *out], capsys)
-    assert "--index 20000: the fashion_mnist test split has 10000 images" in cli_error(["routing-diagram", cc, "--index", "20000", *out], capsys)
-    assert "--layers 'conv9' is none of the path layers" in cli_error(["weight-hist", cc, "--layers", "conv9", *out], capsys)
+    assert (
+        "--router 'route9' is none of the gate networks of this model: layers.widen.gate, layers.route1.gate"
+        in cli_error(["gate-max", cc, "--router", "route9", "--limit", "8", *out], capsys)
+    )
+    assert "--classes 3,10: basecnn_2cc has classes 0 to 9" in cli_error(
+        ["gate-hist", cc, "--classes", "3,10", "--limit", "8", *out], capsys
+    )
+    assert "--incoming 3: router layers.route1.gate has 2 incoming paths" in cli_error(
+        ["gate-hist", cc, "--router", "route1", "--incoming", "3", "--limit", "8", *out], capsys
+    )
+    assert "--index 20000: the fashion_mnist test split has 10000 images" in cli_error(
+        ["routing-diagram", cc, "--index", "20000", *out], capsys
+    )
+    assert "--layers 'conv9' is none of the path layers" in cli_error(
+        ["weight-hist", cc, "--layers", "conv9", *out], capsys
+    )
 
     foreign = tmp_path / "other" / "model.pt"
     save_checkpoint(foreign, {"centroids": torch.zeros(3, 2)})
@@ -192,7 +248,9 @@ def test_bad_input_is_a_clear_error(checkpoints, tmp_path, capsys):
 
     for figure in ("routing-diagram", "gate-max", "gate-hist"):
         with pytest.raises(RoutemixError, match="basecnn_2 has no routers, so it has no gates to draw"):
-            getattr(routing, figure.replace("-", "_"))(checkpoints["basecnn_2"], tmp_path, **({} if figure == "routing-diagram" else {"limit": 8}))
+            getattr(routing, figure.replace("-", "_"))(
+                checkpoints["basecnn_2"], tmp_path, **({} if figure == "routing-diagram" else {"limit": 8})
+            )
     with pytest.raises(RoutemixError, match="basecnn has no parallel paths"):
         routing.weight_hist(checkpoints["basecnn"], tmp_path)
     assert not list(tmp_path.glob("*.png"))  # nothing half-drawn

@@ -33,11 +33,12 @@ def build_parser(*, viz_figures: bool = True) -> argparse.ArgumentParser:
     from routemix.viz.command import add_viz_parser
 
     parser = argparse.ArgumentParser(
-        prog="routemix", description=__doc__.splitlines()[0],
+        prog="routemix",
+        description=__doc__.splitlines()[0],
         epilog="On Linux the command makes malloc keep freed memory for reuse (faster CPU training, higher peak "
-               "memory; see routemix.allocator); ROUTEMIX_KEEP_FREED_MEMORY=0 turns that off. It sets "
-               "OMP_WAIT_POLICY=PASSIVE unless set, so that fits on a busy machine slow down no more than the "
-               "load explains (routemix.threads).",
+        "memory; see routemix.allocator); ROUTEMIX_KEEP_FREED_MEMORY=0 turns that off. It sets "
+        "OMP_WAIT_POLICY=PASSIVE unless set, so that fits on a busy machine slow down no more than the "
+        "load explains (routemix.threads).",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

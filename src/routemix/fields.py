@@ -29,6 +29,7 @@ def flag(help: str, **how) -> dict:
 def field_types(config) -> dict[str, type]:
     """The plain type of each field of the dataclass ``config``: ``int | None`` -> int,
     ``list[int] | None`` -> list."""
+
     def plain(hint) -> type:
         union = typing.get_origin(hint) in (typing.Union, types.UnionType)
         kinds = [kind for kind in typing.get_args(hint) if kind is not type(None)] if union else [hint]

@@ -93,11 +93,18 @@ def gate_statistics(gates: Mapping[str, torch.Tensor]) -> list[dict]:
         for i in range(values.shape[1]):
             m = mean[i]
             entropy = float(-(m * m.clamp_min(1e-12).log()).sum() / math.log(num_out)) if num_out > 1 else 0.0
-            stats.append({
-                "router": name, "incoming": i, "mean": m.tolist(), "std": std[i].tolist(),
-                "low": low[i].tolist(), "high": high[i].tolist(), "entropy": entropy,
-                "skewed": bool(m.max() > SKEW_THRESHOLD),
-            })
+            stats.append(
+                {
+                    "router": name,
+                    "incoming": i,
+                    "mean": m.tolist(),
+                    "std": std[i].tolist(),
+                    "low": low[i].tolist(),
+                    "high": high[i].tolist(),
+                    "entropy": entropy,
+                    "skewed": bool(m.max() > SKEW_THRESHOLD),
+                }
+            )
     return stats
 
 
@@ -115,12 +122,12 @@ def summarize_gate_statistics(stats: list[dict]) -> dict[str, float]:
     }
 
 
-
 USED_SHARE = 0.01  # an outgoing path counts as used when it receives at least this share of a router's traffic
 
 
-def path_usage(gates: Mapping[str, torch.Tensor], top_k: Mapping[str, int] | None = None,
-               min_share: float = USED_SHARE) -> list[dict]:
+def path_usage(
+    gates: Mapping[str, torch.Tensor], top_k: Mapping[str, int] | None = None, min_share: float = USED_SHARE
+) -> list[dict]:
     """How much of each router's traffic every outgoing path receives, over a set of samples.
 
     ``gates`` as for :func:`gate_statistics`, ``(N, P_in, P_out)`` per gate network. A router named
@@ -147,6 +154,13 @@ def path_usage(gates: Mapping[str, torch.Tensor], top_k: Mapping[str, int] | Non
             share = torch.bincount(chosen, minlength=num_out).double() / chosen.numel()
         else:
             share = rows.mean(0) / rows.mean(0).sum()
-        usage.append({"router": name, "share": share.tolist(), "used": int((share >= min_share).sum()),
-                      "peak": float(share.max() * num_out), "sparse": name in top_k})
+        usage.append(
+            {
+                "router": name,
+                "share": share.tolist(),
+                "used": int((share >= min_share).sum()),
+                "peak": float(share.max() * num_out),
+                "sparse": name in top_k,
+            }
+        )
     return usage

@@ -27,7 +27,9 @@ RUN_FILES = ("config.json", "model.pt", "metrics.json", "labels.csv", "checkpoin
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
-def check_run_dir(run_dir: str | os.PathLike | None, *, resume: bool, overwrite: bool, first_process: bool = True) -> None:
+def check_run_dir(
+    run_dir: str | os.PathLike | None, *, resume: bool, overwrite: bool, first_process: bool = True
+) -> None:
     """A RoutemixError naming the flag when ``run_dir`` cannot take this run; writes nothing.
 
     ``first_process=False`` in the other processes of a data-parallel run: Lightning's launcher
@@ -45,10 +47,14 @@ def check_run_dir(run_dir: str | os.PathLike | None, *, resume: bool, overwrite:
     if not existing.is_dir():
         raise RoutemixError(f"--run-dir {path}: {existing} is a file, not a directory; choose another --run-dir.")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise RoutemixError(f"--run-dir {path}: cannot write in {existing} (permission denied); choose another --run-dir.")
+        raise RoutemixError(
+            f"--run-dir {path}: cannot write in {existing} (permission denied); choose another --run-dir."
+        )
     if resume:
         if not (path / LAST_CHECKPOINT).is_file():
-            raise RoutemixError(f"--resume: no checkpoint at {path / LAST_CHECKPOINT}; pass the --run-dir of an earlier run, or drop --resume.")
+            raise RoutemixError(
+                f"--resume: no checkpoint at {path / LAST_CHECKPOINT}; pass the --run-dir of an earlier run, or drop --resume."
+            )
         return
     held = sorted(p.name for p in path.iterdir()) if path.is_dir() and first_process else []
     if held and not overwrite:
@@ -115,8 +121,11 @@ def run_config_if_any(run_dir: str | os.PathLike) -> dict:
 def resume_conflicts(saved: dict, current: dict, keys: Iterable[str]) -> list[str]:
     """``"key: RUN in the run, NOW now"`` for each of ``keys`` whose value in this command
     differs from the saved run's (keys the run did not save are not compared)."""
-    return [f"{key}: {saved[key]!r} in the run, {current.get(key)!r} now" for key in keys
-            if key in saved and _normal(saved[key]) != _normal(current.get(key))]
+    return [
+        f"{key}: {saved[key]!r} in the run, {current.get(key)!r} now"
+        for key in keys
+        if key in saved and _normal(saved[key]) != _normal(current.get(key))
+    ]
 
 
 def _normal(value):

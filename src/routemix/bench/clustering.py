@@ -60,8 +60,10 @@ class Budget:
     def key(self, method: str) -> str:
         """What a result of ``method`` depends on: the limit, its own epochs and settings (not the
         other methods', nor the curve interval, which changes no result)."""
-        return json.dumps({"limit": self.limit, "epochs": self.epochs.get(method), "params": self.params.get(method, {})},
-                          sort_keys=True)
+        return json.dumps(
+            {"limit": self.limit, "epochs": self.epochs.get(method), "params": self.params.get(method, {})},
+            sort_keys=True,
+        )
 
 
 # Measured seconds per epoch on all 70,000 MNIST images on one thread, two fits side by side
@@ -95,8 +97,11 @@ def cpu_image_budget(seconds: float, curve_every: dict[str, int], edgam_settings
     epochs["moe"] = sum(moe_stages.values())
     return Budget(
         epochs=epochs,
-        params={"ddc": {"n_init": CPU_DDC_RUNS}, "edgam": {"pretrain_epochs": pretrain, **edgam_settings},
-                "moe": {"stage_split": moe_stages, "base_width": 16}},
+        params={
+            "ddc": {"n_init": CPU_DDC_RUNS},
+            "edgam": {"pretrain_epochs": pretrain, **edgam_settings},
+            "moe": {"stage_split": moe_stages, "base_width": 16},
+        },
         curve_every=curve_every,
     )
 
@@ -109,8 +114,11 @@ def cpu_image_budget(seconds: float, curve_every: dict[str, int], edgam_settings
 def paper_image_budget(edgam_settings: dict) -> Budget:
     return Budget(
         epochs={"nmm": 250, "iic": 250, "ddc": 100, "edgam": 1000, "moe": 3200, "n2d": 1000},
-        params={"ddc": {"n_init": 20}, "edgam": {"pretrain_epochs": 200, **edgam_settings},
-                "moe": {"stage_split": "paper"}},
+        params={
+            "ddc": {"n_init": 20},
+            "edgam": {"pretrain_epochs": 200, **edgam_settings},
+            "moe": {"stage_split": "paper"},
+        },
         curve_every={"nmm": 5, "iic": 5, "ddc": 5, "edgam": 20, "moe": 20, "n2d": 50},
     )
 
@@ -118,13 +126,18 @@ def paper_image_budget(edgam_settings: dict) -> Budget:
 # EDGaM per dataset as its paper ran it: Table 5's dense auto-encoder for MNIST and convolutional
 # one for Fashion-MNIST, and Table 6's loss weights (eta1, eta2, eta3 of eq. 9; the estimator's
 # defaults are the MNIST row, so only Fashion-MNIST's differ: eta1 5e-2, eta2 1e-3).
-_EDGAM = {"mnist": {"architecture": "dense"},
-          "fashion_mnist": {"architecture": "conv", "cluster_weight": 5e-2, "correction_weight": 1e-3}}
+_EDGAM = {
+    "mnist": {"architecture": "dense"},
+    "fashion_mnist": {"architecture": "conv", "cluster_weight": 5e-2, "correction_weight": 1e-3},
+}
 # Digits: each estimator's defaults, but EDGaM gets 100 joint epochs of its 1000 (20 minutes
 # here) and sees the pixels as its paper's MNIST does, scaled to [0, 1] for Table 5's sigmoid
 # decoder (standardised: ACC 0.72 against 0.80, seeds 0-2, eq. 7 through the responsibilities).
-_DIGITS = Budget(epochs={"edgam": 100}, params={"edgam": {"input_scaling": "minmax"}},
-                 curve_every={"nmm": 10, "iic": 10, "ddc": 10, "edgam": 10, "moe": 5, "n2d": 50})
+_DIGITS = Budget(
+    epochs={"edgam": 100},
+    params={"edgam": {"input_scaling": "minmax"}},
+    curve_every={"nmm": 10, "iic": 10, "ddc": 10, "edgam": 10, "moe": 5, "n2d": 50},
+)
 
 
 def planned_seconds(budget: Budget, method: str) -> float:
@@ -138,12 +151,18 @@ def planned_seconds(budget: Budget, method: str) -> float:
     return seconds + params.get("pretrain_epochs", 0) * CPU_EDGAM_PRETRAIN_SECONDS_PER_EPOCH
 
 
-_CPU_CURVES = {"cpu": {"nmm": 1, "iic": 1, "ddc": 2, "edgam": 2, "moe": 1, "n2d": 5},
-               "cpu-long": {"nmm": 1, "iic": 2, "ddc": 5, "edgam": 5, "moe": 2, "n2d": 20}}
+_CPU_CURVES = {
+    "cpu": {"nmm": 1, "iic": 1, "ddc": 2, "edgam": 2, "moe": 1, "n2d": 5},
+    "cpu-long": {"nmm": 1, "iic": 2, "ddc": 5, "edgam": 5, "moe": 2, "n2d": 20},
+}
 BUDGETS: dict[str, dict[str, Budget]] = {
-    **{name: {"digits": _DIGITS,
-              **{d: cpu_image_budget(seconds, _CPU_CURVES[name], _EDGAM[d]) for d in ("mnist", "fashion_mnist")}}
-       for name, seconds in CPU_SECONDS.items()},
+    **{
+        name: {
+            "digits": _DIGITS,
+            **{d: cpu_image_budget(seconds, _CPU_CURVES[name], _EDGAM[d]) for d in ("mnist", "fashion_mnist")},
+        }
+        for name, seconds in CPU_SECONDS.items()
+    },
     "paper": {"digits": _DIGITS, **{d: paper_image_budget(_EDGAM[d]) for d in ("mnist", "fashion_mnist")}},
 }
 
@@ -166,8 +185,15 @@ def curve_path(out: str | Path, dataset: str, method: str, seed: int) -> Path:
     return Path(out) / "curves" / f"{dataset}-{method}-seed{seed}.jsonl"
 
 
-def fit_one(dataset: str, method: str, seed: int, budget: Budget, data_dir: str | None = None, device: str = "cpu",
-            curve: str | None = None) -> list[dict]:
+def fit_one(
+    dataset: str,
+    method: str,
+    seed: int,
+    budget: Budget,
+    data_dir: str | None = None,
+    device: str = "cpu",
+    curve: str | None = None,
+) -> list[dict]:
     """Load ``dataset`` under ``budget``, fit ``method`` with ``seed``: result rows with scores,
     seconds and peak memory (one row, or one per DDC protocol). With ``curve`` (a path) and a
     curve interval in the budget, the learning curve is written there (replacing an old one).
@@ -194,8 +220,14 @@ def fit_one(dataset: str, method: str, seed: int, budget: Budget, data_dir: str 
     rows = rows.astype(np.float32) / 255.0 if data.kind == "image" else rows.astype(np.float64)
     deep = get_method(method).deep
     estimator = make_estimator(
-        method, data.num_classes, n_features=rows.shape[1], image_shape=image_shape,
-        max_iter=budget.epochs.get(method), random_state=seed, device=device, **budget.params.get(method, {}),
+        method,
+        data.num_classes,
+        n_features=rows.shape[1],
+        image_shape=image_shape,
+        max_iter=budget.epochs.get(method),
+        random_state=seed,
+        device=device,
+        **budget.params.get(method, {}),
     )
     recording = contextlib.nullcontext()
     if curve is not None and deep and method in budget.curve_every:
@@ -208,9 +240,16 @@ def fit_one(dataset: str, method: str, seed: int, budget: Budget, data_dir: str 
     seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     common = {
-        "dataset": dataset, "method": method, "seed": seed, "budget": budget.key(method), "n_samples": len(rows),
-        "epochs": getattr(estimator, "n_iter_", None) if deep else None, "threads": torch.get_num_threads(),
-        "seconds": seconds, "peak_mb": peak_mb, "fit_mb": max(peak_mb - start_mb, 0.0),
+        "dataset": dataset,
+        "method": method,
+        "seed": seed,
+        "budget": budget.key(method),
+        "n_samples": len(rows),
+        "epochs": getattr(estimator, "n_iter_", None) if deep else None,
+        "threads": torch.get_num_threads(),
+        "seconds": seconds,
+        "peak_mb": peak_mb,
+        "fit_mb": max(peak_mb - start_mb, 0.0),
     }
     if method == "ddc" and estimator.n_init > 1:
         return ddc_protocol_rows(common, labels, estimator)
@@ -223,10 +262,20 @@ def ddc_protocol_rows(common: dict, labels: np.ndarray, estimator) -> list[dict]
     from routemix.metrics import clustering_scores
 
     runs = len(estimator.run_labels_)
-    rows = [{**common, "protocol": SINGLE_RUN, "run": r, "seconds": common["seconds"] / runs,
-             **clustering_scores(labels, run_labels)} for r, run_labels in enumerate(estimator.run_labels_)]
+    rows = [
+        {
+            **common,
+            "protocol": SINGLE_RUN,
+            "run": r,
+            "seconds": common["seconds"] / runs,
+            **clustering_scores(labels, run_labels),
+        }
+        for r, run_labels in enumerate(estimator.run_labels_)
+    ]
     best = int(np.argmin(estimator.run_losses_))
-    rows.append({**common, "protocol": LOWEST_LOSS, "runs": runs, **clustering_scores(labels, estimator.run_labels_[best])})
+    rows.append(
+        {**common, "protocol": LOWEST_LOSS, "runs": runs, **clustering_scores(labels, estimator.run_labels_[best])}
+    )
     rows.append({**common, "protocol": VOTE, "runs": runs, **clustering_scores(labels, estimator.labels_)})
     return rows
 
@@ -265,8 +314,15 @@ def _in_fresh_process(*args, **kwargs) -> list[dict]:
 
 
 def run(
-    datasets=DATASETS, methods=METHODS, seeds=(0, 1, 2), *, budget: str = "cpu", data_dir: str | None = None,
-    device: str = "cpu", out: str | None = None, progress: bool = True,
+    datasets=DATASETS,
+    methods=METHODS,
+    seeds=(0, 1, 2),
+    *,
+    budget: str = "cpu",
+    data_dir: str | None = None,
+    device: str = "cpu",
+    out: str | None = None,
+    progress: bool = True,
 ) -> list[dict]:
     """Every (dataset, method, seed) not yet in ``out/results.json``; returns all matching results."""
     from tqdm.auto import tqdm
@@ -285,8 +341,14 @@ def run(
         done.extend(_in_fresh_process(dataset, method, seed, budgets[dataset], data_dir, device, curve=curve))
         if path is not None:
             write_json(path, done)
-    return [r for r in done if r["dataset"] in datasets and r["method"] in methods and r["seed"] in seeds
-            and r["budget"] == budgets[r["dataset"]].key(r["method"])]
+    return [
+        r
+        for r in done
+        if r["dataset"] in datasets
+        and r["method"] in methods
+        and r["seed"] in seeds
+        and r["budget"] == budgets[r["dataset"]].key(r["method"])
+    ]
 
 
 def summarize(results: list[dict]) -> list[dict]:
@@ -300,12 +362,23 @@ def summarize(results: list[dict]) -> list[dict]:
         dataset, method, protocol = key
         runs = [r for r in results if (r["dataset"], r["method"], r.get("protocol", SINGLE_RUN)) == key]
         paper = reference.get(key, {})
-        rows.append({
-            "dataset": dataset, "method": method, "protocol": protocol, "seeds": len({r["seed"] for r in runs}),
-            "fits": len(runs), "n_samples": runs[0]["n_samples"], "epochs": runs[0]["epochs"], **mean_and_std(runs),
-            "peak_mb": float(max(r["peak_mb"] for r in runs)), "fit_mb": float(max(r["fit_mb"] for r in runs)),
-            "paper_acc": paper.get("acc"), "paper_nmi": paper.get("nmi"), "paper_source": paper.get("source"),
-        })
+        rows.append(
+            {
+                "dataset": dataset,
+                "method": method,
+                "protocol": protocol,
+                "seeds": len({r["seed"] for r in runs}),
+                "fits": len(runs),
+                "n_samples": runs[0]["n_samples"],
+                "epochs": runs[0]["epochs"],
+                **mean_and_std(runs),
+                "peak_mb": float(max(r["peak_mb"] for r in runs)),
+                "fit_mb": float(max(r["fit_mb"] for r in runs)),
+                "paper_acc": paper.get("acc"),
+                "paper_nmi": paper.get("nmi"),
+                "paper_source": paper.get("source"),
+            }
+        )
     return rows
 
 
@@ -315,7 +388,9 @@ def format_markdown(rows: list[dict]) -> str:
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         table = [r for r in rows if r["dataset"] == dataset]
         parts.append(f"**{dataset}** ({table[0]['n_samples']} samples)\n")
-        parts.append("| method | protocol | seeds | ACC | NMI | ARI | epochs | s/fit | fit MB | paper ACC | paper NMI |")
+        parts.append(
+            "| method | protocol | seeds | ACC | NMI | ARI | epochs | s/fit | fit MB | paper ACC | paper NMI |"
+        )
         parts.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in table:
             mark = ""
@@ -329,8 +404,10 @@ def format_markdown(rows: list[dict]) -> str:
                 f"{_cell(r['paper_acc'])}{mark} | {_cell(r['paper_nmi'])} |"
             )
         parts.append("")
-    parts.append("fit MB: the most a fit raised its process's resident memory (peak_mb in table.csv is the whole process); "
-                 "s/fit of a DDC single run is its share of the N-run fit.")
+    parts.append(
+        "fit MB: the most a fit raised its process's resident memory (peak_mb in table.csv is the whole process); "
+        "s/fit of a DDC single run is its share of the N-run fit."
+    )
     if sources:
         parts.append("Papers' numbers: " + "; ".join(f"[{n}] {source}" for source, n in sources.items()) + ".")
     return "\n".join(parts)
@@ -362,7 +439,9 @@ def read_curve(path: str | Path) -> list[dict]:
     return [p for p in points if "acc" in p]
 
 
-def plot_time_to_accuracy(results: list[dict], out: str | Path, dataset: str, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
+def plot_time_to_accuracy(
+    results: list[dict], out: str | Path, dataset: str, formats: tuple[str, ...] = ("png", "svg")
+) -> list[Path]:
     """ACC against training seconds for every method on ``dataset``: a line per deep method and
     seed from its learning curve, a point per baseline fit, a short dash at the paper's ACC."""
     from routemix.viz.common import new_figure, save_figure
@@ -379,8 +458,16 @@ def plot_time_to_accuracy(results: list[dict], out: str | Path, dataset: str, fo
             points = read_curve(curve_path(out, dataset, method, seed))
             label = None if labelled else method
             if points:
-                ax.plot([p["seconds"] for p in points], [p["acc"] for p in points], color=colours[method], lw=1.2,
-                        alpha=0.9, marker=".", ms=3, label=label)
+                ax.plot(
+                    [p["seconds"] for p in points],
+                    [p["acc"] for p in points],
+                    color=colours[method],
+                    lw=1.2,
+                    alpha=0.9,
+                    marker=".",
+                    ms=3,
+                    label=label,
+                )
             else:
                 ax.plot([fit["seconds"]], [fit["acc"]], color=colours[method], marker="o", ls="none", label=label)
             labelled = True
@@ -394,8 +481,10 @@ def plot_time_to_accuracy(results: list[dict], out: str | Path, dataset: str, fo
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     n = rows[0]["n_samples"] if rows else 0
-    caption = (f"{dataset}, {n} samples: clustering accuracy against training time, one line per seed (routemix bench "
-               "clustering); dotted: the paper's ACC for the same method")
+    caption = (
+        f"{dataset}, {n} samples: clustering accuracy against training time, one line per seed (routemix bench "
+        "clustering); dotted: the paper's ACC for the same method"
+    )
     return save_figure(fig, Path(out) / f"time_to_accuracy-{dataset}", caption, formats)
 
 

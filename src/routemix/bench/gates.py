@@ -26,9 +26,19 @@ VARIANTS = ("none", "local", "global")
 SAMPLED_IMAGES = 200  # test images whose per-image gates are kept for the figure
 
 
-def run(*, data_dir: str | None, seeds=(0, 1, 2), variants=VARIANTS, model: str = "basecnn_2cc", epochs: int = 4,
-        train_images: int = 10_000, test_images: int | None = None, weight: float = 0.01, out: str | None = None,
-        progress: bool = True) -> list[dict]:
+def run(
+    *,
+    data_dir: str | None,
+    seeds=(0, 1, 2),
+    variants=VARIANTS,
+    model: str = "basecnn_2cc",
+    epochs: int = 4,
+    train_images: int = 10_000,
+    test_images: int | None = None,
+    weight: float = 0.01,
+    out: str | None = None,
+    progress: bool = True,
+) -> list[dict]:
     """Every (variant, seed) not yet in ``out`` (a rerun continues); returns all matching results."""
     from tqdm.auto import tqdm
 
@@ -41,8 +51,17 @@ def run(*, data_dir: str | None, seeds=(0, 1, 2), variants=VARIANTS, model: str 
     have = {(r["gate_reg"], r["seed"]) for r in same}
     jobs = [(v, s) for s in seeds for v in variants if (v, s) not in have]
     for variant, seed in tqdm(jobs, desc="gates", disable=not progress):
-        row = train_one(model, seed, data_dir=data_dir, epochs=epochs, train_images=train_images, test_images=test_images,
-                        gate_reg=variant, gate_weight=weight, gate_samples=SAMPLED_IMAGES)
+        row = train_one(
+            model,
+            seed,
+            data_dir=data_dir,
+            epochs=epochs,
+            train_images=train_images,
+            test_images=test_images,
+            gate_reg=variant,
+            gate_weight=weight,
+            gate_samples=SAMPLED_IMAGES,
+        )
         done.append(row)
         same.append(row)
         if path is not None:
@@ -60,9 +79,14 @@ def summarize(results: list[dict], variants=VARIANTS) -> list[dict]:
         if not runs:
             continue
         summaries = [summarize_gate_statistics(r["gate_stats"]) for r in runs]
-        row = {"variant": variant, "seeds": len(runs), "error": float(np.mean([r["error"] for r in runs])),
-               "error_std": float(np.std([r["error"] for r in runs])), "errors": [r["error"] for r in runs],
-               "seconds": float(np.mean([r["seconds"] for r in runs]))}
+        row = {
+            "variant": variant,
+            "seeds": len(runs),
+            "error": float(np.mean([r["error"] for r in runs])),
+            "error_std": float(np.std([r["error"] for r in runs])),
+            "errors": [r["error"] for r in runs],
+            "seconds": float(np.mean([r["seconds"] for r in runs])),
+        }
         for key in summaries[0]:
             row[key] = float(np.mean([s[key] for s in summaries]))
         rows.append(row)
@@ -70,9 +94,11 @@ def summarize(results: list[dict], variants=VARIANTS) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| gate regulariser | test error % (mean ± std) | per seed | skewed vectors | entropy of mean gates | "
-             "gate spread (std) | least-used gate, 95th pct | s/run |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| gate regulariser | test error % (mean ± std) | per seed | skewed vectors | entropy of mean gates | "
+        "gate spread (std) | least-used gate, 95th pct | s/run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {r['variant']} | {r['error']:.2f} ± {r['error_std']:.2f} | {', '.join(f'{e:.2f}' for e in r['errors'])} | "
@@ -104,9 +130,13 @@ def plot_gate_response(results: list[dict], path: str | Path, formats: tuple[str
         ax.axhline(0.5, color="0.4", lw=0.8, ls="--")
         ax.set_ylim(0, 1)
         ax.set_ylabel("gate value")
-        ax.set_title(f"{variant}: gate {router}[{i}->{j}], seed {run['seed']}, test error {run['error']:.2f}%", fontsize=9)
+        ax.set_title(
+            f"{variant}: gate {router}[{i}->{j}], seed {run['seed']}, test error {run['error']:.2f}%", fontsize=9
+        )
     axes[-1, 0].set_xlabel(f"test image (the first {len(values)})")
     model, epochs = results[0]["model"], results[0]["epochs"]
-    caption = (f"{model}, Fashion-MNIST, {epochs} epoch{'s' if epochs != 1 else ''}; the least-used gate of the most skewed gating vector without "
-               "regularisation, under no, local and global NMM-EM gate regularisation (routemix bench gates)")
+    caption = (
+        f"{model}, Fashion-MNIST, {epochs} epoch{'s' if epochs != 1 else ''}; the least-used gate of the most skewed gating vector without "
+        "regularisation, under no, local and global NMM-EM gate regularisation (routemix bench gates)"
+    )
     return save_figure(fig, path, caption, formats)

@@ -105,17 +105,28 @@ def load(dataset: str, budget: Budget, data_dir: str | None = None) -> tuple[np.
     return rows, labels, image_shape
 
 
-def nmm_estimate(X: np.ndarray, image_shape, bound: int, drop_factor: float, epochs: int | None, seed: int, device: str = "cpu") -> dict:
+def nmm_estimate(
+    X: np.ndarray, image_shape, bound: int, drop_factor: float, epochs: int | None, seed: int, device: str = "cpu"
+) -> dict:
     """NMM-EM from ``bound`` clusters with dropping; labels and the clusters found and alive."""
     from routemix.cluster import NMMClustering
 
     params = {} if epochs is None else {"max_iter": epochs}
     estimator = NMMClustering(
-        n_clusters=bound, image_shape=image_shape, priors=True, drop_threshold=drop_factor / bound,
-        random_state=seed, device=device, **params,
+        n_clusters=bound,
+        image_shape=image_shape,
+        priors=True,
+        drop_threshold=drop_factor / bound,
+        random_state=seed,
+        device=device,
+        **params,
     ).fit(X)
-    return {"labels": estimator.labels_, "k": estimator.n_clusters_found_, "alive": estimator.n_clusters_alive_,
-            "epochs": estimator.n_iter_}
+    return {
+        "labels": estimator.labels_,
+        "k": estimator.n_clusters_found_,
+        "alive": estimator.n_clusters_alive_,
+        "epochs": estimator.n_iter_,
+    }
 
 
 def pca_codes(X: np.ndarray, image_shape) -> np.ndarray:
@@ -129,7 +140,9 @@ def pca_codes(X: np.ndarray, image_shape) -> np.ndarray:
     scaled = X.astype(np.float64) if image_shape is not None else StandardScaler().fit_transform(X)
     if scaled.shape[1] <= 2:
         return scaled
-    return PCA(n_components=latent_size_for_variance(scaled, EXPLAINED_VARIANCE), svd_solver="full").fit_transform(scaled)
+    return PCA(n_components=latent_size_for_variance(scaled, EXPLAINED_VARIANCE), svd_solver="full").fit_transform(
+        scaled
+    )
 
 
 def hdbscan_estimate(X: np.ndarray, image_shape, seed: int) -> dict:
@@ -153,7 +166,15 @@ def hdbscan_estimate(X: np.ndarray, image_shape, seed: int) -> dict:
     return {"labels": labels, "k": k, "noise": float(noise.mean())}
 
 
-def fit_one(dataset: str, method: str, seed: int, budget: Budget, settings: Settings, data_dir: str | None = None, device: str = "cpu") -> dict:
+def fit_one(
+    dataset: str,
+    method: str,
+    seed: int,
+    budget: Budget,
+    settings: Settings,
+    data_dir: str | None = None,
+    device: str = "cpu",
+) -> dict:
     """One (dataset, method, seed): its estimate of K, ACC/NMI/ARI and seconds."""
     from routemix.metrics import clustering_scores
 
@@ -169,15 +190,31 @@ def fit_one(dataset: str, method: str, seed: int, budget: Budget, settings: Sett
     seconds = time.perf_counter() - start
     labels = found.pop("labels")
     return {
-        "dataset": dataset, "method": method, "seed": seed, "budget": budget.key(), "settings": json.dumps(asdict(settings), sort_keys=True),
-        "n_samples": len(X), "true_k": true_k, "bound": settings.bound(true_k) if method == "nmm" else None,
-        **found, **clustering_scores(y, labels), "seconds": seconds,
+        "dataset": dataset,
+        "method": method,
+        "seed": seed,
+        "budget": budget.key(),
+        "settings": json.dumps(asdict(settings), sort_keys=True),
+        "n_samples": len(X),
+        "true_k": true_k,
+        "bound": settings.bound(true_k) if method == "nmm" else None,
+        **found,
+        **clustering_scores(y, labels),
+        "seconds": seconds,
     }
 
 
 def run(
-    datasets=DATASETS, methods=METHODS, seeds=(0, 1, 2), *, budget: str = "cpu", settings: Settings = Settings(),
-    data_dir: str | None = None, device: str = "cpu", out: str | None = None, progress: bool = True,
+    datasets=DATASETS,
+    methods=METHODS,
+    seeds=(0, 1, 2),
+    *,
+    budget: str = "cpu",
+    settings: Settings = Settings(),
+    data_dir: str | None = None,
+    device: str = "cpu",
+    out: str | None = None,
+    progress: bool = True,
 ) -> list[dict]:
     """Every (dataset, method, seed) not yet in ``out/results.json``; returns all matching results."""
     from tqdm.auto import tqdm
@@ -190,8 +227,13 @@ def run(
     setting = json.dumps(asdict(settings), sort_keys=True)
 
     def matches(r: dict) -> bool:
-        return (r["dataset"] in budgets and r["budget"] == budgets[r["dataset"]].key() and r["settings"] == setting
-                and r["method"] in methods and r["seed"] in seeds)
+        return (
+            r["dataset"] in budgets
+            and r["budget"] == budgets[r["dataset"]].key()
+            and r["settings"] == setting
+            and r["method"] in methods
+            and r["seed"] in seeds
+        )
 
     have = {(r["dataset"], r["method"], r["seed"]) for r in done if matches(r)}
     jobs = [(d, m, s) for d in datasets for s in seeds for m in methods if (d, m, s) not in have]
@@ -212,13 +254,22 @@ def summarize(results: list[dict]) -> list[dict]:
     for dataset, method in dict.fromkeys((r["dataset"], r["method"]) for r in results):
         runs = [r for r in results if r["dataset"] == dataset and r["method"] == method]
         k = np.array([r["k"] for r in runs], dtype=float)
-        rows.append({
-            "dataset": dataset, "method": method, "seeds": len(runs), "n_samples": runs[0]["n_samples"],
-            "true_k": runs[0]["true_k"], "bound": runs[0]["bound"], "k": float(k.mean()), "k_std": float(k.std()),
-            "k_each": [r["k"] for r in runs], "k_exact": sum(r["k"] == r["true_k"] for r in runs),
-            "noise": float(np.mean([r["noise"] for r in runs])) if "noise" in runs[0] else None,
-            **mean_and_std(runs),
-        })
+        rows.append(
+            {
+                "dataset": dataset,
+                "method": method,
+                "seeds": len(runs),
+                "n_samples": runs[0]["n_samples"],
+                "true_k": runs[0]["true_k"],
+                "bound": runs[0]["bound"],
+                "k": float(k.mean()),
+                "k_std": float(k.std()),
+                "k_each": [r["k"] for r in runs],
+                "k_exact": sum(r["k"] == r["true_k"] for r in runs),
+                "noise": float(np.mean([r["noise"] for r in runs])) if "noise" in runs[0] else None,
+                **mean_and_std(runs),
+            }
+        )
     return rows
 
 

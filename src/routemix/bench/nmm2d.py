@@ -47,9 +47,16 @@ class BottleneckCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 2),
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(64 * 7 * 7, 128),
+            nn.ReLU(),
+            nn.Linear(128, 2),
         )
         self.classifier = nn.Linear(2, 10)
 
@@ -57,7 +64,9 @@ class BottleneckCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-def mnist_bottleneck_points(data_dir, *, epochs: int = 2, seed: int = 0, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def mnist_bottleneck_points(
+    data_dir, *, epochs: int = 2, seed: int = 0, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Train the bottleneck CNN on MNIST's training split and embed all 70,000 images in 2-D."""
     from tqdm.auto import tqdm
 
@@ -70,7 +79,9 @@ def mnist_bottleneck_points(data_dir, *, epochs: int = 2, seed: int = 0, progres
     train = torch.arange(60000)
     for epoch in range(epochs):
         order = train[torch.randperm(len(train))]
-        for batch in tqdm(order.split(128), desc=f"bottleneck CNN epoch {epoch + 1}/{epochs}", disable=not progress, leave=False):
+        for batch in tqdm(
+            order.split(128), desc=f"bottleneck CNN epoch {epoch + 1}/{epochs}", disable=not progress, leave=False
+        ):
             loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
             optimizer.zero_grad()
             loss.backward()
@@ -94,7 +105,9 @@ def cluster_2d(points: np.ndarray, *, normalization: str, epochs: int = 10, seed
 
 
 @torch.no_grad()
-def density_batch_means(module: training.NMMModule, points: np.ndarray, *, batch_size: int = 128, seed: int = 0) -> np.ndarray:
+def density_batch_means(
+    module: training.NMMModule, points: np.ndarray, *, batch_size: int = 128, seed: int = 0
+) -> np.ndarray:
     """Table 4.1: mean of ``sigmoid(a*/gamma)`` over random 128-sample batches, per cluster,
     normalised as the run was trained: batch statistics, running statistics, or raw scores."""
     rng = np.random.default_rng(seed)
@@ -111,7 +124,9 @@ def density_batch_means(module: training.NMMModule, points: np.ndarray, *, batch
     return torch.stack(means).mean(dim=0).numpy()
 
 
-def run_study(data_dir=None, *, seed: int = 0, epochs: int = 10, cnn_epochs: int = 2, progress: bool = True) -> Study2DResult:
+def run_study(
+    data_dir=None, *, seed: int = 0, epochs: int = 10, cnn_epochs: int = 2, progress: bool = True
+) -> Study2DResult:
     try:
         points, labels = mnist_bottleneck_points(data_dir, epochs=cnn_epochs, seed=seed, progress=progress)
         source = "MNIST bottleneck (sec. 4.5.1)"
@@ -160,7 +175,12 @@ def plot_contours(result: Study2DResult, path: str | Path) -> Path:
         for col, cluster in enumerate(SHOWN_CLUSTERS):
             mean = result.runs[normalization]["density_means"][cluster]
             contour = draw_density(
-                axes[row, col], grid_x, grid_y, density[:, col], points[subsample], levels=levels,
+                axes[row, col],
+                grid_x,
+                grid_y,
+                density[:, col],
+                points[subsample],
+                levels=levels,
                 title=f"cluster {cluster + 1}  (batch mean of h: {mean:.3f})",
             )
         axes[row, 0].annotate(title, xy=(0, 1.12), xycoords="axes fraction", fontsize=11, fontweight="bold")
@@ -176,12 +196,22 @@ def plot_contours(result: Study2DResult, path: str | Path) -> Path:
 def format_table(result: Study2DResult) -> str:
     """Table 4.1 beside the thesis' numbers, plus ACC/NMI of each run."""
     lines = [f"2-D study on {result.source}, {len(result.points)} points", ""]
-    lines.append(f"{'run':<22}" + "".join(f"{'cluster ' + str(c + 1):>12}" for c in SHOWN_CLUSTERS) + f"{'all K: min-max':>18}{'ACC':>8}{'NMI':>8}{'used':>6}")
-    for normalization, label in (("batch", "normalized (batch)"), ("running", "normalized (running)"), ("none", "un-normalized")):
+    lines.append(
+        f"{'run':<22}"
+        + "".join(f"{'cluster ' + str(c + 1):>12}" for c in SHOWN_CLUSTERS)
+        + f"{'all K: min-max':>18}{'ACC':>8}{'NMI':>8}{'used':>6}"
+    )
+    for normalization, label in (
+        ("batch", "normalized (batch)"),
+        ("running", "normalized (running)"),
+        ("none", "un-normalized"),
+    ):
         run = result.runs[normalization]
         means = run["density_means"]
         cells = "".join(f"{means[c]:>12.3f}" for c in SHOWN_CLUSTERS)
-        lines.append(f"{label:<22}{cells}{f'{means.min():.3f}-{means.max():.3f}':>18}{run['scores']['acc']:>8.3f}{run['scores']['nmi']:>8.3f}{run['clusters_used']:>6}")
+        lines.append(
+            f"{label:<22}{cells}{f'{means.min():.3f}-{means.max():.3f}':>18}{run['scores']['acc']:>8.3f}{run['scores']['nmi']:>8.3f}{run['clusters_used']:>6}"
+        )
     for key, label in (("normalized", "thesis, normalized"), ("none", "thesis, un-normalized")):
         lines.append(f"{label:<22}" + "".join(f"{v:>12.3f}" for v in THESIS_TABLE_4_1[key]))
     return "\n".join(lines)

@@ -33,8 +33,11 @@ from routemix.errors import RoutemixError
 
 SHAPES = {"mnist": (1, 28, 28), "cifar": (3, 32, 32)}
 PIPELINES = ("batched", "tensor", "pil")
-LABELS = {"batched": "batched, kornia on the device", "tensor": "per image, v2 on uint8 tensors",
-          "pil": "per image, v2 on PIL images"}
+LABELS = {
+    "batched": "batched, kornia on the device",
+    "tensor": "per image, v2 on uint8 tensors",
+    "pil": "per image, v2 on PIL images",
+}
 
 
 @dataclass
@@ -82,7 +85,9 @@ def _pipeline(pipeline: str, images: torch.Tensor, batch: int, workers: int, dev
         return loader, lambda b: augment(b[0].to(device, non_blocking=True))
     if pipeline in ("tensor", "pil"):
         dataset = PerImageAugmented(images, per_image_augmentation(channels, (height, width)), pil=pipeline == "pil")
-        loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers, pin_memory=pin)
+        loader = DataLoader(
+            dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers, pin_memory=pin
+        )
         return loader, lambda b: b.to(device, non_blocking=True)
     raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
 
@@ -101,8 +106,16 @@ def _time_block(loader: DataLoader, consume, steps: int, device: torch.device) -
     return seconds
 
 
-def run(shapes=("mnist", "cifar"), workers=(0, 1, 2), *, batch: int = 128, steps: int = 5, repeats: int = 3,
-        device: str = "cpu", progress: bool = True) -> list[PipelineTiming]:
+def run(
+    shapes=("mnist", "cifar"),
+    workers=(0, 1, 2),
+    *,
+    batch: int = 128,
+    steps: int = 5,
+    repeats: int = 3,
+    device: str = "cpu",
+    progress: bool = True,
+) -> list[PipelineTiming]:
     """Images/second of the batched and the per-image pipelines (module docstring), interleaved."""
     from tqdm.auto import tqdm
 
@@ -146,6 +159,8 @@ def format_table(rows: list[PipelineTiming]) -> str:
     for r in rows:
         shape = "x".join(map(str, SHAPES[r.shape]))
         relative = r.images_per_second / batched[r.shape].images_per_second
-        lines.append(f"| {r.shape} {shape} | {LABELS[r.pipeline]} | {r.workers} | {r.batch} | {1e3 * r.seconds:.1f} | "
-                     f"{r.images_per_second:.0f} | {relative:.2f}x |")
+        lines.append(
+            f"| {r.shape} {shape} | {LABELS[r.pipeline]} | {r.workers} | {r.batch} | {1e3 * r.seconds:.1f} | "
+            f"{r.images_per_second:.0f} | {relative:.2f}x |"
+        )
     return "\n".join(lines)

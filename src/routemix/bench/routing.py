@@ -23,7 +23,16 @@ import numpy as np
 
 from routemix.published import published_table
 
-MODELS = ("basecnn", "widecnn", "deepcnn", "basecnn_2", "basecnn_2cp", "basecnn_2cc", "crossstitch_basecnn_2", "sebasecnn")
+MODELS = (
+    "basecnn",
+    "widecnn",
+    "deepcnn",
+    "basecnn_2",
+    "basecnn_2cp",
+    "basecnn_2cc",
+    "crossstitch_basecnn_2",
+    "sebasecnn",
+)
 NETWORK_NAMES = {"basecnn_2": "BaseCNN-2"}  # rows the thesis does not print
 # The thesis' claim this benchmark checks: BaseCNN-2-CC beats each of these (Table 3.2, sec. 3.4.1).
 CLAIM = ("widecnn", "basecnn_2", "crossstitch_basecnn_2")
@@ -35,9 +44,20 @@ def milestones_for(epochs: int) -> list[int]:
     return [p for p in points if p < epochs] or []
 
 
-def train_one(model_name: str, seed: int, *, data_dir: str | None, epochs: int, train_images: int,
-              test_images: int | None = None, progress: bool = False, gate_reg: str = "none",
-              gate_weight: float = 0.01, gate_samples: int = 0, model_options: dict | None = None) -> dict:
+def train_one(
+    model_name: str,
+    seed: int,
+    *,
+    data_dir: str | None,
+    epochs: int,
+    train_images: int,
+    test_images: int | None = None,
+    progress: bool = False,
+    gate_reg: str = "none",
+    gate_weight: float = 0.01,
+    gate_samples: int = 0,
+    model_options: dict | None = None,
+) -> dict:
     """Train one network with one seed; its test error, wall time, mean gates and gate statistics.
 
     ``gate_reg`` / ``gate_weight`` add a gate regulariser (``local``, ``global`` or ``balance``:
@@ -53,21 +73,35 @@ def train_one(model_name: str, seed: int, *, data_dir: str | None, epochs: int, 
     from routemix.train.evaluate import build_classifier, evaluate_model
     from routemix.train.supervised import ClassifierModule
 
-    data = ClassificationDataModule("fashion_mnist", data_dir=data_dir, batch_size=128, limit=train_images,
-                                    limit_test=test_images, seed=seed)
+    data = ClassificationDataModule(
+        "fashion_mnist", data_dir=data_dir, batch_size=128, limit=train_images, limit_test=test_images, seed=seed
+    )
     data.setup("fit")
     L.seed_everything(seed, workers=True, verbose=False)
     model = build_classifier(model_name, num_classes=10, in_channels=1, input_size=32, **(model_options or {}))
     regularizer = gate_regularizer(model, gate_reg)
-    module = ClassifierModule(model, lr=0.1, momentum=0.9, milestones=milestones_for(epochs),
-                              gate_regularizer=regularizer, gate_weight=gate_weight)
+    module = ClassifierModule(
+        model,
+        lr=0.1,
+        momentum=0.9,
+        milestones=milestones_for(epochs),
+        gate_regularizer=regularizer,
+        gate_weight=gate_weight,
+    )
     trainer = make_trainer(max_epochs=epochs, progress=progress, accelerator="cpu", val_every_n_epochs=epochs + 1)
     start = time.perf_counter()
     trainer.fit(module, datamodule=data)
     seconds = time.perf_counter() - start
     result = evaluate_model(model, data)
-    row = {"model": model_name, "seed": seed, "error": 100 * result.top1_error, "seconds": seconds,
-           "epochs": epochs, "train_images": train_images, "gates": result.gates}
+    row = {
+        "model": model_name,
+        "seed": seed,
+        "error": 100 * result.top1_error,
+        "seconds": seconds,
+        "epochs": epochs,
+        "train_images": train_images,
+        "gates": result.gates,
+    }
     if gate_reg != "none" or gate_samples:
         row.update(gate_reg=gate_reg, gate_weight=gate_weight, gate_stats=result.gate_stats)
     if gate_samples:
@@ -93,8 +127,17 @@ def _test_gates(model, data, count: int) -> dict[str, list]:
     return {name: g.tolist() for name, g in gates.items()}
 
 
-def run(*, data_dir: str | None, seeds=(0, 1, 2), models=MODELS, epochs: int = 4, train_images: int = 10_000,
-        test_images: int | None = None, out: str | None = None, progress: bool = True) -> list[dict]:
+def run(
+    *,
+    data_dir: str | None,
+    seeds=(0, 1, 2),
+    models=MODELS,
+    epochs: int = 4,
+    train_images: int = 10_000,
+    test_images: int | None = None,
+    out: str | None = None,
+    progress: bool = True,
+) -> list[dict]:
     """Every (model, seed) not yet in ``out``; returns all results, old and new."""
     from tqdm.auto import tqdm
 
@@ -103,13 +146,15 @@ def run(*, data_dir: str | None, seeds=(0, 1, 2), models=MODELS, epochs: int = 4
     done: list[dict] = []
     path = Path(out) if out else None
     if path is not None and path.is_file():
-        done = [r for r in json.loads(path.read_text())
-                if r["epochs"] == epochs and r["train_images"] == train_images]
+        done = [r for r in json.loads(path.read_text()) if r["epochs"] == epochs and r["train_images"] == train_images]
     have = {(r["model"], r["seed"]) for r in done}
     jobs = [(m, s) for s in seeds for m in models if (m, s) not in have]  # seed-major: every model early
     for model_name, seed in tqdm(jobs, desc="routing", disable=not progress):
-        done.append(train_one(model_name, seed, data_dir=data_dir, epochs=epochs, train_images=train_images,
-                              test_images=test_images))
+        done.append(
+            train_one(
+                model_name, seed, data_dir=data_dir, epochs=epochs, train_images=train_images, test_images=test_images
+            )
+        )
         if path is not None:
             write_json(path, done)
     return [r for r in done if r["model"] in models and r["seed"] in seeds]
@@ -125,11 +170,18 @@ def summarize(results: list[dict], models=MODELS) -> list[dict]:
             continue
         seconds = [r["seconds"] for r in results if r["model"] == name]
         row = thesis.get(name, {})  # Table 3.2 has no BaseCNN-2 row (only BaseCNN-3, 9.41%)
-        rows.append({
-            "model": name, "network": row.get("network", NETWORK_NAMES.get(name, name)), "seeds": len(errors),
-            "error": float(np.mean(errors)), "error_std": float(np.std(errors)), "errors": errors,
-            "seconds": float(np.mean(seconds)), "thesis_error": row.get("error_200"),
-        })
+        rows.append(
+            {
+                "model": name,
+                "network": row.get("network", NETWORK_NAMES.get(name, name)),
+                "seeds": len(errors),
+                "error": float(np.mean(errors)),
+                "error_std": float(np.std(errors)),
+                "errors": errors,
+                "seconds": float(np.mean(seconds)),
+                "thesis_error": row.get("error_200"),
+            }
+        )
     return rows
 
 
@@ -146,8 +198,10 @@ def format_table(rows: list[dict]) -> str:
     rank = {r["model"]: i + 1 for i, r in enumerate(ours)}
     printed = sorted((r for r in rows if r["thesis_error"] is not None), key=lambda r: r["thesis_error"])
     thesis_rank = {r["model"]: i + 1 for i, r in enumerate(printed)}
-    lines = ["| network | Fashion-MNIST error % (mean ± std) | per seed | rank | thesis CIFAR-10 % | thesis rank | s/run |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| network | Fashion-MNIST error % (mean ± std) | per seed | rank | thesis CIFAR-10 % | thesis rank | s/run |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {r['network']} | {r['error']:.2f} ± {r['error_std']:.2f} | {', '.join(f'{e:.2f}' for e in r['errors'])} | "

@@ -57,9 +57,20 @@ def model_for(variant: str, paths: int, k: int) -> str:
     return VARIANTS[variant][0].format(P=paths, k=k)
 
 
-def run(*, data_dir: str | None, paths: int = 4, k: int = 1, seeds=(0, 1), variants=DEFAULT_VARIANTS, epochs: int = 4,
-        train_images: int = 10_000, test_images: int | None = None, weight: float = 0.01, out: str | None = None,
-        progress: bool = True) -> list[dict]:
+def run(
+    *,
+    data_dir: str | None,
+    paths: int = 4,
+    k: int = 1,
+    seeds=(0, 1),
+    variants=DEFAULT_VARIANTS,
+    epochs: int = 4,
+    train_images: int = 10_000,
+    test_images: int | None = None,
+    weight: float = 0.01,
+    out: str | None = None,
+    progress: bool = True,
+) -> list[dict]:
     """Train every (variant, seed) not yet in ``out`` (a rerun continues); returns the matching results."""
     from tqdm.auto import tqdm
 
@@ -74,8 +85,14 @@ def run(*, data_dir: str | None, paths: int = 4, k: int = 1, seeds=(0, 1), varia
 
     for variant in variants:  # before any training: an impossible P or k is a refusal, not a failure at the first job
         model_spec(model_for(variant, paths, k))
-    setting = {"paths": paths, "k": k, "epochs": epochs, "train_images": train_images, "gate_weight": weight,
-               "sparse_form": SPARSE_FORM}
+    setting = {
+        "paths": paths,
+        "k": k,
+        "epochs": epochs,
+        "train_images": train_images,
+        "gate_weight": weight,
+        "sparse_form": SPARSE_FORM,
+    }
     path = Path(out) if out else None
     done = json.loads(path.read_text()) if path is not None and path.is_file() else []
     same = [r for r in done if all(r.get(key) == value for key, value in setting.items())]
@@ -83,13 +100,24 @@ def run(*, data_dir: str | None, paths: int = 4, k: int = 1, seeds=(0, 1), varia
     jobs = [(v, s) for s in seeds for v in variants if (v, s) not in have]
     for variant, seed in tqdm(jobs, desc="sparse", disable=not progress):
         model_name, (_, gate_reg, options) = model_for(variant, paths, k), VARIANTS[variant]
-        row = train_one(model_name, seed, data_dir=data_dir, epochs=epochs, train_images=train_images,
-                        test_images=test_images, gate_reg=gate_reg, gate_weight=weight, gate_samples=USAGE_IMAGES,
-                        model_options=options)
+        row = train_one(
+            model_name,
+            seed,
+            data_dir=data_dir,
+            epochs=epochs,
+            train_images=train_images,
+            test_images=test_images,
+            gate_reg=gate_reg,
+            gate_weight=weight,
+            gate_samples=USAGE_IMAGES,
+            model_options=options,
+        )
         samples = row.pop("gate_samples")
         row.pop("gates", None)  # mean gates per router: the usage below says more
         sparse = model_spec(model_name).family == "sparse-basecnn"
-        usage = path_usage({name: torch.tensor(g) for name, g in samples.items()}, {name: k for name in samples} if sparse else None)
+        usage = path_usage(
+            {name: torch.tensor(g) for name, g in samples.items()}, {name: k for name in samples} if sparse else None
+        )
         row.update(setting, variant=variant, usage=usage)
         done.append(row)
         same.append(row)
@@ -115,10 +143,14 @@ def time_steps(model_names: list[str], *, batch: int = 128, steps: int = 3, repe
 
     torch.manual_seed(0)
     models = {name: create_model(name, num_classes=10, in_channels=1) for name in model_names}
-    info = {name: {"parameters": count_parameters(m), "conv_mflops": conv_flops_per_image(m) / 1e6} for name, m in models.items()}
+    info = {
+        name: {"parameters": count_parameters(m), "conv_mflops": conv_flops_per_image(m) / 1e6}
+        for name, m in models.items()
+    }
     cpu = torch.device("cpu")
-    seconds = interleaved_median_seconds({name: fixed_batch_step(m, batch, cpu, (1, 32, 32)) for name, m in models.items()},
-                                         steps=steps, repeats=repeats)
+    seconds = interleaved_median_seconds(
+        {name: fixed_batch_step(m, batch, cpu, (1, 32, 32)) for name, m in models.items()}, steps=steps, repeats=repeats
+    )
     for name in model_names:
         info[name]["step_ms"] = 1000 * seconds[name]
     return info
@@ -133,11 +165,17 @@ def summarize(results: list[dict], timings: dict[str, dict] | None = None) -> li
             continue
         usage = [u for r in runs for u in r["usage"]]
         sparse = usage[0]["sparse"]
-        row = {"variant": variant, "model": runs[0]["model"], "seeds": len(runs),
-               "error": float(np.mean([r["error"] for r in runs])), "error_std": float(np.std([r["error"] for r in runs])),
-               "errors": [r["error"] for r in runs], "train_seconds": float(np.mean([r["seconds"] for r in runs])),
-               "peak_load": float(np.mean([u["peak"] for u in usage])) if sparse else None,
-               "paths_used": float(np.mean([u["used"] for u in usage])) if sparse else None}
+        row = {
+            "variant": variant,
+            "model": runs[0]["model"],
+            "seeds": len(runs),
+            "error": float(np.mean([r["error"] for r in runs])),
+            "error_std": float(np.std([r["error"] for r in runs])),
+            "errors": [r["error"] for r in runs],
+            "train_seconds": float(np.mean([r["seconds"] for r in runs])),
+            "peak_load": float(np.mean([u["peak"] for u in usage])) if sparse else None,
+            "paths_used": float(np.mean([u["used"] for u in usage])) if sparse else None,
+        }
         if timings and row["model"] in timings:
             row.update(timings[row["model"]])
         rows.append(row)
@@ -146,14 +184,30 @@ def summarize(results: list[dict], timings: dict[str, dict] | None = None) -> li
 
 def format_table(rows: list[dict], paths: int) -> str:
     soft = next((r for r in rows if r["variant"] == "soft" and "step_ms" in r), None)
-    lines = ["| variant | model | test error % (mean ± std) | per seed | busiest path's share × P | paths used "
-             f"(of {paths}) | params | conv MFLOPs/image | step ms (batch 128) | step time / soft | s/run |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| variant | model | test error % (mean ± std) | per seed | busiest path's share × P | paths used "
+        f"(of {paths}) | params | conv MFLOPs/image | step ms (batch 128) | step time / soft | s/run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        usage = (f"{r['peak_load']:.2f}", f"{r['paths_used']:.1f}") if r["peak_load"] is not None else ("all compute", "all")
-        timing = (f"{r['parameters'] / 1e6:.2f}M", f"{r['conv_mflops']:.1f}", f"{r['step_ms']:.0f}",
-                  f"{r['step_ms'] / soft['step_ms']:.2f}" if soft else "-") if "step_ms" in r else ("-",) * 4
-        lines.append(f"| {r['variant']} | {r['model']} | {r['error']:.2f} ± {r['error_std']:.2f} | "
-                     f"{', '.join(f'{e:.2f}' for e in r['errors'])} | {usage[0]} | {usage[1]} | "
-                     f"{' | '.join(timing)} | {r['train_seconds']:.0f} |")
+        usage = (
+            (f"{r['peak_load']:.2f}", f"{r['paths_used']:.1f}")
+            if r["peak_load"] is not None
+            else ("all compute", "all")
+        )
+        timing = (
+            (
+                f"{r['parameters'] / 1e6:.2f}M",
+                f"{r['conv_mflops']:.1f}",
+                f"{r['step_ms']:.0f}",
+                f"{r['step_ms'] / soft['step_ms']:.2f}" if soft else "-",
+            )
+            if "step_ms" in r
+            else ("-",) * 4
+        )
+        lines.append(
+            f"| {r['variant']} | {r['model']} | {r['error']:.2f} ± {r['error_std']:.2f} | "
+            f"{', '.join(f'{e:.2f}' for e in r['errors'])} | {usage[0]} | {usage[1]} | "
+            f"{' | '.join(timing)} | {r['train_seconds']:.0f} |"
+        )
     return "\n".join(lines)

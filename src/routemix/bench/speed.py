@@ -110,7 +110,8 @@ class NaiveGates(nn.Module):
         gate = router.gate
         hidden, channels = gate.squeeze.weight.shape[1:]
         self.nets = nn.ModuleList(
-            nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, gate.num_out)) for _ in range(gate.num_in)
+            nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, gate.num_out))
+            for _ in range(gate.num_in)
         )
         self.num_out = gate.num_out
 
@@ -226,18 +227,25 @@ def fixed_batch_step(model: nn.Module, batch: int, device: torch.device, shape: 
     return step
 
 
-def time_variants(base: str, num_paths: int, *, steps: int = 5, repeats: int = 3, device: str = "cpu",
-                  batch: int | None = None) -> list[Timing]:
+def time_variants(
+    base: str, num_paths: int, *, steps: int = 5, repeats: int = 3, device: str = "cpu", batch: int | None = None
+) -> list[Timing]:
     """Median step time of the four variants, interleaved round-robin."""
     torch.manual_seed(0)
     dev = torch.device(device)
     batch = batch or BASES[base]
     models = {v: build_variant(base, v, num_paths) for v in VARIANTS}
-    seconds = interleaved_median_seconds({v: fixed_batch_step(m, batch, dev) for v, m in models.items()}, steps=steps, repeats=repeats)
-    return [Timing(base, num_paths, v, batch, count_parameters(models[v]), seconds[v], batch / seconds[v]) for v in VARIANTS]
+    seconds = interleaved_median_seconds(
+        {v: fixed_batch_step(m, batch, dev) for v, m in models.items()}, steps=steps, repeats=repeats
+    )
+    return [
+        Timing(base, num_paths, v, batch, count_parameters(models[v]), seconds[v], batch / seconds[v]) for v in VARIANTS
+    ]
 
 
-def interleaved_median_seconds(steps_of: dict[str, Callable[[], None]], *, steps: int, repeats: int) -> dict[str, float]:
+def interleaved_median_seconds(
+    steps_of: dict[str, Callable[[], None]], *, steps: int, repeats: int
+) -> dict[str, float]:
     """Median seconds per call of each function: one warm-up call each (allocator, kernels, lazy
     init), then ``repeats`` rounds that time ``steps`` calls of every function in turn, so that a
     slow spell of a noisy machine hits all of them alike."""
@@ -270,8 +278,9 @@ def _rss_growth_mb(build: Callable[[], nn.Module], batch: int, shape: tuple[int,
     return status("VmHWM") - start
 
 
-def training_peak_mb(build: Callable[[], nn.Module], batch: int, *, shape: tuple[int, ...] = (3, 32, 32),
-                     device: str = "cpu") -> float | None:
+def training_peak_mb(
+    build: Callable[[], nn.Module], batch: int, *, shape: tuple[int, ...] = (3, 32, 32), device: str = "cpu"
+) -> float | None:
     """Peak memory (MB) of building ``build()`` and training it for two steps; None where unmeasurable.
 
     CUDA: the allocator's peak above what was allocated before. CPU: the resident-set growth of a
@@ -293,13 +302,26 @@ def training_peak_mb(build: Callable[[], nn.Module], batch: int, *, shape: tuple
         return pool.apply(_rss_growth_mb, (build, batch, shape))
 
 
-def peak_memory_mb(base: str, variant: str, num_paths: int, *, device: str = "cpu", batch: int | None = None) -> float | None:
+def peak_memory_mb(
+    base: str, variant: str, num_paths: int, *, device: str = "cpu", batch: int | None = None
+) -> float | None:
     """Peak memory of one training step of one variant (see the module docstring); None where unmeasurable."""
-    return training_peak_mb(functools.partial(build_variant, base, variant, num_paths), batch or BASES[base], device=device)
+    return training_peak_mb(
+        functools.partial(build_variant, base, variant, num_paths), batch or BASES[base], device=device
+    )
 
 
-def run(bases=("basecnn", "resnet20"), paths=(2, 3, 4), *, steps: int = 5, repeats: int = 3, batch: int | None = None,
-        device: str = "cpu", memory: bool = True, progress: bool = True) -> list[Timing]:
+def run(
+    bases=("basecnn", "resnet20"),
+    paths=(2, 3, 4),
+    *,
+    steps: int = 5,
+    repeats: int = 3,
+    batch: int | None = None,
+    device: str = "cpu",
+    memory: bool = True,
+    progress: bool = True,
+) -> list[Timing]:
     from tqdm.auto import tqdm
 
     unknown = [b for b in bases if b not in BASES]
@@ -408,18 +430,26 @@ class Throughput:
 class _TrainingLoop:
     """One model's training loop over a DataLoader of synthetic in-memory images, timed by part."""
 
-    def __init__(self, name: str, shape: tuple[int, ...], batch: int, steps: int, workers: int, device: torch.device) -> None:
+    def __init__(
+        self, name: str, shape: tuple[int, ...], batch: int, steps: int, workers: int, device: torch.device
+    ) -> None:
         from routemix.data.classification import ClassificationDataModule
 
         self.device = device
         images = torch.randint(0, 256, (batch * (steps + 1), *shape), dtype=torch.uint8)
         labels = torch.randint(0, 10, (len(images),))
-        self.data = ClassificationDataModule.from_tensors((images, labels), (images[:batch], labels[:batch]),
-                                                          num_classes=10, batch_size=batch)
+        self.data = ClassificationDataModule.from_tensors(
+            (images, labels), (images[:batch], labels[:batch]), num_classes=10, batch_size=batch
+        )
         loader = self.data.train_dataloader()  # the library's loader: whole batches indexed at once
         if workers:
-            loader = DataLoader(loader.dataset, sampler=loader.sampler, batch_size=None, num_workers=workers,
-                                pin_memory=device.type == "cuda")
+            loader = DataLoader(
+                loader.dataset,
+                sampler=loader.sampler,
+                batch_size=None,
+                num_workers=workers,
+                pin_memory=device.type == "cuda",
+            )
         self.loader = loader
         self.model = create_model(name, num_classes=10)  # built for its default input, ``shape``
         self.train = _sgd_step(self.model, device)
@@ -456,8 +486,18 @@ def _image_model_info(name: str):
     return info
 
 
-def run_throughput(models=THESIS_NETWORKS, *, batch: int = 128, steps: int = 5, repeats: int = 3, workers: int = 0,
-                   device: str = "cpu", peak_size: int = 4096, memory: bool = True, progress: bool = True) -> list[Throughput]:
+def run_throughput(
+    models=THESIS_NETWORKS,
+    *,
+    batch: int = 128,
+    steps: int = 5,
+    repeats: int = 3,
+    workers: int = 0,
+    device: str = "cpu",
+    peak_size: int = 4096,
+    memory: bool = True,
+    progress: bool = True,
+) -> list[Throughput]:
     """Throughput, data-loading share, peak memory and arithmetic utilisation of each model (module docstring).
 
     The models' timing blocks and the matmul peak are interleaved round-robin over ``repeats``.
@@ -472,7 +512,9 @@ def run_throughput(models=THESIS_NETWORKS, *, batch: int = 128, steps: int = 5, 
     infos = {name: _image_model_info(name) for name in models}  # every name checked before anything runs
     dev = torch.device(device)
     torch.manual_seed(0)
-    loops = {name: _TrainingLoop(name, info.spec.input_shape, batch, steps, workers, dev) for name, info in infos.items()}
+    loops = {
+        name: _TrainingLoop(name, info.spec.input_shape, batch, steps, workers, dev) for name, info in infos.items()
+    }
     samples: dict[str, list[list[tuple[float, float, float]]]] = {name: [] for name in loops}
     peaks = []
     with tqdm(total=repeats * len(loops), desc="throughput", disable=not progress) as bar:
@@ -491,9 +533,21 @@ def run_throughput(models=THESIS_NETWORKS, *, batch: int = 128, steps: int = 5, 
         total = loading + inputs + stepping
         images_per_second = batch / step_seconds
         row = Throughput(
-            name, str(dev), batch, workers, count_parameters(loop.model), info.spec.input_shape, info.multiply_adds,
-            training_flops(info.multiply_adds), step_seconds, images_per_second, batch / iteration_seconds,
-            loading / total, inputs / total, peak, arithmetic_utilisation(info.multiply_adds, images_per_second, peak),
+            name,
+            str(dev),
+            batch,
+            workers,
+            count_parameters(loop.model),
+            info.spec.input_shape,
+            info.multiply_adds,
+            training_flops(info.multiply_adds),
+            step_seconds,
+            images_per_second,
+            batch / iteration_seconds,
+            loading / total,
+            inputs / total,
+            peak,
+            arithmetic_utilisation(info.multiply_adds, images_per_second, peak),
         )
         del loop
         if memory:

@@ -111,8 +111,14 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
         from routemix.train.common import accelerator_for
 
         loader = training.make_loader(data, batch_size=min(self.batch_size, len(data)), shuffle=True, seed=seed)
-        trainer = training.fit(module, loader, max_epochs=epochs or self.max_iter, progress=bool(self.verbose),
-                               accelerator=accelerator_for(self.device), **fit_options)
+        trainer = training.fit(
+            module,
+            loader,
+            max_epochs=epochs or self.max_iter,
+            progress=bool(self.verbose),
+            accelerator=accelerator_for(self.device),
+            **fit_options,
+        )
         module.cpu().eval()
         return int(trainer.current_epoch)
 
@@ -247,8 +253,16 @@ def thesis_network(n_clusters: int, *, image_shape=None, n_features: int | None 
     from routemix.models.clusternets import clustering_network
 
     if image_shape is None:
-        return clustering_network(n_clusters, n_features=n_features, hidden_sizes=hidden_layer_sizes), nn.Identity(), None
+        return (
+            clustering_network(n_clusters, n_features=n_features, hidden_sizes=hidden_layer_sizes),
+            nn.Identity(),
+            None,
+        )
     channels, height, width = image_shape
     if height != width:
         raise ValueError(f"the thesis networks take square images; got image_shape={tuple(image_shape)}.")
-    return clustering_network(n_clusters, image_side=height), SobelInput(), image_augmentation(channels, (height, width))
+    return (
+        clustering_network(n_clusters, image_side=height),
+        SobelInput(),
+        image_augmentation(channels, (height, width)),
+    )

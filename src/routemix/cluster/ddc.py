@@ -134,7 +134,9 @@ class DDCClustering(DeepClusterer):
     def _build_module(self, input_shape: tuple[int, ...]) -> ddc_training.DDCModule:
         """An untrained DDC for samples of ``input_shape``: ``(C, H, W)`` or ``(D,)``."""
         if len(input_shape) == 3:
-            network = create_model("ddc_lenet", num_classes=self.n_clusters, in_channels=input_shape[0], input_size=tuple(input_shape[1:]))
+            network = create_model(
+                "ddc_lenet", num_classes=self.n_clusters, in_channels=input_shape[0], input_size=tuple(input_shape[1:])
+            )
         else:
             network = create_model("ddc_mlp", num_classes=self.n_clusters, in_features=input_shape[0])
         lr = LEARNING_RATE if self.learning_rate is None else self.learning_rate
@@ -172,8 +174,10 @@ class DDCClustering(DeepClusterer):
     def _predict_proba_data(self, data: torch.Tensor) -> np.ndarray:
         if len(self.voters_) == 1:
             return ddc_training.predict_proba(self.module_, data)
-        aligned = np.stack([
-            permutation[ddc_training.predict_proba(module, data).argmax(axis=1)]
-            for module, permutation in zip(self.voters_, self.voter_permutations_)
-        ])
+        aligned = np.stack(
+            [
+                permutation[ddc_training.predict_proba(module, data).argmax(axis=1)]
+                for module, permutation in zip(self.voters_, self.voter_permutations_)
+            ]
+        )
         return np.eye(self.n_clusters)[majority_vote(aligned, self.n_clusters)]

@@ -195,7 +195,9 @@ class EDGaMClustering(DeepClusterer):
 
     def _uses_conv(self) -> bool:
         if self.architecture == "conv" and self.image_shape is None:
-            raise ValueError("architecture='conv' needs images: pass image_shape=(C, H, W), or use architecture='dense'.")
+            raise ValueError(
+                "architecture='conv' needs images: pass image_shape=(C, H, W), or use architecture='dense'."
+            )
         return self.architecture == "conv" or (self.architecture == "auto" and self.image_shape is not None)
 
     def _network_input(self, data: torch.Tensor) -> torch.Tensor:
@@ -210,22 +212,41 @@ class EDGaMClustering(DeepClusterer):
             autoencoder = ConvAutoencoder(tuple(input_shape), self.embedding_dim)
         else:
             autoencoder = DenseAutoencoder(
-                int(np.prod(input_shape)), self.embedding_dim, hidden_sizes=hidden_widths(self.hidden_layer_sizes), input_dropout=self.input_dropout,
-                output_activation="linear" if self.image_shape is None and self.input_scaling == "standard" else "sigmoid",
+                int(np.prod(input_shape)),
+                self.embedding_dim,
+                hidden_sizes=hidden_widths(self.hidden_layer_sizes),
+                input_dropout=self.input_dropout,
+                output_activation="linear"
+                if self.image_shape is None and self.input_scaling == "standard"
+                else "sigmoid",
             )
-        mixture = UnfoldedGaussianMixture(self.n_clusters, self.embedding_dim, n_layers=self.n_layers,
-                                          beta_init=self.beta_init, moment_update=self.moment_update)
-        loss = EDGaMLoss(cluster_weight=self.cluster_weight, correction_weight=self.correction_weight,
-                         entropy_weight=self.entropy_weight, delta=self.delta, reconstruction=self.reconstruction,
-                         responsibilities=self.cluster_responsibilities)
+        mixture = UnfoldedGaussianMixture(
+            self.n_clusters,
+            self.embedding_dim,
+            n_layers=self.n_layers,
+            beta_init=self.beta_init,
+            moment_update=self.moment_update,
+        )
+        loss = EDGaMLoss(
+            cluster_weight=self.cluster_weight,
+            correction_weight=self.correction_weight,
+            entropy_weight=self.entropy_weight,
+            delta=self.delta,
+            reconstruction=self.reconstruction,
+            responsibilities=self.cluster_responsibilities,
+        )
         return edgam.EDGaMModule(autoencoder, mixture, loss, lr=self.learning_rate)
 
     def _fit_data(self, data: torch.Tensor, seed: int) -> None:
         data = self._network_input(data)
         module = self._build_module(tuple(data.shape[1:]))
         if self.pretrain_epochs:
-            pretraining = AutoencoderModule(module.autoencoder, lr=self.learning_rate,
-                                            reconstruction=self.reconstruction, n_clusters=self.n_clusters)
+            pretraining = AutoencoderModule(
+                module.autoencoder,
+                lr=self.learning_rate,
+                reconstruction=self.reconstruction,
+                n_clusters=self.n_clusters,
+            )
             self._train(pretraining, data, seed=seed, epochs=self.pretrain_epochs)
             pretraining.train()  # (joint training starts from the modes Lightning finds)
             edgam.pass_embedding_through_(module.fusion)

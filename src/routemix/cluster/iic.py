@@ -76,7 +76,10 @@ class IICClustering(DeepClusterer):
 
     def _build_module(self, n_features: int | None) -> IICModule:
         network, preprocess, augment = thesis_network(
-            self.n_clusters, image_shape=self.image_shape, n_features=n_features, hidden_layer_sizes=self.hidden_layer_sizes,
+            self.n_clusters,
+            image_shape=self.image_shape,
+            n_features=n_features,
+            hidden_layer_sizes=self.hidden_layer_sizes,
         )
         if augment is None:
             augment = tabular_augmentation(self.augmentation, self.augmentation_strength)

@@ -76,7 +76,9 @@ def _check_data(dataset: LoadedDataset, clusters: int) -> None:
     if n < 2:
         raise RoutemixError(f"dataset {dataset.name!r} has a single sample; clustering needs at least 2.")
     if n < clusters:
-        raise RoutemixError(f"dataset {dataset.name!r} has {n} samples, fewer than the {clusters} clusters asked for: use --clusters {n} or fewer.")
+        raise RoutemixError(
+            f"dataset {dataset.name!r} has {n} samples, fewer than the {clusters} clusters asked for: use --clusters {n} or fewer."
+        )
 
 
 def estimator_rows(samples: torch.Tensor) -> np.ndarray:
@@ -101,13 +103,26 @@ def _fit(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
         given = {name: getattr(cfg, name) for name in NMM_OPTIONS if getattr(cfg, name) is not None}
         params.update({ESTIMATOR_NAMES.get(name, name): value for name, value in given.items()})
     estimator = make_estimator(
-        cfg.method, cfg.clusters, n_features=data.shape[1], image_shape=tuple(dataset.data.shape[1:]) if image else None,
-        max_iter=cfg.epochs, random_state=cfg.seed, device=cfg.device, verbose=cfg.progress, **params,
+        cfg.method,
+        cfg.clusters,
+        n_features=data.shape[1],
+        image_shape=tuple(dataset.data.shape[1:]) if image else None,
+        max_iter=cfg.epochs,
+        random_state=cfg.seed,
+        device=cfg.device,
+        verbose=cfg.progress,
+        **params,
     )
     fit_options = {}
     if image and cfg.method == "nmm":
-        fit_options["run"] = TrainingRun(run_dir, resume=cfg.resume, devices=cfg.devices, num_nodes=cfg.num_nodes,
-                                         strategy=cfg.strategy, checkpoint_every=cfg.checkpoint_every)
+        fit_options["run"] = TrainingRun(
+            run_dir,
+            resume=cfg.resume,
+            devices=cfg.devices,
+            num_nodes=cfg.num_nodes,
+            strategy=cfg.strategy,
+            checkpoint_every=cfg.checkpoint_every,
+        )
     # a small network on vectors gains nothing from a second thread, and a busy machine costs
     # threads that wait for each other dearly (routemix.threads); the user's OMP_NUM_THREADS rules
     threads = 1 if not image and "OMP_NUM_THREADS" not in os.environ else torch.get_num_threads()
@@ -128,18 +143,29 @@ def run_cluster_job(cfg: ClusterConfig) -> ClusterResult | None:
     if processes != 1:
         from routemix.train.common import accelerator_for, check_scale_options
 
-        check_scale_options(accelerator=accelerator_for(cfg.device), devices=cfg.devices, num_nodes=cfg.num_nodes,
-                            strategy=cfg.strategy, precision="32")
+        check_scale_options(
+            accelerator=accelerator_for(cfg.device),
+            devices=cfg.devices,
+            num_nodes=cfg.num_nodes,
+            strategy=cfg.strategy,
+            precision="32",
+        )
         if cfg.method != "nmm":
-            raise RoutemixError(f"--method {cfg.method} trains in one process; --devices/--num-nodes above 1 are for --method nmm on image data.")
+            raise RoutemixError(
+                f"--method {cfg.method} trains in one process; --devices/--num-nodes above 1 are for --method nmm on image data."
+            )
         batch_size = cfg.batch_size or estimator_class("nmm")().batch_size
         if batch_size % processes:
-            raise RoutemixError(f"--batch-size {batch_size} is the global batch and must split evenly over the {processes} processes.")
+            raise RoutemixError(
+                f"--batch-size {batch_size} is the global batch and must split evenly over the {processes} processes."
+            )
     if cfg.method != "nmm":
         given = [name for name in NMM_OPTIONS if getattr(cfg, name) is not None]
         if given:
             flags = ", ".join("--em-only" if n == "two_fold" else f"--{n.replace('_', '-')}" for n in given)
-            raise RoutemixError(f"{flags}: options of NMM-EM (--method nmm), which --method {cfg.method} does not take.")
+            raise RoutemixError(
+                f"{flags}: options of NMM-EM (--method nmm), which --method {cfg.method} does not take."
+            )
     dataset = load_data(cfg)
     report_skipped(dataset)
     if cfg.clusters is None:
@@ -150,14 +176,22 @@ def run_cluster_job(cfg: ClusterConfig) -> ClusterResult | None:
     image = dataset.kind == "image"
     nmm_images = image and cfg.method == "nmm"
     if cfg.resume and not nmm_images:
-        raise RoutemixError("--resume continues an NMM-EM image run (the only clustering that keeps checkpoints); drop --resume.")
+        raise RoutemixError(
+            "--resume continues an NMM-EM image run (the only clustering that keeps checkpoints); drop --resume."
+        )
     if processes > 1 and not nmm_images:
-        raise RoutemixError(f"{cfg.dataset} is vector data, which NMM-EM fits in one process; --devices/--num-nodes above 1 are for image data.")
+        raise RoutemixError(
+            f"{cfg.dataset} is vector data, which NMM-EM fits in one process; --devices/--num-nodes above 1 are for image data."
+        )
     if cfg.resume:
         resume_checkpoint(cfg.run_dir)  # corrupt: a clear error before anything is written
         _check_resume_agrees(cfg)
 
-    run_dir = shared_run_dir(cfg.run_dir, f"runs/cluster-{_run_name(cfg.dataset)}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}", processes=processes)
+    run_dir = shared_run_dir(
+        cfg.run_dir,
+        f"runs/cluster-{_run_name(cfg.dataset)}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}",
+        processes=processes,
+    )
     created = not run_dir.exists()
     if launched_as_rank_zero():
         start_run_dir(run_dir, overwrite=cfg.overwrite)
@@ -191,8 +225,14 @@ def load_data(cfg: ClusterConfig, *, data_dir: str | None = None) -> LoadedDatas
     """The samples a run clusters, as its settings describe them (``routemix viz`` reloads a run's
     data with this too); ``data_dir`` replaces the run's own."""
     dataset = load_dataset(
-        cfg.dataset, data_dir=data_dir or cfg.data_dir, download=cfg.download, split=cfg.split,
-        label_column=cfg.label_column, n_samples=cfg.n_samples, random_state=cfg.seed, image_size=cfg.image_size,
+        cfg.dataset,
+        data_dir=data_dir or cfg.data_dir,
+        download=cfg.download,
+        split=cfg.split,
+        label_column=cfg.label_column,
+        n_samples=cfg.n_samples,
+        random_state=cfg.seed,
+        image_size=cfg.image_size,
     )
     if cfg.limit is not None:
         dataset.data = dataset.data[: cfg.limit]
@@ -232,12 +272,19 @@ def _run_name(dataset: str) -> str:
 
 def _check_options(cfg: ClusterConfig) -> None:
     """Every number a flag takes, checked before any data is read or file written."""
+
     def whole(value) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
-    at_least = {"--clusters": (cfg.clusters, 1), "--epochs": (cfg.epochs, 1), "--batch-size": (cfg.batch_size, 1),
-                "--limit": (cfg.limit, 1), "--n-samples": (cfg.n_samples, 1), "--seed": (cfg.seed, 0),
-                "--checkpoint-every": (cfg.checkpoint_every, 0)}
+    at_least = {
+        "--clusters": (cfg.clusters, 1),
+        "--epochs": (cfg.epochs, 1),
+        "--batch-size": (cfg.batch_size, 1),
+        "--limit": (cfg.limit, 1),
+        "--n-samples": (cfg.n_samples, 1),
+        "--seed": (cfg.seed, 0),
+        "--checkpoint-every": (cfg.checkpoint_every, 0),
+    }
     for flag, (value, low) in at_least.items():
         if value is not None and (not whole(value) or value < low):
             raise RoutemixError(f"{flag} takes a whole number of at least {low}, got {value!r}.")
@@ -249,8 +296,22 @@ def _check_options(cfg: ClusterConfig) -> None:
 # What a resumed run may change: the number of epochs and where and how it runs. Every other
 # setting changes what it computes and must agree with the run's config.json (new settings are
 # checked by default).
-_FREE_ON_RESUME = {"epochs", "data_dir", "download", "device", "devices", "num_nodes", "strategy", "checkpoint_every",
-                   "progress", "resume", "overwrite", "run_dir", "kmeans", "command"}
+_FREE_ON_RESUME = {
+    "epochs",
+    "data_dir",
+    "download",
+    "device",
+    "devices",
+    "num_nodes",
+    "strategy",
+    "checkpoint_every",
+    "progress",
+    "resume",
+    "overwrite",
+    "run_dir",
+    "kmeans",
+    "command",
+}
 _RESUME_KEYS = tuple(f.name for f in fields(ClusterConfig) if f.name not in _FREE_ON_RESUME)
 
 

@@ -19,8 +19,15 @@ import numpy as np
 import torch
 
 
-def fit_umap(codes: np.ndarray, *, n_components: int, n_neighbors: int, metric: str = "euclidean",
-             min_dist: float = 0.1, random_state: int = 0):
+def fit_umap(
+    codes: np.ndarray,
+    *,
+    n_components: int,
+    n_neighbors: int,
+    metric: str = "euclidean",
+    min_dist: float = 0.1,
+    random_state: int = 0,
+):
     """Fit UMAP to ``codes`` (N, d): ``(reducer, embedding)``, the embedding as float64 (N, n_components).
 
     umap-learn runs single-threaded with a fixed ``random_state`` (``n_jobs=1`` says so and keeps it
@@ -33,9 +40,13 @@ def fit_umap(codes: np.ndarray, *, n_components: int, n_neighbors: int, metric: 
         raise ValueError(f"UMAP needs at least 3 samples, got {n_samples}.")
     n_components = max(1, int(min(n_components, n_samples - 2)))
     reducer = umap.UMAP(
-        n_neighbors=int(min(n_neighbors, n_samples - 1)), n_components=n_components, metric=metric,
-        min_dist=float(min_dist), random_state=random_state,
-        init="spectral" if n_samples > 4 * n_components + 10 else "random", n_jobs=1,
+        n_neighbors=int(min(n_neighbors, n_samples - 1)),
+        n_components=n_components,
+        metric=metric,
+        min_dist=float(min_dist),
+        random_state=random_state,
+        init="spectral" if n_samples > 4 * n_components + 10 else "random",
+        n_jobs=1,
     )
     threads = torch.get_num_threads()
     try:

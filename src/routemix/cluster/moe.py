@@ -184,7 +184,9 @@ class MoEClustering(DeepClusterer):
                 f"(got n_clusters={self.n_clusters}), or use cluster_finder='gmm' to fix it."
             )
         if self.cluster_finder == "gmm" and self.n_clusters is None:
-            raise ValueError("cluster_finder='gmm' needs n_clusters; pass it, or use cluster_finder='hdbscan' to find it.")
+            raise ValueError(
+                "cluster_finder='gmm' needs n_clusters; pass it, or use cluster_finder='hdbscan' to find it."
+            )
         if self.n_clusters is not None:
             return super()._validate_input(X, reset=True)
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=True)
@@ -217,12 +219,22 @@ class MoEClustering(DeepClusterer):
             raise ValueError("reconstruction='bce' needs values in [0, 1]: pass images with image_shape, or use 'mse'.")
         progress = bool(self.verbose)
         cfg = PretrainConfig(
-            epochs=self.epochs_, batch_size=self.batch_size, learning_rate=self.pretrain_learning_rate,
-            manager_learning_rate=self.manager_learning_rate, latent_dim=self.pretrain_latent_dim,
-            latent_variance=self.latent_variance, expert_latent_variance=self.expert_latent_variance,
-            equal_expert_latent=self.equal_expert_latent, cluster_finder=self.cluster_finder, embedding=self.embedding,
-            n_clusters=self.n_clusters, reconstruction=self.reconstruction_, base_width=self.base_width,
-            augment=self.augmentation, device=self.device, progress=progress,
+            epochs=self.epochs_,
+            batch_size=self.batch_size,
+            learning_rate=self.pretrain_learning_rate,
+            manager_learning_rate=self.manager_learning_rate,
+            latent_dim=self.pretrain_latent_dim,
+            latent_variance=self.latent_variance,
+            expert_latent_variance=self.expert_latent_variance,
+            equal_expert_latent=self.equal_expert_latent,
+            cluster_finder=self.cluster_finder,
+            embedding=self.embedding,
+            n_clusters=self.n_clusters,
+            reconstruction=self.reconstruction_,
+            base_width=self.base_width,
+            augment=self.augmentation,
+            device=self.device,
+            progress=progress,
         )
         result = pretrain(data, cfg, seed)
         self.latent_dim_ = result.latent_dim
@@ -256,14 +268,21 @@ class MoEClustering(DeepClusterer):
     def _joint_module(self, manager, experts, *, kl_warmup_steps: int) -> training.MoEModule:
         """Manager + experts with the loss of eq. 3.5, as the joint stages train them."""
         return training.MoEModule(
-            manager, experts, MoELoss(self.alpha, self.beta), lr=self.learning_rate, kl_warmup_steps=kl_warmup_steps,
+            manager,
+            experts,
+            MoELoss(self.alpha, self.beta),
+            lr=self.learning_rate,
+            kl_warmup_steps=kl_warmup_steps,
             augment=training.moe_image_augmentation() if self.augmentation and self.image_shape is not None else None,
         )
 
     def _empty_modules(self) -> dict:
         shape = self._input_shape()
         manager = build_manager(shape, self.n_experts_, base_width=self.base_width)
-        experts = [build_vae(shape, dim, reconstruction=self.reconstruction_, base_width=self.base_width) for dim in self.expert_latent_dims_]
+        experts = [
+            build_vae(shape, dim, reconstruction=self.reconstruction_, base_width=self.base_width)
+            for dim in self.expert_latent_dims_
+        ]
         return {"module_": self._joint_module(manager, experts, kl_warmup_steps=1)}
 
     def _after_load(self) -> None:

@@ -83,8 +83,13 @@ def umap_neighbours(n_samples: int) -> int:
 def umap_embedding(codes: np.ndarray, n_components: int, random_state: int) -> np.ndarray:
     """Sec. 4.4.2: UMAP of the L1-normalised codes with the Manhattan metric and eq. 3.6's
     ``n_neighbors`` (:func:`routemix.cluster.manifold.fit_umap`, UMAP's default ``min_dist``)."""
-    _, embedding = fit_umap(l1_normalised(codes), n_components=n_components, n_neighbors=umap_neighbours(len(codes)),
-                            metric="manhattan", random_state=random_state)
+    _, embedding = fit_umap(
+        l1_normalised(codes),
+        n_components=n_components,
+        n_neighbors=umap_neighbours(len(codes)),
+        metric="manhattan",
+        random_state=random_state,
+    )
     return embedding
 
 
@@ -92,7 +97,11 @@ def hdbscan_labels(embedding: np.ndarray) -> np.ndarray:
     """Sec. 4.4.3: HDBSCAN with the Manhattan metric, ``min_cluster_size = N/50`` (at least 2)
     and ``"leaf"`` cluster selection. Labels ``0..K-1``; ``-1`` marks noise points."""
     min_size = max(2, len(embedding) // 50)
-    return HDBSCAN(min_cluster_size=min_size, metric="manhattan", cluster_selection_method="leaf", copy=True).fit(embedding).labels_
+    return (
+        HDBSCAN(min_cluster_size=min_size, metric="manhattan", cluster_selection_method="leaf", copy=True)
+        .fit(embedding)
+        .labels_
+    )
 
 
 def gmm_posteriors(embedding: np.ndarray, n_clusters: int, random_state: int) -> np.ndarray:
@@ -101,11 +110,15 @@ def gmm_posteriors(embedding: np.ndarray, n_clusters: int, random_state: int) ->
     scikit-learn's 1e-6 to 1e-4 (the embedding's scale is ~1) so tiny clusters stay well-posed,
     and the best of 5 initialisations is kept (the thesis does not say; one varied by +-0.04 ACC
     on digits)."""
-    gmm = GaussianMixture(n_components=n_clusters, covariance_type="full", reg_covar=1e-4, n_init=5, random_state=random_state)
+    gmm = GaussianMixture(
+        n_components=n_clusters, covariance_type="full", reg_covar=1e-4, n_init=5, random_state=random_state
+    )
     return gmm.fit(embedding).predict_proba(embedding)
 
 
-def expert_latent_sizes(codes: np.ndarray, labels: np.ndarray, n_clusters: int, threshold: float, fallback: int) -> list[int]:
+def expert_latent_sizes(
+    codes: np.ndarray, labels: np.ndarray, n_clusters: int, threshold: float, fallback: int
+) -> list[int]:
     """Sec. 4.5.1: the latent-size finder at ``threshold`` on each cluster's codes (``fallback``
     for a cluster with fewer than two points)."""
     sizes = []
@@ -166,7 +179,9 @@ def _train_vae(data: torch.Tensor, latent_dim: int, epochs: int, cfg: PretrainCo
 def _train_manager(data: torch.Tensor, targets: np.ndarray, epochs: int, cfg: PretrainConfig, seed: int) -> Manager:
     manager = build_manager(tuple(data.shape[1:]), targets.shape[1], base_width=cfg.base_width)
     batch_size = min(cfg.batch_size, len(data))
-    loader = make_loader(data, torch.as_tensor(targets, dtype=torch.float32), batch_size=batch_size, shuffle=True, seed=seed)
+    loader = make_loader(
+        data, torch.as_tensor(targets, dtype=torch.float32), batch_size=batch_size, shuffle=True, seed=seed
+    )
     augment = training.moe_image_augmentation() if cfg.augment and data.dim() == 4 else None
     module = training.ManagerModule(manager, lr=cfg.manager_learning_rate, augment=augment)
     fit(module, loader, max_epochs=epochs, progress=cfg.progress, accelerator=accelerator_for(cfg.device))
@@ -216,14 +231,18 @@ def pretrain(data: torch.Tensor, cfg: PretrainConfig, seed: int) -> PretrainResu
     else:
         expert_dims = list(per_cluster)
     epochs_run = cfg.epochs["autoencoder"] + cfg.epochs["retrain"] + cfg.epochs["manager"]
-    return PretrainResult(latent_dim, codes, embedding, labels, n_experts, per_cluster, expert_dims, manager, epochs_run)
+    return PretrainResult(
+        latent_dim, codes, embedding, labels, n_experts, per_cluster, expert_dims, manager, epochs_run
+    )
 
 
 def split_epochs(max_iter: int, weights: dict[str, float]) -> dict[str, int]:
     """Split ``max_iter`` epochs among stages in proportion to ``weights`` (largest-remainder
     rounding), each stage at least one epoch, so that the parts sum to ``max_iter``."""
     if max_iter < len(weights):
-        raise ValueError(f"max_iter={max_iter} is fewer than the {len(weights)} training stages; give at least {len(weights)} epochs.")
+        raise ValueError(
+            f"max_iter={max_iter} is fewer than the {len(weights)} training stages; give at least {len(weights)} epochs."
+        )
     total = sum(weights.values())
     shares = {name: max_iter * w / total for name, w in weights.items()}
     epochs = {name: max(1, math.floor(share)) for name, share in shares.items()}

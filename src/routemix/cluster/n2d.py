@@ -127,18 +127,27 @@ class N2DClustering(DeepClusterer):
         from sklearn.mixture import GaussianMixture
 
         flat = data.flatten(1)
-        autoencoder = DenseAutoencoder(flat.shape[1], self.embedding_dim or self.n_clusters,
-                                       hidden_sizes=hidden_widths(self.hidden_layer_sizes), input_dropout=0.0,
-                                       output_activation="linear")
+        autoencoder = DenseAutoencoder(
+            flat.shape[1],
+            self.embedding_dim or self.n_clusters,
+            hidden_sizes=hidden_widths(self.hidden_layer_sizes),
+            input_dropout=0.0,
+            output_activation="linear",
+        )
         # Stage 1: the auto-encoder on the mean squared error (Keras' "mse").
-        module = AutoencoderModule(autoencoder, n_clusters=self.n_clusters, lr=self.learning_rate,
-                                   reconstruction="mean")
+        module = AutoencoderModule(
+            autoencoder, n_clusters=self.n_clusters, lr=self.learning_rate, reconstruction="mean"
+        )
         self.n_iter_ = self._train(module, flat, seed=seed)
         self.autoencoder_ = autoencoder.cpu().eval()
         # Stage 2: UMAP of the embedding.
         self.reducer_, self.embedding_ = fit_umap(
-            self._encode(data), n_components=self.umap_components or self.n_clusters, n_neighbors=self.umap_neighbors,
-            metric=self.umap_metric, min_dist=self.umap_min_dist, random_state=seed,
+            self._encode(data),
+            n_components=self.umap_components or self.n_clusters,
+            n_neighbors=self.umap_neighbors,
+            metric=self.umap_metric,
+            min_dist=self.umap_min_dist,
+            random_state=seed,
         )
         # Stage 3: the Gaussian mixture on UMAP's embedding.
         self.mixture_ = GaussianMixture(self.n_clusters, covariance_type="full", random_state=seed).fit(self.embedding_)

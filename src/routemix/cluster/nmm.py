@@ -147,16 +147,28 @@ class NMMClustering(DeepClusterer):
         The one place that does, for this estimator, ``routemix cluster`` and the saved format."""
         image = self.image_shape is not None
         network, preprocess, augment = thesis_network(
-            self.n_clusters, image_shape=self.image_shape, n_features=n_features, hidden_layer_sizes=self.hidden_layer_sizes,
+            self.n_clusters,
+            image_shape=self.image_shape,
+            n_features=n_features,
+            hidden_layer_sizes=self.hidden_layer_sizes,
         )
         if not image:
             augment = tabular_augmentation(self.augmentation, self.augmentation_strength)
-        loss = NMMLoss(self.n_clusters, self.gamma, normalization=self.normalization, priors=self.priors,
-                       drop_threshold=self.drop_threshold)
+        loss = NMMLoss(
+            self.n_clusters,
+            self.gamma,
+            normalization=self.normalization,
+            priors=self.priors,
+            drop_threshold=self.drop_threshold,
+        )
         return training.NMMModule(
-            network, loss, em_lr=self.learning_rate or (5e-5 if image else 1e-3),
+            network,
+            loss,
+            em_lr=self.learning_rate or (5e-5 if image else 1e-3),
             consistency_lr=self.consistency_learning_rate or (1e-4 if image else 2e-3),
-            two_fold=self.two_fold and augment is not None, augment=augment, preprocess=preprocess,
+            two_fold=self.two_fold and augment is not None,
+            augment=augment,
+            preprocess=preprocess,
         )
 
     def _empty_modules(self) -> dict:

@@ -60,19 +60,29 @@ def _model_rows(estimator, dataset: LoadedDataset, source: str) -> np.ndarray:
         raise RoutemixError(f"the run clustered vectors of {estimator.n_features_in_} features; {source} holds images.")
     rows = estimator_rows(dataset.data)
     if rows.shape[1] != estimator.n_features_in_:
-        raise RoutemixError(f"the run clustered vectors of {estimator.n_features_in_} features; {source} has {rows.shape[1]}.")
+        raise RoutemixError(
+            f"the run clustered vectors of {estimator.n_features_in_} features; {source} has {rows.shape[1]}."
+        )
     return rows
 
 
-def predict_run(run: str | os.PathLike, source: str, *, data_dir: str | None = None, split: str = "all",
-                label_column: str | None = None) -> Prediction:
+def predict_run(
+    run: str | os.PathLike,
+    source: str,
+    *,
+    data_dir: str | None = None,
+    split: str = "all",
+    label_column: str | None = None,
+) -> Prediction:
     """The cluster of every sample of ``source`` under the run saved in ``run`` (a run directory or its model.pt)."""
     saved = load_clusterer(run)
     estimator = saved.estimator
     image_size = None
     if is_image_folder(source):
         if estimator.image_shape is None:
-            raise RoutemixError(f"the run clustered vectors of {estimator.n_features_in_} features; {source} is a folder of images.")
+            raise RoutemixError(
+                f"the run clustered vectors of {estimator.n_features_in_} features; {source} is a folder of images."
+            )
         image_size = int(estimator.image_shape[1])
     dataset = load_dataset(source, data_dir=data_dir, split=split, label_column=label_column, image_size=image_size)
     report_skipped(dataset)

@@ -37,12 +37,36 @@ class MethodSpec:
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
-        MethodSpec("nmm", "neural mixture model trained with batch-wise EM (thesis ch. 4)", True, "routemix.cluster.nmm:NMMClustering"),
-        MethodSpec("ddc", "deep divergence-based clustering (Kampffmeyer et al.)", True, "routemix.cluster.ddc:DDCClustering"),
-        MethodSpec("edgam", "Gaussian mixture unfolded in an autoencoder (EDGaM)", True, "routemix.cluster.edgam:EDGaMClustering"),
-        MethodSpec("moe", "mixture of VAE experts with a manager network (Santos)", True, "routemix.cluster.moe:MoEClustering"),
-        MethodSpec("n2d", "autoencoder, UMAP of its embedding, Gaussian mixture (N2D, McConville et al.)", True, "routemix.cluster.n2d:N2DClustering"),
-        MethodSpec("iic", "invariant information clustering, single head (thesis Table 4.3 setting)", True, "routemix.cluster.iic:IICClustering"),
+        MethodSpec(
+            "nmm",
+            "neural mixture model trained with batch-wise EM (thesis ch. 4)",
+            True,
+            "routemix.cluster.nmm:NMMClustering",
+        ),
+        MethodSpec(
+            "ddc", "deep divergence-based clustering (Kampffmeyer et al.)", True, "routemix.cluster.ddc:DDCClustering"
+        ),
+        MethodSpec(
+            "edgam",
+            "Gaussian mixture unfolded in an autoencoder (EDGaM)",
+            True,
+            "routemix.cluster.edgam:EDGaMClustering",
+        ),
+        MethodSpec(
+            "moe", "mixture of VAE experts with a manager network (Santos)", True, "routemix.cluster.moe:MoEClustering"
+        ),
+        MethodSpec(
+            "n2d",
+            "autoencoder, UMAP of its embedding, Gaussian mixture (N2D, McConville et al.)",
+            True,
+            "routemix.cluster.n2d:N2DClustering",
+        ),
+        MethodSpec(
+            "iic",
+            "invariant information clustering, single head (thesis Table 4.3 setting)",
+            True,
+            "routemix.cluster.iic:IICClustering",
+        ),
         MethodSpec("kmeans", "k-means on the raw input (scikit-learn, n_init=10)", False, ""),
         MethodSpec("gmm", "Gaussian mixture on the raw input (scikit-learn)", False, ""),
         MethodSpec("spectral", "spectral clustering of the 10-NN graph of the raw input (scikit-learn)", False, ""),
@@ -102,5 +126,11 @@ def make_estimator(
         return GaussianMixture(n_clusters, random_state=random_state, **params)
     from sklearn.cluster import SpectralClustering
 
-    params = {"affinity": "nearest_neighbors", "n_neighbors": 10, "assign_labels": "cluster_qr", "eigen_solver": "lobpcg", **params}
+    params = {
+        "affinity": "nearest_neighbors",
+        "n_neighbors": 10,
+        "assign_labels": "cluster_qr",
+        "eigen_solver": "lobpcg",
+        **params,
+    }
     return SpectralClustering(n_clusters, random_state=random_state, **params)

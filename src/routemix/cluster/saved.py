@@ -84,14 +84,16 @@ def _storable(value, name: str):
     cls = type(value).__name__
     if cls in _SKLEARN_CLASSES and type(value).__module__.startswith(_SKLEARN_CLASSES[cls]):
         fitted = {key: v for key, v in vars(value).items() if key.endswith("_") and not key.startswith("_")}
-        return {"sklearn": {"class": cls, "params": _storable(value.get_params(), name), "fitted": _storable(fitted, name)}}
+        return {
+            "sklearn": {"class": cls, "params": _storable(value.get_params(), name), "fitted": _storable(fitted, name)}
+        }
     raise TypeError(f"{name} holds a {type(value).__module__}.{cls}, which a weights-only file cannot store.")
 
 
 def _restored(value):
     if not isinstance(value, dict):
         return value
-    (tag, inner), = value.items()  # every stored container is a one-key dict naming its type
+    ((tag, inner),) = value.items()  # every stored container is a one-key dict naming its type
     if tag == "tensor":
         return inner
     if tag == "ndarray":
@@ -128,17 +130,23 @@ def clustering_state(estimator, *, config: dict | None = None) -> dict:
         params["random_state"] = None
     module_names = set(estimator._module_attributes) | set(estimator._derived_attributes)
     fitted = {
-        name: value for name, value in vars(estimator).items()
-        if (name.endswith("_") and not name.startswith("_") or name in estimator._saved_private) and name not in module_names
+        name: value
+        for name, value in vars(estimator).items()
+        if (name.endswith("_") and not name.startswith("_") or name in estimator._saved_private)
+        and name not in module_names
     }
     modules = {}
     for name in estimator._module_attributes:
         value = getattr(estimator, name)
         modules[name] = [m.state_dict() for m in value] if isinstance(value, (list, tuple)) else value.state_dict()
     return {
-        "format": FORMAT, "version": VERSION, "method": method_of(estimator),
-        "params": _storable(params, "params"), "fitted": {k: _storable(v, k) for k, v in fitted.items()},
-        "modules": modules, "config": config,
+        "format": FORMAT,
+        "version": VERSION,
+        "method": method_of(estimator),
+        "params": _storable(params, "params"),
+        "fitted": {k: _storable(v, k) for k, v in fitted.items()},
+        "modules": modules,
+        "config": config,
     }
 
 
@@ -156,7 +164,9 @@ def _why_no_model(run_dir: Path) -> str:
 
     method = run_config_if_any(run_dir).get("method")
     if method in METHODS and not METHODS[method].deep:
-        return f"it is a {method} run, which keeps its labels.csv only; cluster with a neural method to predict new data."
+        return (
+            f"it is a {method} run, which keeps its labels.csv only; cluster with a neural method to predict new data."
+        )
     if method in METHODS and getattr(estimator_class(method), "_not_storable", None):
         return f"{method} runs are not saved ({estimator_class(method)._not_storable.rstrip('.')}); cluster with another method to predict new data."
     return "pass the run directory of a `routemix cluster` run of a neural method."
@@ -176,13 +186,21 @@ def load_clusterer(path: str | os.PathLike) -> SavedClustering:
             raise RoutemixError(f"{path.parent} holds no model.pt: {_why_no_model(path.parent)}")
     state = load_checkpoint(path)
     if "kind" in state and "network" in state:  # routemix cluster's model.pt before this format
-        raise RoutemixError(f"{path} was written by an older routemix, before runs saved the whole estimator: "
-                            "run the clustering again to predict with it or draw it.")
+        raise RoutemixError(
+            f"{path} was written by an older routemix, before runs saved the whole estimator: "
+            "run the clustering again to predict with it or draw it."
+        )
     if state.get("format") != FORMAT:
-        what = f"a classifier checkpoint (model {state['model']})" if "model" in state else "not a clustering checkpoint"
-        raise RoutemixError(f"{path} is {what}: expected a model.pt written by `routemix cluster` or an estimator's save().")
+        what = (
+            f"a classifier checkpoint (model {state['model']})" if "model" in state else "not a clustering checkpoint"
+        )
+        raise RoutemixError(
+            f"{path} is {what}: expected a model.pt written by `routemix cluster` or an estimator's save()."
+        )
     if state.get("version") != VERSION:
-        raise RoutemixError(f"{path} is version {state.get('version')} of the clustering format; this routemix reads version {VERSION}.")
+        raise RoutemixError(
+            f"{path} is version {state.get('version')} of the clustering format; this routemix reads version {VERSION}."
+        )
     method = state.get("method")
     if method not in METHODS or not METHODS[method].deep:
         raise RoutemixError(f"{path} names the method {method!r}, which this routemix does not have.")
@@ -199,8 +217,9 @@ def load_clusterer(path: str | os.PathLike) -> SavedClustering:
             else:
                 module.load_state_dict(weights)
         except (RuntimeError, ValueError) as error:
-            raise RoutemixError(f"{path}: the saved weights do not fit the {method} network its settings describe ({str(error).splitlines()[0]}).") from None
+            raise RoutemixError(
+                f"{path}: the saved weights do not fit the {method} network its settings describe ({str(error).splitlines()[0]})."
+            ) from None
         setattr(estimator, name, [m.eval() for m in module] if isinstance(module, list) else module.eval())
     estimator._after_load()
     return SavedClustering(estimator, method, state.get("config"), path)
-

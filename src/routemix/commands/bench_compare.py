@@ -14,23 +14,61 @@ MNISTS = "root holding MNIST/FashionMNIST (default: $ROUTEMIX_DATA or the user c
 
 
 def add_parser(benches) -> None:
-    clustering = benches.add_parser("clustering", help="every clustering method on the same data, beside the papers' numbers")
-    add_option(clustering, "datasets", default="digits,mnist,fashion_mnist", help="comma-separated (default: digits,mnist,fashion_mnist)")
-    add_option(clustering, "methods", default=",".join(CLUSTERING_METHODS), help=f"comma-separated (default: {','.join(CLUSTERING_METHODS)})")
-    add_option(clustering, "budget", help="cpu (all images, every deep method about 30 min of one thread, the MoE about 40), "
-                                          "cpu-long (about 2 h each) or paper (each paper's recipe, for a GPU); default cpu")
-    _add_common(clustering, out="runs/bench-clustering", out_help="folder for results.json (a rerun continues), table.md, table.csv")
+    clustering = benches.add_parser(
+        "clustering", help="every clustering method on the same data, beside the papers' numbers"
+    )
+    add_option(
+        clustering,
+        "datasets",
+        default="digits,mnist,fashion_mnist",
+        help="comma-separated (default: digits,mnist,fashion_mnist)",
+    )
+    add_option(
+        clustering,
+        "methods",
+        default=",".join(CLUSTERING_METHODS),
+        help=f"comma-separated (default: {','.join(CLUSTERING_METHODS)})",
+    )
+    add_option(
+        clustering,
+        "budget",
+        help="cpu (all images, every deep method about 30 min of one thread, the MoE about 40), "
+        "cpu-long (about 2 h each) or paper (each paper's recipe, for a GPU); default cpu",
+    )
+    _add_common(
+        clustering,
+        out="runs/bench-clustering",
+        out_help="folder for results.json (a rerun continues), table.md, table.csv",
+    )
     clustering.set_defaults(handler=run_clustering)
 
-    nclusters = benches.add_parser("nclusters", help="how many clusters: NMM-EM dropping clusters from an upper bound vs UMAP + HDBSCAN")
-    add_option(nclusters, "datasets", default="digits,blobs,moons,rings,mnist,fashion_mnist",
-               help="comma-separated, each with known classes (default: digits,blobs,moons,rings,mnist,fashion_mnist)")
+    nclusters = benches.add_parser(
+        "nclusters", help="how many clusters: NMM-EM dropping clusters from an upper bound vs UMAP + HDBSCAN"
+    )
+    add_option(
+        nclusters,
+        "datasets",
+        default="digits,blobs,moons,rings,mnist,fashion_mnist",
+        help="comma-separated, each with known classes (default: digits,blobs,moons,rings,mnist,fashion_mnist)",
+    )
     add_option(nclusters, "methods", default="nmm,hdbscan", help="comma-separated subset of nmm,hdbscan")
-    nclusters.add_argument("--bound-factor", type=float, default=2.0, help="NMM-EM starts with this times the true K clusters (default 2)")
-    nclusters.add_argument("--drop-factor", type=float, default=0.8,
-                           help="NMM-EM drops a cluster whose running share of won samples falls below this / its start K (default 0.8)")
-    add_option(nclusters, "budget", help="cpu (image sets: first 5000 images, 3 epochs; 2-D sets: 50 epochs) or full (all samples, the estimator's default epochs)")
-    _add_common(nclusters, out="runs/bench-nclusters", out_help="folder for results.json (a rerun continues) and table.md")
+    nclusters.add_argument(
+        "--bound-factor", type=float, default=2.0, help="NMM-EM starts with this times the true K clusters (default 2)"
+    )
+    nclusters.add_argument(
+        "--drop-factor",
+        type=float,
+        default=0.8,
+        help="NMM-EM drops a cluster whose running share of won samples falls below this / its start K (default 0.8)",
+    )
+    add_option(
+        nclusters,
+        "budget",
+        help="cpu (image sets: first 5000 images, 3 epochs; 2-D sets: 50 epochs) or full (all samples, the estimator's default epochs)",
+    )
+    _add_common(
+        nclusters, out="runs/bench-nclusters", out_help="folder for results.json (a rerun continues) and table.md"
+    )
     nclusters.set_defaults(handler=run_nclusters)
 
 
@@ -51,12 +89,23 @@ def run_clustering(args: argparse.Namespace) -> int:
         get_dataset_spec(name)  # unknown names fail here, with suggestions
     methods = known_names(args.methods, CLUSTERING_METHODS, "method", f"Available: {', '.join(CLUSTERING_METHODS)}.")
     budget = known_name(args.budget, BUDGETS, "budget", f"Available: {', '.join(BUDGETS)}.")
-    results = run(datasets, methods, tuple(parse_seeds(args.seeds)), budget=budget, data_dir=args.data_dir,
-                  device=args.device, out=args.out, progress=args.progress)
+    results = run(
+        datasets,
+        methods,
+        tuple(parse_seeds(args.seeds)),
+        budget=budget,
+        data_dir=args.data_dir,
+        device=args.device,
+        out=args.out,
+        progress=args.progress,
+    )
     rows = summarize(results)
     print(format_markdown(rows))
     markdown, table = write_tables(rows, args.out)
-    figures = [str(plot_time_to_accuracy(results, args.out, dataset)[0]) for dataset in dict.fromkeys(r["dataset"] for r in results)]
+    figures = [
+        str(plot_time_to_accuracy(results, args.out, dataset)[0])
+        for dataset in dict.fromkeys(r["dataset"] for r in results)
+    ]
     print(f"\nwritten: {markdown}, {table}, {', '.join(figures)} (raw results: {Path(args.out) / 'results.json'})")
     return 0
 
@@ -76,8 +125,17 @@ def run_nclusters(args: argparse.Namespace) -> int:
         settings = Settings(bound_factor=args.bound_factor, drop_factor=args.drop_factor)
     except ValueError as error:
         raise RoutemixError(str(error)) from None
-    results = run(datasets, methods, tuple(parse_seeds(args.seeds)), budget=budget, settings=settings,
-                  data_dir=args.data_dir, device=args.device, out=args.out, progress=args.progress)
+    results = run(
+        datasets,
+        methods,
+        tuple(parse_seeds(args.seeds)),
+        budget=budget,
+        settings=settings,
+        data_dir=args.data_dir,
+        device=args.device,
+        out=args.out,
+        progress=args.progress,
+    )
     table = format_markdown(summarize(results))
     print(table)
     write_text(Path(args.out) / "table.md", table + "\n")

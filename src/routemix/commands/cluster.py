@@ -11,13 +11,21 @@ from routemix.commands.options import add_config_options, add_option, config_val
 
 
 def add_parser(commands) -> None:
-    cluster = commands.add_parser("cluster", help="cluster a dataset (NMM-EM or a peer method) and compare with k-means")
+    cluster = commands.add_parser(
+        "cluster", help="cluster a dataset (NMM-EM or a peer method) and compare with k-means"
+    )
     add_config_options(cluster, ClusterConfig)
     cluster.set_defaults(handler=run_cluster)
 
-    predict = commands.add_parser("predict", help="the clusters a `routemix cluster` run gives new data (labels.csv's format)")
-    predict.add_argument("run", help="the run directory of a `routemix cluster` run of a neural method, or its model.pt")
-    predict.add_argument("input", help="registered name, a .csv/.npy file or a folder of images (resized to the run's side)")
+    predict = commands.add_parser(
+        "predict", help="the clusters a `routemix cluster` run gives new data (labels.csv's format)"
+    )
+    predict.add_argument(
+        "run", help="the run directory of a `routemix cluster` run of a neural method, or its model.pt"
+    )
+    predict.add_argument(
+        "input", help="registered name, a .csv/.npy file or a folder of images (resized to the run's side)"
+    )
     add_option(predict, "out", help="write the labels to this CSV file (default: standard output)")
     add_option(predict, "split")
     add_option(predict, "data_dir")
@@ -47,11 +55,15 @@ def run_predict(args: argparse.Namespace) -> int:
     from routemix.cluster.predict import predict_run
     from routemix.storage import write_text
 
-    prediction = predict_run(args.run, args.input, data_dir=args.data_dir, split=args.split, label_column=args.label_column)
+    prediction = predict_run(
+        args.run, args.input, data_dir=args.data_dir, split=args.split, label_column=args.label_column
+    )
     if args.out is None:
         sys.stdout.write(prediction.csv)
         return 0
     write_text(args.out, prediction.csv)
     sizes = np.bincount(prediction.labels)
-    print(f"{len(prediction.labels)} samples of {args.input} in {np.count_nonzero(sizes)} clusters (sizes {', '.join(map(str, sizes))}): {args.out}")
+    print(
+        f"{len(prediction.labels)} samples of {args.input} in {np.count_nonzero(sizes)} clusters (sizes {', '.join(map(str, sizes))}): {args.out}"
+    )
     return 0

@@ -13,8 +13,12 @@ def add_parser(commands) -> None:
 
     models = commands.add_parser("models", help="list the registered models with parameter counts and multiply-adds")
     models.add_argument("patterns", nargs="*", help="only names matching these shell patterns, e.g. 'resnet20*'")
-    models.add_argument("--num-classes", type=int, help="outputs to count parameters and multiply-adds for (default: the class count of "
-                                                        "the model's published figure, else its own)")
+    models.add_argument(
+        "--num-classes",
+        type=int,
+        help="outputs to count parameters and multiply-adds for (default: the class count of "
+        "the model's published figure, else its own)",
+    )
     models.set_defaults(handler=run_models)
 
 

@@ -49,15 +49,21 @@ OPTIONS = {
     "models": Option("--models"),
     "num_nodes": Option("--num-nodes", type=int),
     "out": Option("--out"),
-    "overwrite": Option("--overwrite", action="store_true", help="replace the run already in --run-dir (its files are removed first)"),
+    "overwrite": Option(
+        "--overwrite", action="store_true", help="replace the run already in --run-dir (its files are removed first)"
+    ),
     "paths": Option("--paths"),
     "progress": Option("--no-progress", action="store_false", default=True, help="no progress bar"),
     "repeats": Option("--repeats", type=int),
     "resume": Option("--resume", action="store_true"),
     "run_dir": Option("--run-dir"),
     "seed": Option("--seed", type=int),
-    "seeds": Option("--seeds", help="seed count (3: seeds 0, 1, 2), range (0-2) or list (0,1,2); default %(default)s"),  # read by parse_seeds
-    "split": Option("--split", choices=("all", "train", "test"), default="all", help="image sets: which split (default: all)"),
+    "seeds": Option(
+        "--seeds", help="seed count (3: seeds 0, 1, 2), range (0-2) or list (0,1,2); default %(default)s"
+    ),  # read by parse_seeds
+    "split": Option(
+        "--split", choices=("all", "train", "test"), default="all", help="image sets: which split (default: all)"
+    ),
     "steps": Option("--steps", type=int),
     "strategy": Option("--strategy", help="auto (ddp when more than one process), ddp or ddp_spawn"),
     "ten_crop": Option("--ten-crop", action="store_true"),
@@ -96,7 +102,11 @@ def add_config_options(parser: argparse.ArgumentParser, config, *, defaults: boo
             add_option(parser, field.name, default=default, **said)
             continue
         if kinds[field.name] is bool:
-            reading = {"action": argparse.BooleanOptionalAction} if meta.get("negatable") else {"action": "store_const", "const": meta.get("sets", True)}
+            reading = (
+                {"action": argparse.BooleanOptionalAction}
+                if meta.get("negatable")
+                else {"action": "store_const", "const": meta.get("sets", True)}
+            )
         else:
             reading = {"type": meta.get("parse", kinds[field.name])}
         flags = meta.get("flags", ("--" + field.name.replace("_", "-"),))

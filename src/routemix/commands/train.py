@@ -11,7 +11,9 @@ from routemix.train.config import TrainConfig
 
 def add_parser(commands) -> None:
     train = commands.add_parser("train", help="train a classifier of the model zoo (thesis sec. 3.4 recipes)")
-    train.add_argument("--config", help="YAML file of options (configs/ holds one per thesis experiment); flags override it")
+    train.add_argument(
+        "--config", help="YAML file of options (configs/ holds one per thesis experiment); flags override it"
+    )
     add_config_options(train, TrainConfig, defaults=False)  # a flag not given leaves the config file's value
     train.set_defaults(handler=run_train)
 
@@ -53,12 +55,25 @@ def run_eval(args: argparse.Namespace) -> int:
     from routemix.train.evaluate import evaluate_checkpoint, format_result
 
     result, state = evaluate_checkpoint(
-        args.checkpoint, dataset=args.dataset, model=args.model, data_dir=args.data_dir, download=args.download,
-        ten_crop=args.ten_crop, batch_size=args.batch_size, limit=args.limit, classes=args.classes,
-        image_size=args.image_size, workers=args.workers, device=args.device, progress=args.progress,
+        args.checkpoint,
+        dataset=args.dataset,
+        model=args.model,
+        data_dir=args.data_dir,
+        download=args.download,
+        ten_crop=args.ten_crop,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        classes=args.classes,
+        image_size=args.image_size,
+        workers=args.workers,
+        device=args.device,
+        progress=args.progress,
     )
     dataset = args.dataset or state["config"].get("dataset")
     print(format_result(result, f"{state['model']} on {dataset}"))
     if args.out:
-        write_json(args.out, {"checkpoint": str(args.checkpoint), "model": state["model"], "dataset": dataset, **result.as_dict()})
+        write_json(
+            args.out,
+            {"checkpoint": str(args.checkpoint), "model": state["model"], "dataset": dataset, **result.as_dict()},
+        )
     return 0

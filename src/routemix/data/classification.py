@@ -67,12 +67,29 @@ _CLASSIFICATION_SETS = {
         ClassificationSpec("mnist", "MNIST digits, padded to 1x32x32", 1, (0.1307,), (0.3081,), 10),
         ClassificationSpec("fashion_mnist", "Fashion-MNIST, padded to 1x32x32", 1, (0.2860,), (0.3530,), 10),
         ClassificationSpec("cifar10", "CIFAR-10, 3x32x32", 3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 10),
-        ClassificationSpec("cifar100", "CIFAR-100 (100 fine classes), 3x32x32", 3, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 100),
-        ClassificationSpec("imagenet", "ImageFolder root with train/ and val/ (ILSVRC 2012 or a subset)", 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None, streamed=True),
+        ClassificationSpec(
+            "cifar100",
+            "CIFAR-100 (100 fine classes), 3x32x32",
+            3,
+            (0.5071, 0.4865, 0.4409),
+            (0.2673, 0.2564, 0.2762),
+            100,
+        ),
+        ClassificationSpec(
+            "imagenet",
+            "ImageFolder root with train/ and val/ (ILSVRC 2012 or a subset)",
+            3,
+            (0.485, 0.456, 0.406),
+            (0.229, 0.224, 0.225),
+            None,
+            streamed=True,
+        ),
     )
 }
 
-IMAGENET_LAYOUT = "ROOT/train/<class>/<image> and ROOT/val/<class>/<image> (torchvision ImageFolder layout, one folder per class)"
+IMAGENET_LAYOUT = (
+    "ROOT/train/<class>/<image> and ROOT/val/<class>/<image> (torchvision ImageFolder layout, one folder per class)"
+)
 
 
 def classification_datasets() -> list[str]:
@@ -84,13 +101,17 @@ def get_classification_spec(name: str) -> ClassificationSpec:
     try:
         return _CLASSIFICATION_SETS[name]
     except KeyError:
-        raise unknown_name("dataset", name, _CLASSIFICATION_SETS, f"Classification datasets: {', '.join(classification_datasets())}.") from None
+        raise unknown_name(
+            "dataset", name, _CLASSIFICATION_SETS, f"Classification datasets: {', '.join(classification_datasets())}."
+        ) from None
 
 
 # --- in-memory sets ----------------------------------------------------------------------------
 
 
-def load_split(name: str, split: str, *, data_dir: str | os.PathLike | None = None, download: bool = False) -> tuple[Tensor, Tensor]:
+def load_split(
+    name: str, split: str, *, data_dir: str | os.PathLike | None = None, download: bool = False
+) -> tuple[Tensor, Tensor]:
     """uint8 images (N, C, 32, 32) and int64 labels of the ``train`` or ``test`` split of an
     in-memory set; 28x28 MNIST-like images are zero-padded by 2 pixels on every side."""
     from routemix.data.registry import load_dataset
@@ -204,11 +225,15 @@ def scan_image_folder(root: Path, split: str, *, classes: int | None = None) -> 
 
     folder = root / split
     if not folder.is_dir():
-        raise RoutemixError(f"no image folder at {folder}: the imagenet dataset expects {IMAGENET_LAYOUT}, with ROOT given by --data-dir.")
+        raise RoutemixError(
+            f"no image folder at {folder}: the imagenet dataset expects {IMAGENET_LAYOUT}, with ROOT given by --data-dir."
+        )
     try:
         dataset = ImageFolder(str(folder), allow_empty=False)
     except (FileNotFoundError, PermissionError, OSError) as error:
-        raise RoutemixError(f"cannot read the image folder {folder} ({str(error).splitlines()[0]}): expected {IMAGENET_LAYOUT}.") from None
+        raise RoutemixError(
+            f"cannot read the image folder {folder} ({str(error).splitlines()[0]}): expected {IMAGENET_LAYOUT}."
+        ) from None
     names = list(dataset.classes)
     if classes is not None:
         if classes > len(names):
@@ -255,10 +280,17 @@ class ClassificationDataModule(L.LightningDataModule):
         self.spec = dataset if isinstance(dataset, ClassificationSpec) else get_classification_spec(dataset)
         dataset = self.spec.name
         if classes is not None and not self.spec.streamed:
-            raise RoutemixError(f"--classes keeps the first N classes of an ImageFolder (imagenet); {dataset} always has all {self.spec.num_classes}.")
+            raise RoutemixError(
+                f"--classes keeps the first N classes of an ImageFolder (imagenet); {dataset} always has all {self.spec.num_classes}."
+            )
         if ten_crop and not self.spec.streamed:
             raise RoutemixError(f"--ten-crop is the ImageNet evaluation; {dataset} images are evaluated whole.")
-        for option, value in (("batch_size", batch_size), ("limit", limit), ("limit_test", limit_test), ("image_size", image_size)):
+        for option, value in (
+            ("batch_size", batch_size),
+            ("limit", limit),
+            ("limit_test", limit_test),
+            ("image_size", image_size),
+        ):
             if value is not None and value < 1:
                 raise RoutemixError(f"{option} must be at least 1, got {value}.")
         if classes is not None and classes < 2:
@@ -268,7 +300,9 @@ class ClassificationDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or max(batch_size, 256)
         self.limit, self.limit_test, self.classes = limit, limit_test, classes
         self.image_size, self.ten_crop, self.seed, self.augment = image_size, ten_crop, seed, augment
-        self.num_workers = num_workers if num_workers is not None else (min(8, os.cpu_count() or 1) if self.spec.streamed else 0)
+        self.num_workers = (
+            num_workers if num_workers is not None else (min(8, os.cpu_count() or 1) if self.spec.streamed else 0)
+        )
         self.train_data = None  # (images, labels) tensors, or an ImageFolderSplit
         self.test_data = None
         self._class_names: list[str] | None = None
@@ -287,7 +321,9 @@ class ClassificationDataModule(L.LightningDataModule):
     ) -> "ClassificationDataModule":
         """In-memory uint8 (N, C, H, W) images with labels, e.g. a user's own set or test data."""
         channels = train[0].shape[1]
-        spec = ClassificationSpec(name, "user tensors", channels, mean or (0.5,) * channels, std or (0.25,) * channels, num_classes)
+        spec = ClassificationSpec(
+            name, "user tensors", channels, mean or (0.5,) * channels, std or (0.25,) * channels, num_classes
+        )
         module = cls(spec, **kwargs)
         module.train_data = (train[0], torch.as_tensor(train[1], dtype=torch.long))
         module.test_data = (test[0], torch.as_tensor(test[1], dtype=torch.long))
@@ -340,7 +376,9 @@ class ClassificationDataModule(L.LightningDataModule):
         if self._class_names is None:
             self._class_names = names
         elif names != self._class_names:
-            raise RoutemixError(f"{root}/train and {root}/val hold different class folders: both need the same classes ({IMAGENET_LAYOUT}).")
+            raise RoutemixError(
+                f"{root}/train and {root}/val hold different class folders: both need the same classes ({IMAGENET_LAYOUT})."
+            )
         limit = self.limit if split == "train" else self.limit_test
         if limit is not None and limit < len(samples):
             keep = np.linspace(0, len(samples) - 1, limit).round().astype(int)
@@ -354,7 +392,9 @@ class ClassificationDataModule(L.LightningDataModule):
         if not self.spec.streamed:
             images, labels = self.train_data
             return tensor_loader(images, labels, batch_size=self.batch_size, shuffle=True, seed=self.seed)
-        dataset = ImageFolderSplit(self.train_data, self._class_names, imagenet_transform(True, image_size=self.image_size))
+        dataset = ImageFolderSplit(
+            self.train_data, self._class_names, imagenet_transform(True, image_size=self.image_size)
+        )
         sampler = EpochShuffle(len(dataset), self.seed, item_seeds=True)
         return self._stream(dataset, sampler, self.batch_size, drop_last=len(dataset) > self.batch_size)
 
@@ -362,11 +402,15 @@ class ClassificationDataModule(L.LightningDataModule):
         """The test split, in order; ``ten_crop`` batches are (B, 10, C, H, W)."""
         self.setup("test")
         if ten_crop and not self.spec.streamed:
-            raise RoutemixError(f"--ten-crop is the ImageNet evaluation; {self.dataset_name} images are evaluated whole.")
+            raise RoutemixError(
+                f"--ten-crop is the ImageNet evaluation; {self.dataset_name} images are evaluated whole."
+            )
         if not self.spec.streamed:
             images, labels = self.test_data
             return tensor_loader(images, labels, batch_size=self.eval_batch_size, shuffle=False, seed=self.seed)
-        dataset = ImageFolderSplit(self.test_data, self._class_names, imagenet_transform(False, image_size=self.image_size, ten_crop=ten_crop))
+        dataset = ImageFolderSplit(
+            self.test_data, self._class_names, imagenet_transform(False, image_size=self.image_size, ten_crop=ten_crop)
+        )
         batch_size = max(self.eval_batch_size // 10, 1) if ten_crop else self.eval_batch_size
         return self._stream(dataset, EpochShuffle(len(dataset), shuffle=False), batch_size, drop_last=False)
 
@@ -378,8 +422,13 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def _stream(self, dataset: Dataset, sampler: Sampler, batch_size: int, *, drop_last: bool) -> DataLoader:
         return EpochLoader(
-            dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed),
         )
 
@@ -401,4 +450,3 @@ class ClassificationDataModule(L.LightningDataModule):
         trainer = self.trainer
         training = trainer is not None and trainer.training
         return self.prepare(images, train=training, step=trainer.global_step if training else 0), labels
-

@@ -59,7 +59,9 @@ def find_image_files(folder: str | os.PathLike) -> list[str]:
     return sorted(found)
 
 
-def load_image_folder(path: str | os.PathLike, *, image_size: int | None = None, progress: bool = False) -> LoadedDataset:
+def load_image_folder(
+    path: str | os.PathLike, *, image_size: int | None = None, progress: bool = False
+) -> LoadedDataset:
     """Load every image under ``path`` as an unlabelled uint8 (N, C, S, S) image set.
 
     ``image_size=S`` resizes each image's shorter side to S and centre-crops it to S x S; without
@@ -72,7 +74,9 @@ def load_image_folder(path: str | os.PathLike, *, image_size: int | None = None,
     _check_image_size(image_size)
     files = find_image_files(folder)
     if not files:
-        raise RoutemixError(f"no image files in {folder} or its subfolders (searched for {_EXTENSION_LIST}, any case; hidden files are left out).")
+        raise RoutemixError(
+            f"no image files in {folder} or its subfolders (searched for {_EXTENSION_LIST}, any case; hidden files are left out)."
+        )
 
     sizes, skipped = _read_sizes(folder, files)
     if not sizes:

@@ -61,7 +61,7 @@ class EpochShuffle(Sampler):
             order = torch.randperm(self.n, generator=generator).tolist()
         else:
             order = list(range(self.n))
-        order, self._skip = order[self._skip:], 0
+        order, self._skip = order[self._skip :], 0
         if not self.item_seeds:
             return iter(order)
         return ((i, derived_seed(self.seed, self.epoch, i)) for i in order)
@@ -108,8 +108,12 @@ class EpochLoader(DataLoader):
     def _in_process_batches(self) -> bool:
         """Whether this loader's batches are whole index lists of a map-style dataset, fetched in this
         process without pinning: then :meth:`_indexed_batches` gives what ``DataLoader``'s iterator would."""
-        return (self.num_workers == 0 and not self.pin_memory and self.batch_sampler is None
-                and self._dataset_kind == _DatasetKind.Map)
+        return (
+            self.num_workers == 0
+            and not self.pin_memory
+            and self.batch_sampler is None
+            and self._dataset_kind == _DatasetKind.Map
+        )
 
     def _indexed_batches(self):
         """``DataLoader``'s single-process iteration without its iterator object: each batch of indices
@@ -136,4 +140,6 @@ def tensor_loader(*tensors: Tensor, batch_size: int, shuffle: bool, seed: int = 
     smaller than one batch."""
     drop_last = shuffle and len(tensors[0]) > batch_size
     batches = EpochBatches(EpochShuffle(len(tensors[0]), seed, shuffle=shuffle), batch_size, drop_last)
-    return EpochLoader(TensorDataset(*tensors), sampler=batches, batch_size=None, generator=torch.Generator().manual_seed(seed))
+    return EpochLoader(
+        TensorDataset(*tensors), sampler=batches, batch_size=None, generator=torch.Generator().manual_seed(seed)
+    )

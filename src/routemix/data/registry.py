@@ -198,10 +198,29 @@ def _rings(n: int, seed: int | None):
     return make_circles(n_samples=n, noise=0.04, factor=0.5, random_state=seed)
 
 
-_register(DatasetSpec("digits", "tabular", "scikit-learn's bundled 8x8 digits (1797 x 64), embedded", 10, _load_digits, "cluster_mlp"))
-_register(DatasetSpec("blobs", "synthetic", "2-D Gaussian blobs, 10 centres (make_blobs)", 10, _synthetic("blobs", _blobs, 5000), "cluster_mlp"))
-_register(DatasetSpec("moons", "synthetic", "2-D two moons (make_moons)", 2, _synthetic("moons", _moons, 2000), "cluster_mlp"))
-_register(DatasetSpec("rings", "synthetic", "2-D concentric rings (make_circles)", 2, _synthetic("rings", _rings, 2000), "cluster_mlp"))
+_register(
+    DatasetSpec(
+        "digits", "tabular", "scikit-learn's bundled 8x8 digits (1797 x 64), embedded", 10, _load_digits, "cluster_mlp"
+    )
+)
+_register(
+    DatasetSpec(
+        "blobs",
+        "synthetic",
+        "2-D Gaussian blobs, 10 centres (make_blobs)",
+        10,
+        _synthetic("blobs", _blobs, 5000),
+        "cluster_mlp",
+    )
+)
+_register(
+    DatasetSpec("moons", "synthetic", "2-D two moons (make_moons)", 2, _synthetic("moons", _moons, 2000), "cluster_mlp")
+)
+_register(
+    DatasetSpec(
+        "rings", "synthetic", "2-D concentric rings (make_circles)", 2, _synthetic("rings", _rings, 2000), "cluster_mlp"
+    )
+)
 
 
 # --- image sets through torchvision ----------------------------------------------------------
@@ -276,14 +295,91 @@ def _load_cifar100_20(root: Path, download: bool, split: str) -> LoadedDataset:
     return _concat("cifar100_20", parts, 20)
 
 
-_MNIST_FILES = ("raw/train-images-idx3-ubyte", "raw/train-labels-idx1-ubyte", "raw/t10k-images-idx3-ubyte", "raw/t10k-labels-idx1-ubyte")
+_MNIST_FILES = (
+    "raw/train-images-idx3-ubyte",
+    "raw/train-labels-idx1-ubyte",
+    "raw/t10k-images-idx3-ubyte",
+    "raw/t10k-labels-idx1-ubyte",
+)
 _CIFAR100_FILES = ("cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta")
-_CIFAR10_FILES = tuple(f"cifar-10-batches-py/{f}" for f in ("data_batch_1", "...", "data_batch_5", "test_batch", "batches.meta"))
+_CIFAR10_FILES = tuple(
+    f"cifar-10-batches-py/{f}" for f in ("data_batch_1", "...", "data_batch_5", "test_batch", "batches.meta")
+)
 
-_register(DatasetSpec("mnist", "image", "MNIST, 70,000 28x28 digits", 10, _torchvision_loader("mnist", "MNIST", 10), "clusternet_mnist", tuple(f"MNIST/{f}" for f in _MNIST_FILES)))
-_register(DatasetSpec("fashion_mnist", "image", "Fashion-MNIST, 70,000 28x28 clothing images", 10, _torchvision_loader("fashion_mnist", "FashionMNIST", 10), "clusternet_mnist", tuple(f"FashionMNIST/{f}" for f in _MNIST_FILES)))
-_register(DatasetSpec("usps", "image", "USPS, 9,298 16x16 digits", 10, _torchvision_loader("usps", "USPS", 10), None, ("usps.bz2", "usps.t.bz2")))
-_register(DatasetSpec("cifar10", "image", "CIFAR-10, 60,000 32x32 colour images", 10, _torchvision_loader("cifar10", "CIFAR10", 10), "clusternet_cifar", _CIFAR10_FILES))
-_register(DatasetSpec("cifar100", "image", "CIFAR-100 in its 100 fine classes, 60,000 32x32 images", 100, _torchvision_loader("cifar100", "CIFAR100", 100), "clusternet_cifar", _CIFAR100_FILES))
-_register(DatasetSpec("cifar100_20", "image", "CIFAR-100 in its 20 superclasses, 60,000 32x32 images", 20, _load_cifar100_20, "clusternet_cifar", _CIFAR100_FILES))
-_register(DatasetSpec("stl10", "image", "STL-10 labelled set, 13,000 96x96 colour images", 10, _load_stl10, "clusternet_stl10", ("stl10_binary/train_X.bin", "stl10_binary/train_y.bin", "stl10_binary/test_X.bin", "stl10_binary/test_y.bin")))
+_register(
+    DatasetSpec(
+        "mnist",
+        "image",
+        "MNIST, 70,000 28x28 digits",
+        10,
+        _torchvision_loader("mnist", "MNIST", 10),
+        "clusternet_mnist",
+        tuple(f"MNIST/{f}" for f in _MNIST_FILES),
+    )
+)
+_register(
+    DatasetSpec(
+        "fashion_mnist",
+        "image",
+        "Fashion-MNIST, 70,000 28x28 clothing images",
+        10,
+        _torchvision_loader("fashion_mnist", "FashionMNIST", 10),
+        "clusternet_mnist",
+        tuple(f"FashionMNIST/{f}" for f in _MNIST_FILES),
+    )
+)
+_register(
+    DatasetSpec(
+        "usps",
+        "image",
+        "USPS, 9,298 16x16 digits",
+        10,
+        _torchvision_loader("usps", "USPS", 10),
+        None,
+        ("usps.bz2", "usps.t.bz2"),
+    )
+)
+_register(
+    DatasetSpec(
+        "cifar10",
+        "image",
+        "CIFAR-10, 60,000 32x32 colour images",
+        10,
+        _torchvision_loader("cifar10", "CIFAR10", 10),
+        "clusternet_cifar",
+        _CIFAR10_FILES,
+    )
+)
+_register(
+    DatasetSpec(
+        "cifar100",
+        "image",
+        "CIFAR-100 in its 100 fine classes, 60,000 32x32 images",
+        100,
+        _torchvision_loader("cifar100", "CIFAR100", 100),
+        "clusternet_cifar",
+        _CIFAR100_FILES,
+    )
+)
+_register(
+    DatasetSpec(
+        "cifar100_20",
+        "image",
+        "CIFAR-100 in its 20 superclasses, 60,000 32x32 images",
+        20,
+        _load_cifar100_20,
+        "clusternet_cifar",
+        _CIFAR100_FILES,
+    )
+)
+_register(
+    DatasetSpec(
+        "stl10",
+        "image",
+        "STL-10 labelled set, 13,000 96x96 colour images",
+        10,
+        _load_stl10,
+        "clusternet_stl10",
+        ("stl10_binary/train_X.bin", "stl10_binary/train_y.bin", "stl10_binary/test_X.bin", "stl10_binary/test_y.bin"),
+    )
+)

@@ -91,13 +91,15 @@ def per_image_augmentation(channels: int, size: tuple[int, int]):
     """
     from torchvision.transforms import v2
 
-    return v2.Compose([
-        v2.RandomResizedCrop(size, **CROP, antialias=True),
-        v2.RandomApply([v2.RandomAffine(**AFFINE)], p=AFFINE_P),
-        v2.RandomApply([v2.ColorJitter(**_jitter_ranges(channels))], p=JITTER_P),
-        v2.ToImage(),
-        v2.ToDtype(torch.float32, scale=True),
-    ])
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(size, **CROP, antialias=True),
+            v2.RandomApply([v2.RandomAffine(**AFFINE)], p=AFFINE_P),
+            v2.RandomApply([v2.ColorJitter(**_jitter_ranges(channels))], p=JITTER_P),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+        ]
+    )
 
 
 class FeatureResample(nn.Module):

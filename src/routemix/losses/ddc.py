@@ -162,7 +162,12 @@ class DDCLoss(nn.Module):
     """
 
     def __init__(
-        self, num_clusters: int, *, bandwidth_fraction: float = 0.15, bandwidth_rule: str = "squared", orthogonality: str = "mean",
+        self,
+        num_clusters: int,
+        *,
+        bandwidth_fraction: float = 0.15,
+        bandwidth_rule: str = "squared",
+        orthogonality: str = "mean",
     ) -> None:
         super().__init__()
         if num_clusters < 1:
@@ -179,8 +184,10 @@ class DDCLoss(nn.Module):
         self.orthogonality = orthogonality
 
     def extra_repr(self) -> str:
-        return (f"num_clusters={self.num_clusters}, bandwidth_fraction={self.bandwidth_fraction}, "
-                f"bandwidth_rule={self.bandwidth_rule!r}, orthogonality={self.orthogonality!r}")
+        return (
+            f"num_clusters={self.num_clusters}, bandwidth_fraction={self.bandwidth_fraction}, "
+            f"bandwidth_rule={self.bandwidth_rule!r}, orthogonality={self.orthogonality!r}"
+        )
 
     def forward(self, hidden: torch.Tensor, scores: torch.Tensor) -> DDCOutput:
         if scores.dim() != 2 or scores.shape[1] != self.num_clusters:
@@ -197,6 +204,10 @@ class DDCLoss(nn.Module):
         corner_divergence = cauchy_schwarz_term(simplex_corner_similarity(assignments), kernel)
         loss = divergence + orthogonality + corner_divergence
         return DDCOutput(
-            loss=loss, divergence=divergence.detach(), orthogonality=orthogonality.detach(),
-            corner_divergence=corner_divergence.detach(), sigma=sigma, assignments=assignments.detach(),
+            loss=loss,
+            divergence=divergence.detach(),
+            orthogonality=orthogonality.detach(),
+            corner_divergence=corner_divergence.detach(),
+            sigma=sigma,
+            assignments=assignments.detach(),
         )

@@ -128,8 +128,14 @@ def cluster_weights(responsibilities: torch.Tensor, delta: float = 3.0) -> torch
     return (batch / k + delta) / (counts + delta)
 
 
-def cluster_loss(z: torch.Tensor, responsibilities: torch.Tensor, means: torch.Tensor, delta: float = 3.0,
-                 *, gradient: str = "constant") -> torch.Tensor:
+def cluster_loss(
+    z: torch.Tensor,
+    responsibilities: torch.Tensor,
+    means: torch.Tensor,
+    delta: float = 3.0,
+    *,
+    gradient: str = "constant",
+) -> torch.Tensor:
     """Eq. 7 per sample: ``1/B * 1/2 sum_n sum_k w_k lambda_nk ||z_n - mu_k||^2``, with ``lambda``
     held constant (``gradient="constant"``, EM's M-step) or differentiated (``"differentiable"``)."""
     if gradient not in RESPONSIBILITY_GRADIENTS:
@@ -176,13 +182,22 @@ class UnfoldedGaussianMixture(nn.Module):
             printed, clipped to [0, 1]); see the module docstring.
     """
 
-    def __init__(self, n_clusters: int, embedding_dim: int, *, n_layers: int = 3, beta_init: float = 0.9,
-                 moment_update: str = "complement") -> None:
+    def __init__(
+        self,
+        n_clusters: int,
+        embedding_dim: int,
+        *,
+        n_layers: int = 3,
+        beta_init: float = 0.9,
+        moment_update: str = "complement",
+    ) -> None:
         super().__init__()
         if n_layers < 1:
             raise ValueError(f"n_layers must be at least 1 (one E-step), got {n_layers}.")
         if not 0.0 <= beta_init <= 1.0:
-            raise ValueError(f"beta_init must lie in [0, 1] (it mixes the centroids with batch means), got {beta_init}.")
+            raise ValueError(
+                f"beta_init must lie in [0, 1] (it mixes the centroids with batch means), got {beta_init}."
+            )
         if moment_update not in MOMENT_UPDATES:
             raise ValueError(f"moment_update must be one of {', '.join(MOMENT_UPDATES)}, got {moment_update!r}.")
         self.n_clusters = n_clusters
@@ -214,8 +229,13 @@ class UnfoldedGaussianMixture(nn.Module):
             correction = correction + beta.square() * (self.centroids - batch_means).square().sum()  # eq. 6
             log_resp = log_e_step(z, means)  # eq. 3 at layer t+1
             resp = log_resp.exp()
-        return MixtureOutput(responsibilities=resp, log_responsibilities=log_resp, means=means,
-                             reconstruction=resp @ means, correction_loss=correction)
+        return MixtureOutput(
+            responsibilities=resp,
+            log_responsibilities=log_resp,
+            means=means,
+            reconstruction=resp @ means,
+            correction_loss=correction,
+        )
 
     def extra_repr(self) -> str:
         return f"n_clusters={self.n_clusters}, embedding_dim={self.embedding_dim}, n_layers={self.n_layers}"
@@ -259,15 +279,20 @@ class EDGaMLoss(nn.Module):
         responsibilities: str = "constant",
     ) -> None:
         super().__init__()
-        for name, value in (("cluster_weight", cluster_weight), ("correction_weight", correction_weight),
-                            ("entropy_weight", entropy_weight), ("delta", delta)):
+        for name, value in (
+            ("cluster_weight", cluster_weight),
+            ("correction_weight", correction_weight),
+            ("entropy_weight", entropy_weight),
+            ("delta", delta),
+        ):
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
         if reconstruction not in RECONSTRUCTIONS:
             raise ValueError(f"reconstruction must be one of {', '.join(RECONSTRUCTIONS)}, got {reconstruction!r}.")
         if responsibilities not in RESPONSIBILITY_GRADIENTS:
             raise ValueError(
-                f"responsibilities must be one of {', '.join(RESPONSIBILITY_GRADIENTS)}, got {responsibilities!r}.")
+                f"responsibilities must be one of {', '.join(RESPONSIBILITY_GRADIENTS)}, got {responsibilities!r}."
+            )
         self.cluster_weight = cluster_weight
         self.correction_weight = correction_weight
         self.entropy_weight = entropy_weight
@@ -279,7 +304,16 @@ class EDGaMLoss(nn.Module):
         reconstruction = reconstruction_error(x, x_hat, self.reconstruction)
         cluster = cluster_loss(z, mixture.responsibilities, mixture.means, self.delta, gradient=self.responsibilities)
         entropy = assignment_entropy(mixture.log_responsibilities)
-        loss = (reconstruction + self.cluster_weight * cluster + self.correction_weight * mixture.correction_loss
-                + self.entropy_weight * entropy)
-        return EDGaMLossOutput(loss=loss, reconstruction=reconstruction.detach(), cluster=cluster.detach(),
-                               correction=mixture.correction_loss.detach(), entropy=entropy.detach())
+        loss = (
+            reconstruction
+            + self.cluster_weight * cluster
+            + self.correction_weight * mixture.correction_loss
+            + self.entropy_weight * entropy
+        )
+        return EDGaMLossOutput(
+            loss=loss,
+            reconstruction=reconstruction.detach(),
+            cluster=cluster.detach(),
+            correction=mixture.correction_loss.detach(),
+            entropy=entropy.detach(),
+        )

@@ -53,7 +53,9 @@ def weighted_reconstruction(distortion: torch.Tensor, p: torch.Tensor) -> torch.
     """Eq. 3.2: ``1/η Σ_i Σ_k p_k^i d_k^i`` for per-sample, per-expert distortions (B, K)."""
     _check_assignment(p)
     if distortion.shape != p.shape:
-        raise ValueError(f"distortion {tuple(distortion.shape)} and assignments {tuple(p.shape)} must have the same shape (batch, n_experts).")
+        raise ValueError(
+            f"distortion {tuple(distortion.shape)} and assignments {tuple(p.shape)} must have the same shape (batch, n_experts)."
+        )
     return (p * distortion).sum(dim=1).mean()
 
 

@@ -61,21 +61,27 @@ DEFAULT_WEIGHT = 0.01  # ch. 5.1: "a weighting coefficient ... of 0.01 for our e
 def gate_networks(model: nn.Module, routers: Sequence[str] | None = None) -> dict[str, tuple[int, int]]:
     """``{module name: (P_in, P_out)}`` of the gate networks in ``model`` with more than one outgoing
     path, in module order; ``routers`` keeps only names matching one of these shell patterns."""
-    found = {name: (m.num_in, m.num_out) for name, m in model.named_modules() if isinstance(m, GateNetwork) and m.num_out > 1}
+    found = {
+        name: (m.num_in, m.num_out) for name, m in model.named_modules() if isinstance(m, GateNetwork) and m.num_out > 1
+    }
     if routers is None:
         return found
     chosen = {name: shape for name, shape in found.items() if any(fnmatch.fnmatchcase(name, p) for p in routers)}
     unmatched = [p for p in routers if not any(fnmatch.fnmatchcase(name, p) for name in found)]
     if unmatched:
         listed = ", ".join(found) or "none"
-        raise ValueError(f"no gate network matches {', '.join(map(repr, unmatched))}; the model's gate networks with more than one outgoing path: {listed}.")
+        raise ValueError(
+            f"no gate network matches {', '.join(map(repr, unmatched))}; the model's gate networks with more than one outgoing path: {listed}."
+        )
     return chosen
 
 
 def _check_scores(names: Sequence[str], scores: Mapping[str, Tensor]) -> None:
     missing = [name for name in names if name not in scores]
     if missing:
-        raise ValueError(f"no relevance scores for gate network(s) {', '.join(missing)}; pass what GateTrace collected.")
+        raise ValueError(
+            f"no relevance scores for gate network(s) {', '.join(missing)}; pass what GateTrace collected."
+        )
 
 
 class GateClusteringLoss(nn.Module):
@@ -92,8 +98,9 @@ class GateClusteringLoss(nn.Module):
     loss, unweighted.
     """
 
-    def __init__(self, gates: Mapping[str, tuple[int, int]], *, scope: str = "local", gamma: float = 5.0,
-                 priors: bool = True) -> None:
+    def __init__(
+        self, gates: Mapping[str, tuple[int, int]], *, scope: str = "local", gamma: float = 5.0, priors: bool = True
+    ) -> None:
         super().__init__()
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}.")
@@ -164,8 +171,9 @@ class LoadBalancingLoss(nn.Module):
         return total
 
 
-def gate_regularizer(model: nn.Module, kind: str, *, routers: Sequence[str] | None = None,
-                     priors: bool = True) -> nn.Module | None:
+def gate_regularizer(
+    model: nn.Module, kind: str, *, routers: Sequence[str] | None = None, priors: bool = True
+) -> nn.Module | None:
     """The regulariser called ``kind`` (one of :data:`REGULARIZERS`) for ``model``'s gate networks
     (those matching the shell patterns ``routers``, default all); ``None`` for ``"none"``.
     ``priors`` applies to the NMM-EM ones."""

@@ -24,7 +24,9 @@ import torch
 def joint_assignment(z: torch.Tensor, z_aug: torch.Tensor) -> torch.Tensor:
     """Symmetrised joint distribution P (K, K) of two soft assignments (B, K)."""
     if z.shape != z_aug.shape or z.dim() != 2:
-        raise ValueError(f"expected two (batch, K) assignment matrices of one shape, got {tuple(z.shape)} and {tuple(z_aug.shape)}.")
+        raise ValueError(
+            f"expected two (batch, K) assignment matrices of one shape, got {tuple(z.shape)} and {tuple(z_aug.shape)}."
+        )
     joint = z.T @ z_aug / z.shape[0]
     return (joint + joint.T) / 2
 

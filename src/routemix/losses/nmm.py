@@ -62,7 +62,6 @@ def check_drop_threshold(drop_threshold: float | None, num_clusters: int, priors
         )
 
 
-
 def _check_batch_size(count: int) -> None:
     if count < 2:
         raise ValueError(
@@ -264,7 +263,9 @@ class NMMLoss(nn.Module):
         """Eq. 4.18's priors as a running mean of the batch posteriors; then, with
         ``drop_threshold``, drop the clusters that win too few samples."""
         batch_prior = global_batch_mean(posterior).clamp_min(1e-8)  # all processes' posteriors when data-parallel
-        prior = (1 - self.prior_momentum) * self.log_prior.exp().view_as(batch_prior) + self.prior_momentum * batch_prior
+        prior = (1 - self.prior_momentum) * self.log_prior.exp().view_as(
+            batch_prior
+        ) + self.prior_momentum * batch_prior
         prior = prior * self.alive.view_as(prior)  # a dropped cluster keeps prior 0
         prior = prior / prior.sum(dim=-1, keepdim=True)
         if self.drop_threshold is not None:

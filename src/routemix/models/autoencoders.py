@@ -105,11 +105,16 @@ def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
-def _deconv_bn_relu(c_in: int, c_out: int, stride: int, size_in: tuple[int, int], size_out: tuple[int, int]) -> list[nn.Module]:
+def _deconv_bn_relu(
+    c_in: int, c_out: int, stride: int, size_in: tuple[int, int], size_out: tuple[int, int]
+) -> list[nn.Module]:
     """Transposed 3x3 convolution (padding 1) whose output padding lands exactly on ``size_out`` (H, W)."""
     output_padding = tuple(out - ((inp - 1) * stride - 2 + 3) for inp, out in zip(size_in, size_out))
-    return [nn.ConvTranspose2d(c_in, c_out, 3, stride=stride, padding=1, output_padding=output_padding),
-            nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+    return [
+        nn.ConvTranspose2d(c_in, c_out, 3, stride=stride, padding=1, output_padding=output_padding),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
 
 
 class ConvAutoencoder(nn.Module):
@@ -125,7 +130,9 @@ class ConvAutoencoder(nn.Module):
         super().__init__()
         channels, height, width = (int(s) for s in image_shape)
         if min(height, width) < 4:
-            raise ValueError(f"ConvAutoencoder needs images of at least 4x4 (two stride-2 layers), got {height}x{width}.")
+            raise ValueError(
+                f"ConvAutoencoder needs images of at least 4x4 (two stride-2 layers), got {height}x{width}."
+            )
         self.image_shape = (channels, height, width)
         self.embedding_dim = int(embedding_dim)
         h1, w1 = _conv_out(height, 2), _conv_out(width, 2)
@@ -133,23 +140,34 @@ class ConvAutoencoder(nn.Module):
         self._inner_shape = (16, h2, w2)
         inner = 16 * h2 * w2
         self.encoder = nn.Sequential(
-            *_conv_bn_relu(channels, 16, 1), *_conv_bn_relu(16, 32, 2), *_conv_bn_relu(32, 32, 1),
-            *_conv_bn_relu(32, 16, 2), nn.Flatten(),
-            nn.Linear(inner, hidden_features), nn.ReLU(inplace=True), nn.Linear(hidden_features, embedding_dim),
+            *_conv_bn_relu(channels, 16, 1),
+            *_conv_bn_relu(16, 32, 2),
+            *_conv_bn_relu(32, 32, 1),
+            *_conv_bn_relu(32, 16, 2),
+            nn.Flatten(),
+            nn.Linear(inner, hidden_features),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_features, embedding_dim),
         )
         self.decoder_head = nn.Sequential(
-            nn.Linear(embedding_dim, hidden_features), nn.ReLU(inplace=True), nn.Linear(hidden_features, inner),
+            nn.Linear(embedding_dim, hidden_features),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_features, inner),
         )
         self.decoder = nn.Sequential(
-            *_deconv_bn_relu(16, 32, 2, (h2, w2), (h1, w1)), *_deconv_bn_relu(32, 32, 1, (h1, w1), (h1, w1)),
+            *_deconv_bn_relu(16, 32, 2, (h2, w2), (h1, w1)),
+            *_deconv_bn_relu(32, 32, 1, (h1, w1), (h1, w1)),
             *_deconv_bn_relu(32, 16, 2, (h1, w1), (height, width)),
-            nn.ConvTranspose2d(16, channels, 3, stride=1, padding=1), nn.Sigmoid(),
+            nn.ConvTranspose2d(16, channels, 3, stride=1, padding=1),
+            nn.Sigmoid(),
         )
         glorot_init_(self)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
-            raise ValueError(f"ConvAutoencoder expects input (batch, {', '.join(map(str, self.image_shape))}), got {tuple(x.shape)}.")
+            raise ValueError(
+                f"ConvAutoencoder expects input (batch, {', '.join(map(str, self.image_shape))}), got {tuple(x.shape)}."
+            )
         return self.encoder(x)
 
     def decode(self, h: torch.Tensor) -> torch.Tensor:

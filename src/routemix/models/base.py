@@ -23,8 +23,16 @@ class Classifier(nn.Module):
     listings such as ``routemix models`` to count FLOPs.
     """
 
-    def __init__(self, *, num_classes: int, in_channels: int, num_paths: int = 1,
-                 input_size: int | None = None, min_input_size: int = 1, default_input_size: int = 32) -> None:
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        in_channels: int,
+        num_paths: int = 1,
+        input_size: int | None = None,
+        min_input_size: int = 1,
+        default_input_size: int = 32,
+    ) -> None:
         super().__init__()
         self.num_classes, self.in_channels, self.num_paths = num_classes, in_channels, num_paths
         self.input_size, self.min_input_size = input_size, min_input_size
@@ -45,7 +53,9 @@ class Classifier(nn.Module):
         """A clear error for an input this model cannot take (wrong rank, channels or size)."""
         name = type(self).__name__
         if x.dim() != 4:
-            raise RoutemixError(f"{name} takes images (B, C, H, W); got a {x.dim()}-D tensor of shape {tuple(x.shape)}.")
+            raise RoutemixError(
+                f"{name} takes images (B, C, H, W); got a {x.dim()}-D tensor of shape {tuple(x.shape)}."
+            )
         if x.shape[1] != self.in_channels:
             raise RoutemixError(
                 f"{name} was built for {self.in_channels} input channels but got {x.shape[1]}: "
@@ -58,4 +68,6 @@ class Classifier(nn.Module):
                 f"create it with input_size={h} (square images) or resize the images."
             )
         if min(h, w) < self.min_input_size:
-            raise RoutemixError(f"{name} needs images of at least {self.min_input_size}x{self.min_input_size}, got {h}x{w}.")
+            raise RoutemixError(
+                f"{name} needs images of at least {self.min_input_size}x{self.min_input_size}, got {h}x{w}."
+            )

@@ -132,7 +132,9 @@ class MultiPathCNN(Classifier):
             nonlocal routes
             if routing in ("cc", "stitch"):
                 routes += 1
-                layers[f"route{routes}"] = CrossConnection(p, p, channels, **gates) if routing == "cc" else CrossStitch(p)
+                layers[f"route{routes}"] = (
+                    CrossConnection(p, p, channels, **gates) if routing == "cc" else CrossStitch(p)
+                )
 
         if routing == "cc":
             layers["widen"] = OneToManyConnection(p, in_channels, **gates)
@@ -143,8 +145,11 @@ class MultiPathCNN(Classifier):
             for c, width in enumerate(stage):
                 k += 1
                 if routing == "cp" and c == 0:  # Fig. 3.2: CP routers replace the first conv of each stage
-                    router = OneToManyPrediction(p, channels, width, bias=False, norm=True, **gates) if s == 0 else \
-                        CrossPrediction(p, p, channels, width, bias=False, norm=True, **gates)
+                    router = (
+                        OneToManyPrediction(p, channels, width, bias=False, norm=True, **gates)
+                        if s == 0
+                        else CrossPrediction(p, p, channels, width, bias=False, norm=True, **gates)
+                    )
                     layers[f"conv{k}"] = router
                 else:
                     layers[f"conv{k}"] = PathConv2d(p, channels, width, 3, bias=False)
@@ -204,25 +209,64 @@ def ensemble_log_probs(logits: Tensor) -> Tensor:
 
 def _cnn(layout: CNNLayout, **defaults):
     def build(*, num_classes: int, in_channels: int, input_size: int, **kwargs) -> MultiPathCNN:
-        return MultiPathCNN(layout, num_classes=num_classes, in_channels=in_channels, input_size=input_size, **{**defaults, **kwargs})
+        return MultiPathCNN(
+            layout, num_classes=num_classes, in_channels=in_channels, input_size=input_size, **{**defaults, **kwargs}
+        )
 
     return build
 
 
 _BASECNN = {"family": "basecnn", "recipe": "cnn"}
-register_model("basecnn", _cnn(BASECNN), summary="BaseCNN (Table 3.1): C32 C32 M C64 C64 M C128 C128 F32 F32", **_BASECNN)
+register_model(
+    "basecnn", _cnn(BASECNN), summary="BaseCNN (Table 3.1): C32 C32 M C64 C64 M C128 C128 F32 F32", **_BASECNN
+)
 register_model("widecnn", _cnn(WIDECNN), summary="WideCNN (Table 3.1): BaseCNN with twice the filters", **_BASECNN)
-register_model("deepcnn", _cnn(DEEPCNN), summary="DeepCNN (Table 3.1): BaseCNN with a fourth stage of three C256", **_BASECNN)
-register_model("sebasecnn", _cnn(BASECNN, se_reduction=4), summary="SEBaseCNN (Table 3.2): squeeze-excitation after every convolution", **_BASECNN)
-register_model("sedeepcnn", _cnn(DEEPCNN, se_reduction=4), summary="SEDeepCNN (Table 3.2): squeeze-excitation after every convolution", **_BASECNN)
-register_model("crossstitch_basecnn_2", _cnn(BASECNN, routing="stitch"), summary="Cr-Stitch2 (Table 3.2): two BaseCNNs joined by cross-stitch units",
-               paths=2, routing="stitch", **_BASECNN)
-register_model("basecnn_{P}", _cnn(BASECNN), summary="BaseCNN-P (Table 3.2): P independent BaseCNNs, outputs averaged",
-               listed={"P": (2, 3, 4)}, **_BASECNN)
-register_model("basecnn_{P}cc", _cnn(BASECNN, routing="cc"), summary="BaseCNN-P-CC (Fig. 3.4): P BaseCNNs mixed by cross-connections",
-               listed={"P": (2, 3, 4)}, routing="cc", **_BASECNN)
-register_model("basecnn_{P}cp", _cnn(BASECNN, routing="cp"), summary="BaseCNN-P-CP (Fig. 3.2): cross-prediction routers replace every other convolution",
-               listed={"P": (2, 3, 4)}, routing="cp", **_BASECNN)
+register_model(
+    "deepcnn", _cnn(DEEPCNN), summary="DeepCNN (Table 3.1): BaseCNN with a fourth stage of three C256", **_BASECNN
+)
+register_model(
+    "sebasecnn",
+    _cnn(BASECNN, se_reduction=4),
+    summary="SEBaseCNN (Table 3.2): squeeze-excitation after every convolution",
+    **_BASECNN,
+)
+register_model(
+    "sedeepcnn",
+    _cnn(DEEPCNN, se_reduction=4),
+    summary="SEDeepCNN (Table 3.2): squeeze-excitation after every convolution",
+    **_BASECNN,
+)
+register_model(
+    "crossstitch_basecnn_2",
+    _cnn(BASECNN, routing="stitch"),
+    summary="Cr-Stitch2 (Table 3.2): two BaseCNNs joined by cross-stitch units",
+    paths=2,
+    routing="stitch",
+    **_BASECNN,
+)
+register_model(
+    "basecnn_{P}",
+    _cnn(BASECNN),
+    summary="BaseCNN-P (Table 3.2): P independent BaseCNNs, outputs averaged",
+    listed={"P": (2, 3, 4)},
+    **_BASECNN,
+)
+register_model(
+    "basecnn_{P}cc",
+    _cnn(BASECNN, routing="cc"),
+    summary="BaseCNN-P-CC (Fig. 3.4): P BaseCNNs mixed by cross-connections",
+    listed={"P": (2, 3, 4)},
+    routing="cc",
+    **_BASECNN,
+)
+register_model(
+    "basecnn_{P}cp",
+    _cnn(BASECNN, routing="cp"),
+    summary="BaseCNN-P-CP (Fig. 3.2): cross-prediction routers replace every other convolution",
+    listed={"P": (2, 3, 4)},
+    routing="cp",
+    **_BASECNN,
+)
 
 
 def _ensemble(names: tuple[str, ...]):
@@ -233,7 +277,17 @@ def _ensemble(names: tuple[str, ...]):
     return build
 
 
-register_model("basecnn_ensemble", _ensemble(("basecnn",) * 3), summary="BaseCNN Ensemble (Table 3.2): three BaseCNNs trained apart, predictions averaged",
-               routing="ensemble", **_BASECNN)
-register_model("all_ensemble", _ensemble(("basecnn", "widecnn", "deepcnn")), summary="All Ensemble (Table 3.2): BaseCNN, WideCNN and DeepCNN, predictions averaged",
-               routing="ensemble", **_BASECNN)
+register_model(
+    "basecnn_ensemble",
+    _ensemble(("basecnn",) * 3),
+    summary="BaseCNN Ensemble (Table 3.2): three BaseCNNs trained apart, predictions averaged",
+    routing="ensemble",
+    **_BASECNN,
+)
+register_model(
+    "all_ensemble",
+    _ensemble(("basecnn", "widecnn", "deepcnn")),
+    summary="All Ensemble (Table 3.2): BaseCNN, WideCNN and DeepCNN, predictions averaged",
+    routing="ensemble",
+    **_BASECNN,
+)

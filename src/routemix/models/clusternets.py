@@ -77,7 +77,9 @@ class ClusterNet(nn.Module):
     def forward_features(self, x):
         expected = (self.in_channels, self.input_size, self.input_size)
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"{type(self).__name__} expects input (batch, {', '.join(map(str, expected))}), got {tuple(x.shape)}.")
+            raise ValueError(
+                f"{type(self).__name__} expects input (batch, {', '.join(map(str, expected))}), got {tuple(x.shape)}."
+            )
         return self.features(x)
 
     def forward(self, x):
@@ -117,22 +119,56 @@ def _cluster_mlp(*, num_classes: int, in_features: int, hidden_sizes: Sequence[i
 
 # The input is the 2-plane Sobel image (sec. 4.5.2) at the dataset's own side.
 _CLUSTERNET = {"family": "clusternet", "task": "clustering", "recipe": None, "in_channels": 2}
-register_model("clusternet_mnist", _clusternet(MNIST_FEATURES, hidden=32), summary="Table 4.2 MNIST: C64 M C128 M C256 F32 F10 (0.77M)",
-               input_size=28, **_CLUSTERNET)
-register_model("clusternet_cifar", _clusternet(CIFAR_FEATURES), summary="Table 4.2 CIFAR-10/100: C64 C64 M C128 C128 M C256 C256 Fn (1.31M, n=10)",
-               input_size=32, **_CLUSTERNET)
-register_model("clusternet_stl10", _clusternet(STL10_FEATURES), summary="Table 4.2 STL10: C64 C64 M C128 C128 M C256 C256 M C256 C256 F10 (2.69M)",
-               input_size=96, **_CLUSTERNET)
-register_model("cluster_mlp", _cluster_mlp, summary="Linear-BN-ReLU MLP for vectors (hidden_sizes=(256, 256); sec. 4.5.1's 2-D study: (32, 32))",
-               family="mlp", task="clustering", recipe=None, input="vector", in_channels=None, input_size=None)
+register_model(
+    "clusternet_mnist",
+    _clusternet(MNIST_FEATURES, hidden=32),
+    summary="Table 4.2 MNIST: C64 M C128 M C256 F32 F10 (0.77M)",
+    input_size=28,
+    **_CLUSTERNET,
+)
+register_model(
+    "clusternet_cifar",
+    _clusternet(CIFAR_FEATURES),
+    summary="Table 4.2 CIFAR-10/100: C64 C64 M C128 C128 M C256 C256 Fn (1.31M, n=10)",
+    input_size=32,
+    **_CLUSTERNET,
+)
+register_model(
+    "clusternet_stl10",
+    _clusternet(STL10_FEATURES),
+    summary="Table 4.2 STL10: C64 C64 M C128 C128 M C256 C256 M C256 C256 F10 (2.69M)",
+    input_size=96,
+    **_CLUSTERNET,
+)
+register_model(
+    "cluster_mlp",
+    _cluster_mlp,
+    summary="Linear-BN-ReLU MLP for vectors (hidden_sizes=(256, 256); sec. 4.5.1's 2-D study: (32, 32))",
+    family="mlp",
+    task="clustering",
+    recipe=None,
+    input="vector",
+    in_channels=None,
+    input_size=None,
+)
 
 
-def clustering_network(n_clusters: int, *, image_side: int | None = None, n_features: int | None = None,
-                       hidden_sizes: Sequence[int] = (256, 256)) -> nn.Module:
+def clustering_network(
+    n_clusters: int,
+    *,
+    image_side: int | None = None,
+    n_features: int | None = None,
+    hidden_sizes: Sequence[int] = (256, 256),
+) -> nn.Module:
     """The thesis' NMM-EM network for this data: for square images of ``image_side``, Table 4.2's
     CNN for that side on the 2-plane Sobel input (other sides get the MNIST layout at their own
     size); for vectors of ``n_features``, the MLP with ``hidden_sizes``."""
     if image_side is None:
-        return create_model("cluster_mlp", num_classes=n_clusters, in_features=n_features, hidden_sizes=tuple(int(h) for h in hidden_sizes))
+        return create_model(
+            "cluster_mlp",
+            num_classes=n_clusters,
+            in_features=n_features,
+            hidden_sizes=tuple(int(h) for h in hidden_sizes),
+        )
     by_side = {model_spec(name).input_size: name for name in list_models(family="clusternet")}
     return create_model(by_side.get(image_side, "clusternet_mnist"), num_classes=n_clusters, input_size=image_side)

@@ -58,7 +58,9 @@ def lenet_output_side(side: int) -> int:
 class DDCLeNet(nn.Module):
     """Sec. 3.3 image network: C32(5x5) M C64(5x5) M FC100-ReLU-BN FCk."""
 
-    def __init__(self, *, num_classes: int, in_channels: int = 1, input_size: tuple[int, int] = (28, 28), hidden: int = 100) -> None:
+    def __init__(
+        self, *, num_classes: int, in_channels: int = 1, input_size: tuple[int, int] = (28, 28), hidden: int = 100
+    ) -> None:
         super().__init__()
         height, width = input_size
         out_h, out_w = lenet_output_side(height), lenet_output_side(width)
@@ -67,10 +69,16 @@ class DDCLeNet(nn.Module):
         self.in_channels = in_channels
         self.input_size = (height, width)
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 5), nn.MaxPool2d(2), nn.ReLU(inplace=True),
-            nn.Conv2d(32, 64, 5), nn.MaxPool2d(2), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, 32, 5),
+            nn.MaxPool2d(2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(32, 64, 5),
+            nn.MaxPool2d(2),
+            nn.ReLU(inplace=True),
             nn.Flatten(),
-            nn.Linear(64 * out_h * out_w, hidden), nn.ReLU(inplace=True), nn.BatchNorm1d(hidden),
+            nn.Linear(64 * out_h * out_w, hidden),
+            nn.ReLU(inplace=True),
+            nn.BatchNorm1d(hidden),
         )
         self.head = nn.Linear(hidden, num_classes)
         _init_he(self)
@@ -132,7 +140,20 @@ def _ddc_mlp(*, num_classes: int, in_features: int, hidden_sizes: Sequence[int] 
 
 
 _DDC = {"family": "ddc", "task": "clustering", "recipe": None}
-register_model("ddc_lenet", _ddc_lenet, summary="DDC image network (sec. 3.3): C32 M C64 M FC100-BN FCk, 5x5 kernels, no padding",
-               in_channels=1, input_size=28, **_DDC)
-register_model("ddc_mlp", _ddc_mlp, summary="DDC vector network (sec. 3.3): FC200 FC200 FC500-BN FCk",
-               input="vector", in_channels=None, input_size=None, **_DDC)
+register_model(
+    "ddc_lenet",
+    _ddc_lenet,
+    summary="DDC image network (sec. 3.3): C32 M C64 M FC100-BN FCk, 5x5 kernels, no padding",
+    in_channels=1,
+    input_size=28,
+    **_DDC,
+)
+register_model(
+    "ddc_mlp",
+    _ddc_mlp,
+    summary="DDC vector network (sec. 3.3): FC200 FC200 FC500-BN FCk",
+    input="vector",
+    in_channels=None,
+    input_size=None,
+    **_DDC,
+)

@@ -58,15 +58,29 @@ def format_models(names: list[str], num_classes: int | None = None) -> str:
         spec = model_spec(name)
         classes = num_classes or (spec.published.num_classes if spec.published else spec.num_classes)
         info = model_info(name, classes)
-        shape = "x".join(map(str, spec.input_shape)) + ("" if spec.fixed_input_size else "+") if spec.input_shape else "vectors"
-        size = f"{info.parameters / 1e6:>8.3f}M{info.multiply_adds / 1e9:>8.3f}" if info.parameters is not None else f"{'-':>9}{'-':>8}"
+        shape = (
+            "x".join(map(str, spec.input_shape)) + ("" if spec.fixed_input_size else "+")
+            if spec.input_shape
+            else "vectors"
+        )
+        size = (
+            f"{info.parameters / 1e6:>8.3f}M{info.multiply_adds / 1e9:>8.3f}"
+            if info.parameters is not None
+            else f"{'-':>9}{'-':>8}"
+        )
         published = spec.published
         printed = "-"
         if published is not None:
             printed = f"{published.parameters_m}M {published.source.replace('table', 'T').replace('_', '.')}"
             printed += f" @{published.num_classes}" if published.num_classes != info.num_classes else ""
-        lines.append(f"{name:<28}{spec.family:<17}{spec.task:<11}{spec.paths:>5}  {spec.routing or '-':<15}{shape:<11}{classes:>7}{size}  {printed:<17}{spec.summary}")
-    lines.append("\nparams: trainable parameters (millions); GMACs: multiply-adds of one forward pass of one image (billions); both for `classes` outputs.")
-    lines.append("input: the default shape; + : any size also works (global pooling). published: the thesis' count (Table 3.x), @N: for N classes.")
+        lines.append(
+            f"{name:<28}{spec.family:<17}{spec.task:<11}{spec.paths:>5}  {spec.routing or '-':<15}{shape:<11}{classes:>7}{size}  {printed:<17}{spec.summary}"
+        )
+    lines.append(
+        "\nparams: trainable parameters (millions); GMACs: multiply-adds of one forward pass of one image (billions); both for `classes` outputs."
+    )
+    lines.append(
+        "input: the default shape; + : any size also works (global pooling). published: the thesis' count (Table 3.x), @N: for N classes."
+    )
     lines.append("Names with a path count build for any count: basecnn_8cc, resnet20_6cp, sparse_basecnn_16_top2, ...")
     return "\n".join(lines)

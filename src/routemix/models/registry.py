@@ -99,8 +99,15 @@ _SPECS: dict[str, ModelSpec] = {}
 _TEMPLATES: list[_Template] = []
 
 
-def register_model(name: str, build: ModelBuilder, *, family: str, summary: str,
-                   listed: dict[str, tuple[int, ...]] | None = None, **metadata) -> None:
+def register_model(
+    name: str,
+    build: ModelBuilder,
+    *,
+    family: str,
+    summary: str,
+    listed: dict[str, tuple[int, ...]] | None = None,
+    **metadata,
+) -> None:
     """Register ``build`` as ``name`` with the metadata of :class:`ModelSpec`.
 
     ``name`` may hold ``{P}`` (paths, at least 2) and ``{k}`` (paths per sample, at least 1):
@@ -133,11 +140,20 @@ def _instance(template: _Template, values: dict[str, int]) -> ModelSpec:
     """The spec of one name of ``template``, e.g. ``basecnn_8cc`` of ``basecnn_{P}cc``."""
     for placeholder, value in values.items():
         if value < template.minimum[placeholder]:
-            raise RoutemixError(f"{template.spec.name}: {placeholder} must be at least {template.minimum[placeholder]}, got {value}.")
+            raise RoutemixError(
+                f"{template.spec.name}: {placeholder} must be at least {template.minimum[placeholder]}, got {value}."
+            )
     if values.get("k", 1) > values.get("P", template.spec.paths):
-        raise RoutemixError(f"{template.spec.name}: k (paths per sample) must not exceed P (paths), got P={values['P']}, k={values['k']}.")
+        raise RoutemixError(
+            f"{template.spec.name}: k (paths per sample) must not exceed P (paths), got P={values['P']}, k={values['k']}."
+        )
     options = {**template.spec.options, **({"top_k": values["k"]} if "k" in values else {})}
-    return replace(template.spec, name=template.spec.name.format(**values), paths=values.get("P", template.spec.paths), options=options)
+    return replace(
+        template.spec,
+        name=template.spec.name.format(**values),
+        paths=values.get("P", template.spec.paths),
+        options=options,
+    )
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -167,8 +183,14 @@ def list_models(*patterns: str, task: str | None = None, family: str | None = No
     return sorted(s.name for s in specs if (task is None or s.task == task) and (family is None or s.family == family))
 
 
-def create_model(name: str, *, num_classes: int | None = None, in_channels: int | None = None,
-                 input_size: int | None = None, **kwargs) -> nn.Module:
+def create_model(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    input_size: int | None = None,
+    **kwargs,
+) -> nn.Module:
     """Build a registered model; what is left as ``None`` comes from its spec. ``input_size`` of a
     model that takes any size (global pooling) is not needed and is ignored."""
     spec = model_spec(name)

@@ -73,8 +73,13 @@ class PathResNet(Classifier):
         if stem not in ("cifar", "imagenet"):
             raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
         downsample = 2 ** (len(layers) - 1) * (4 if stem == "imagenet" else 1)
-        super().__init__(num_classes=num_classes, in_channels=in_channels, num_paths=num_paths, min_input_size=downsample,
-                         default_input_size=224 if stem == "imagenet" else 32)
+        super().__init__(
+            num_classes=num_classes,
+            in_channels=in_channels,
+            num_paths=num_paths,
+            min_input_size=downsample,
+            default_input_size=224 if stem == "imagenet" else 32,
+        )
         self.routing = routing
         p = num_paths
         gates = {"gate_hidden": gate_hidden}
@@ -84,7 +89,9 @@ class PathResNet(Classifier):
         # Named layers: gates read as "features.widen.gate", "features.route2.gate", ...
         body: OrderedDict[str, nn.Module] = OrderedDict()
         if routing == "cp":
-            body["conv1"] = OneToManyPrediction(p, in_channels, stem_width, kernel, stride, bias=False, norm=True, **gates)
+            body["conv1"] = OneToManyPrediction(
+                p, in_channels, stem_width, kernel, stride, bias=False, norm=True, **gates
+            )
         else:
             stem_paths = 1 if routing == "cc" else p
             conv, bn = conv_bn(stem_paths, in_channels, stem_width, kernel, stride)
@@ -107,10 +114,12 @@ class PathResNet(Classifier):
                 routes += 1
                 body[f"route{routes}"] = CrossConnection(p, p, channels, **gates)
         self.features = nn.Sequential(body)
-        self.head = nn.Sequential(OrderedDict(pool=PathGlobalAvgPool(), classifier=PathLinear(p, channels, num_classes),
-                                              average=AveragePaths()))
+        self.head = nn.Sequential(
+            OrderedDict(
+                pool=PathGlobalAvgPool(), classifier=PathLinear(p, channels, num_classes), average=AveragePaths()
+            )
+        )
         init_conv_bn(self)
 
     def forward_logits(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
-

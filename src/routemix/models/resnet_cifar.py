@@ -22,15 +22,32 @@ CIFAR_DEPTHS = (20, 32, 44, 56, 110)
 CIFAR_WIDTHS = (16, 32, 64)
 
 
-def cifar_resnet(depth: int, *, num_paths: int = 1, routing: str | None = None, se_reduction: int | None = None,
-                 num_classes: int = 10, in_channels: int = 3, **kwargs) -> PathResNet:
+def cifar_resnet(
+    depth: int,
+    *,
+    num_paths: int = 1,
+    routing: str | None = None,
+    se_reduction: int | None = None,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    **kwargs,
+) -> PathResNet:
     """A CIFAR ResNet of ``depth`` = 6n+2 layers, optionally with paths and routing."""
     if (depth - 2) % 6:
         raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
     n = (depth - 2) // 6
     return PathResNet(
-        PathBasicBlock, (n, n, n), CIFAR_WIDTHS, stem="cifar", num_paths=num_paths, routing=routing,
-        num_classes=num_classes, in_channels=in_channels, shortcut="A", se_reduction=se_reduction, **kwargs,
+        PathBasicBlock,
+        (n, n, n),
+        CIFAR_WIDTHS,
+        stem="cifar",
+        num_paths=num_paths,
+        routing=routing,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        shortcut="A",
+        se_reduction=se_reduction,
+        **kwargs,
     )
 
 
@@ -44,24 +61,69 @@ def _builder(depth: int, **defaults):
 # Any input size (global average pooling); the thesis' recipe of sec. 3.4.2.
 _CIFAR = {"family": "cifar-resnet", "recipe": "resnet", "fixed_input_size": False}
 _PATHS = {"P": (2, 3, 4)}
-register_model("resnet20", _builder(20), summary="ResNet20 (He et al. 2016, sec. 4.2): 3 x 3 basic blocks, widths 16/32/64", **_CIFAR)
-register_model("resnet20_{P}cc", _builder(20, routing="cc"), summary="ResNet20-P-CC (Table 3.3): P paths, cross-connection after each stack",
-               listed=_PATHS, routing="cc", **_CIFAR)
-register_model("resnet20_{P}cp", _builder(20, routing="cp"), summary="ResNet20-P-CP (Table 3.3): P paths, cross-prediction routers between stacks",
-               listed=_PATHS, routing="cp", **_CIFAR)
+register_model(
+    "resnet20",
+    _builder(20),
+    summary="ResNet20 (He et al. 2016, sec. 4.2): 3 x 3 basic blocks, widths 16/32/64",
+    **_CIFAR,
+)
+register_model(
+    "resnet20_{P}cc",
+    _builder(20, routing="cc"),
+    summary="ResNet20-P-CC (Table 3.3): P paths, cross-connection after each stack",
+    listed=_PATHS,
+    routing="cc",
+    **_CIFAR,
+)
+register_model(
+    "resnet20_{P}cp",
+    _builder(20, routing="cp"),
+    summary="ResNet20-P-CP (Table 3.3): P paths, cross-prediction routers between stacks",
+    listed=_PATHS,
+    routing="cp",
+    **_CIFAR,
+)
 register_model("resnet32", _builder(32), summary="ResNet32 (He et al. 2016, sec. 4.2): 3 x 5 basic blocks", **_CIFAR)
-register_model("resnet32_{P}cc", _builder(32, routing="cc"), summary="ResNet32-P-CC (Table 3.3)", listed=_PATHS, routing="cc", **_CIFAR)
-register_model("resnet32_{P}cp", _builder(32, routing="cp"), summary="ResNet32-P-CP", listed=_PATHS, routing="cp", **_CIFAR)
+register_model(
+    "resnet32_{P}cc",
+    _builder(32, routing="cc"),
+    summary="ResNet32-P-CC (Table 3.3)",
+    listed=_PATHS,
+    routing="cc",
+    **_CIFAR,
+)
+register_model(
+    "resnet32_{P}cp", _builder(32, routing="cp"), summary="ResNet32-P-CP", listed=_PATHS, routing="cp", **_CIFAR
+)
 register_model("resnet44", _builder(44), summary="ResNet44 (He et al. 2016, sec. 4.2): 3 x 7 basic blocks", **_CIFAR)
-register_model("resnet44_{P}cc", _builder(44, routing="cc"), summary="ResNet44-P-CC", listed=_PATHS, routing="cc", **_CIFAR)
-register_model("resnet44_{P}cp", _builder(44, routing="cp"), summary="ResNet44-P-CP", listed=_PATHS, routing="cp", **_CIFAR)
+register_model(
+    "resnet44_{P}cc", _builder(44, routing="cc"), summary="ResNet44-P-CC", listed=_PATHS, routing="cc", **_CIFAR
+)
+register_model(
+    "resnet44_{P}cp", _builder(44, routing="cp"), summary="ResNet44-P-CP", listed=_PATHS, routing="cp", **_CIFAR
+)
 register_model("resnet56", _builder(56), summary="ResNet56 (He et al. 2016, sec. 4.2): 3 x 9 basic blocks", **_CIFAR)
-register_model("resnet56_{P}cc", _builder(56, routing="cc"), summary="ResNet56-P-CC", listed=_PATHS, routing="cc", **_CIFAR)
-register_model("resnet56_{P}cp", _builder(56, routing="cp"), summary="ResNet56-P-CP", listed=_PATHS, routing="cp", **_CIFAR)
-register_model("resnet110", _builder(110), summary="ResNet110 (He et al. 2016, sec. 4.2): 3 x 18 basic blocks", **_CIFAR)
-register_model("resnet110_{P}cc", _builder(110, routing="cc"), summary="ResNet110-P-CC", listed=_PATHS, routing="cc", **_CIFAR)
-register_model("resnet110_{P}cp", _builder(110, routing="cp"), summary="ResNet110-P-CP", listed=_PATHS, routing="cp", **_CIFAR)
-register_model("seresnet110", _builder(110, se_reduction=16), summary="SEResNet110 (Table 3.3): squeeze-excitation (reduction 16) on every residual branch", **_CIFAR)
+register_model(
+    "resnet56_{P}cc", _builder(56, routing="cc"), summary="ResNet56-P-CC", listed=_PATHS, routing="cc", **_CIFAR
+)
+register_model(
+    "resnet56_{P}cp", _builder(56, routing="cp"), summary="ResNet56-P-CP", listed=_PATHS, routing="cp", **_CIFAR
+)
+register_model(
+    "resnet110", _builder(110), summary="ResNet110 (He et al. 2016, sec. 4.2): 3 x 18 basic blocks", **_CIFAR
+)
+register_model(
+    "resnet110_{P}cc", _builder(110, routing="cc"), summary="ResNet110-P-CC", listed=_PATHS, routing="cc", **_CIFAR
+)
+register_model(
+    "resnet110_{P}cp", _builder(110, routing="cp"), summary="ResNet110-P-CP", listed=_PATHS, routing="cp", **_CIFAR
+)
+register_model(
+    "seresnet110",
+    _builder(110, se_reduction=16),
+    summary="SEResNet110 (Table 3.3): squeeze-excitation (reduction 16) on every residual branch",
+    **_CIFAR,
+)
 
 
 class WideBasicBlock(nn.Module):
@@ -114,4 +176,9 @@ def _wrn40_2(*, num_classes: int, in_channels: int) -> WideResNet:
     return WideResNet(40, 2, num_classes=num_classes, in_channels=in_channels)
 
 
-register_model("wrn40_2", _wrn40_2, summary="Wide ResNet 40-2 (Zagoruyko and Komodakis 2016): pre-activation blocks, widths 32/64/128", **_CIFAR)
+register_model(
+    "wrn40_2",
+    _wrn40_2,
+    summary="Wide ResNet 40-2 (Zagoruyko and Komodakis 2016): pre-activation blocks, widths 32/64/128",
+    **_CIFAR,
+)

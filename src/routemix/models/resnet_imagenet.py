@@ -58,14 +58,31 @@ def _torchvision(factory, **options):
     return build
 
 
-def imagenet_resnet(depth: int, *, num_paths: int = 1, routing: str | None = None, num_classes: int = 1000,
-                    in_channels: int = 3, **kwargs) -> PathResNet:
+def imagenet_resnet(
+    depth: int,
+    *,
+    num_paths: int = 1,
+    routing: str | None = None,
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    **kwargs,
+) -> PathResNet:
     """An ImageNet ResNet of ``depth`` in {18, 34, 50, 101}, optionally with paths and routing."""
     if depth not in IMAGENET_LAYERS:
         raise ValueError(f"ImageNet ResNet depth must be one of {sorted(IMAGENET_LAYERS)}, got {depth}")
     block, layers = IMAGENET_LAYERS[depth]
-    return PathResNet(block, layers, IMAGENET_WIDTHS, stem="imagenet", num_paths=num_paths, routing=routing,
-                      num_classes=num_classes, in_channels=in_channels, shortcut="B", **kwargs)
+    return PathResNet(
+        block,
+        layers,
+        IMAGENET_WIDTHS,
+        stem="imagenet",
+        num_paths=num_paths,
+        routing=routing,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        shortcut="B",
+        **kwargs,
+    )
 
 
 def _path_builder(depth: int, **defaults):
@@ -76,18 +93,74 @@ def _path_builder(depth: int, **defaults):
 
 
 # Any input of at least 32x32, meant for 224x224 crops; trained on CIFAR-scale data with the ResNet recipe.
-_IMAGENET = {"family": "imagenet-resnet", "recipe": "resnet", "fixed_input_size": False, "input_size": 224, "num_classes": 1000}
+_IMAGENET = {
+    "family": "imagenet-resnet",
+    "recipe": "resnet",
+    "fixed_input_size": False,
+    "input_size": 224,
+    "num_classes": 1000,
+}
 _PATHS = {"P": (2, 3, 4)}
-register_model("resnet18", _torchvision(torchvision.models.resnet18), summary="torchvision's ResNet-18 (Table 3.4 baseline)", **_IMAGENET)
-register_model("resnet18_{P}cc", _path_builder(18, routing="cc"), summary="ResNet18-P-CC (Table 3.4): P paths, cross-connection after each stack",
-               listed=_PATHS, routing="cc", **_IMAGENET)
-register_model("resnet34", _torchvision(torchvision.models.resnet34), summary="torchvision's ResNet-34 (Table 3.4 baseline)", **_IMAGENET)
-register_model("resnet34_{P}cc", _path_builder(34, routing="cc"), summary="ResNet34-P-CC", listed=_PATHS, routing="cc", **_IMAGENET)
-register_model("resnet50", _torchvision(torchvision.models.resnet50), summary="torchvision's ResNet-50 (Table 3.4 baseline)", **_IMAGENET)
-register_model("resnet50_{P}cc", _path_builder(50, routing="cc"), summary="ResNet50-P-CC (Table 3.4): bottleneck blocks, P paths",
-               listed=_PATHS, routing="cc", **_IMAGENET)
-register_model("resnet101", _torchvision(torchvision.models.resnet101), summary="torchvision's ResNet-101 (Table 3.4 baseline)", **_IMAGENET)
-register_model("resnet101_{P}cc", _path_builder(101, routing="cc"), summary="ResNet101-P-CC", listed=_PATHS, routing="cc", **_IMAGENET)
-register_model("wide_resnet50_2", _torchvision(torchvision.models.wide_resnet50_2), summary="torchvision's Wide ResNet-50-2 (Table 3.4 baseline)", **_IMAGENET)
-register_model("resnext50_2x64d", _torchvision(torchvision.models.resnet50, groups=2, width_per_group=64),
-               summary="ResNeXt-50 2x64d, the thesis' ResNeXt50-2-64 (Table 3.4 baseline)", **_IMAGENET)
+register_model(
+    "resnet18",
+    _torchvision(torchvision.models.resnet18),
+    summary="torchvision's ResNet-18 (Table 3.4 baseline)",
+    **_IMAGENET,
+)
+register_model(
+    "resnet18_{P}cc",
+    _path_builder(18, routing="cc"),
+    summary="ResNet18-P-CC (Table 3.4): P paths, cross-connection after each stack",
+    listed=_PATHS,
+    routing="cc",
+    **_IMAGENET,
+)
+register_model(
+    "resnet34",
+    _torchvision(torchvision.models.resnet34),
+    summary="torchvision's ResNet-34 (Table 3.4 baseline)",
+    **_IMAGENET,
+)
+register_model(
+    "resnet34_{P}cc", _path_builder(34, routing="cc"), summary="ResNet34-P-CC", listed=_PATHS, routing="cc", **_IMAGENET
+)
+register_model(
+    "resnet50",
+    _torchvision(torchvision.models.resnet50),
+    summary="torchvision's ResNet-50 (Table 3.4 baseline)",
+    **_IMAGENET,
+)
+register_model(
+    "resnet50_{P}cc",
+    _path_builder(50, routing="cc"),
+    summary="ResNet50-P-CC (Table 3.4): bottleneck blocks, P paths",
+    listed=_PATHS,
+    routing="cc",
+    **_IMAGENET,
+)
+register_model(
+    "resnet101",
+    _torchvision(torchvision.models.resnet101),
+    summary="torchvision's ResNet-101 (Table 3.4 baseline)",
+    **_IMAGENET,
+)
+register_model(
+    "resnet101_{P}cc",
+    _path_builder(101, routing="cc"),
+    summary="ResNet101-P-CC",
+    listed=_PATHS,
+    routing="cc",
+    **_IMAGENET,
+)
+register_model(
+    "wide_resnet50_2",
+    _torchvision(torchvision.models.wide_resnet50_2),
+    summary="torchvision's Wide ResNet-50-2 (Table 3.4 baseline)",
+    **_IMAGENET,
+)
+register_model(
+    "resnext50_2x64d",
+    _torchvision(torchvision.models.resnet50, groups=2, width_per_group=64),
+    summary="ResNeXt-50 2x64d, the thesis' ResNeXt50-2-64 (Table 3.4 baseline)",
+    **_IMAGENET,
+)

@@ -60,15 +60,29 @@ class SparseCNN(Classifier):
     ``"independent"`` initialises each path on its own.
     """
 
-    def __init__(self, layout: CNNLayout = BASECNN, *, num_paths: int = 4, top_k: int = 1, allocation: str = "softmax",
-                 capacity_factor: float | None = 1.25, overflow: str = "reroute", path_init: str = "shared",
-                 num_classes: int = 10, in_channels: int = 3, input_size: int = 32, gate_hidden: int | None = None) -> None:
+    def __init__(
+        self,
+        layout: CNNLayout = BASECNN,
+        *,
+        num_paths: int = 4,
+        top_k: int = 1,
+        allocation: str = "softmax",
+        capacity_factor: float | None = 1.25,
+        overflow: str = "reroute",
+        path_init: str = "shared",
+        num_classes: int = 10,
+        in_channels: int = 3,
+        input_size: int = 32,
+        gate_hidden: int | None = None,
+    ) -> None:
         if allocation not in ALLOCATIONS:
             raise RoutemixError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}.")
         if path_init not in PATH_INITS:
             raise RoutemixError(f"path_init must be one of {PATH_INITS}, got {path_init!r}.")
         if input_size % layout.downsample:
-            raise RoutemixError(f"input_size must be a multiple of {layout.downsample} for this network, got {input_size}.")
+            raise RoutemixError(
+                f"input_size must be a multiple of {layout.downsample} for this network, got {input_size}."
+            )
         super().__init__(num_classes=num_classes, in_channels=in_channels, num_paths=num_paths, input_size=input_size)
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         channels, k = in_channels, 0
@@ -76,8 +90,14 @@ class SparseCNN(Classifier):
             for width in stage:
                 k += 1
                 layers[f"conv{k}"] = SparseRouting(
-                    PathConv2d(num_paths, channels, width, 3, bias=False), num_paths, channels, top_k,
-                    allocation=allocation, capacity_factor=capacity_factor, overflow=overflow, gate_hidden=gate_hidden,
+                    PathConv2d(num_paths, channels, width, 3, bias=False),
+                    num_paths,
+                    channels,
+                    top_k,
+                    allocation=allocation,
+                    capacity_factor=capacity_factor,
+                    overflow=overflow,
+                    gate_hidden=gate_hidden,
                 )
                 layers[f"bn{k}"] = nn.BatchNorm2d(width)
                 layers[f"relu{k}"] = nn.ReLU()
@@ -115,13 +135,25 @@ def _start_paths_alike(paths: PathConv2d) -> None:
 
 def _sparse_cnn(**defaults):
     def build(*, num_classes: int, in_channels: int, input_size: int, **kwargs) -> SparseCNN:
-        return SparseCNN(BASECNN, num_classes=num_classes, in_channels=in_channels, input_size=input_size, **{**defaults, **kwargs})
+        return SparseCNN(
+            BASECNN, num_classes=num_classes, in_channels=in_channels, input_size=input_size, **{**defaults, **kwargs}
+        )
 
     return build
 
 
 _SPARSE = {"family": "sparse-basecnn", "recipe": "cnn", "listed": {"P": (2, 4, 8), "k": (1, 2)}}
-register_model("sparse_basecnn_{P}_top{k}", _sparse_cnn(allocation="softmax"),
-               summary="BaseCNN whose convolutions are P paths, top-k of softmax gates per sample (sec. 5.3)", routing="sparse-softmax", **_SPARSE)
-register_model("clustered_basecnn_{P}_top{k}", _sparse_cnn(allocation="cluster"),
-               summary="BaseCNN whose convolutions are P paths, top-k of the NMM-EM posterior per sample (sec. 5.3)", routing="sparse-cluster", **_SPARSE)
+register_model(
+    "sparse_basecnn_{P}_top{k}",
+    _sparse_cnn(allocation="softmax"),
+    summary="BaseCNN whose convolutions are P paths, top-k of softmax gates per sample (sec. 5.3)",
+    routing="sparse-softmax",
+    **_SPARSE,
+)
+register_model(
+    "clustered_basecnn_{P}_top{k}",
+    _sparse_cnn(allocation="cluster"),
+    summary="BaseCNN whose convolutions are P paths, top-k of the NMM-EM posterior per sample (sec. 5.3)",
+    routing="sparse-cluster",
+    **_SPARSE,
+)

@@ -72,11 +72,19 @@ def dense_depth(n_features: int) -> int:
 
 
 def _conv_bn_mish(in_channels: int, out_channels: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.Mish()]
+    return [
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.Mish(),
+    ]
 
 
 def _up_bn_mish(in_channels: int, out_channels: int) -> list[nn.Module]:
-    return [nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.Mish()]
+    return [
+        nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.Mish(),
+    ]
 
 
 def _linear_bn_mish(in_features: int, out_features: int) -> list[nn.Module]:
@@ -111,7 +119,12 @@ class ConvEncoder(nn.Module):
         """(left, right, top, bottom) zero padding from the input to ``D x D``."""
         _, height, width = self.image_shape
         side = self.depth.side
-        return ((side - width) // 2, side - width - (side - width) // 2, (side - height) // 2, side - height - (side - height) // 2)
+        return (
+            (side - width) // 2,
+            side - width - (side - width) // 2,
+            (side - height) // 2,
+            side - height - (side - height) // 2,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
@@ -263,7 +276,9 @@ def make_encoder(input_shape: Sequence[int], base_width: int | None = None) -> n
     return DenseEncoder(input_shape[0], base_width or DEFAULT_VECTOR_WIDTH)
 
 
-def build_vae(input_shape: Sequence[int], latent_dim: int, *, reconstruction: str, base_width: int | None = None) -> VAE:
+def build_vae(
+    input_shape: Sequence[int], latent_dim: int, *, reconstruction: str, base_width: int | None = None
+) -> VAE:
     """A VAE expert, or the pre-training autoencoder with a large ``latent_dim`` (sec. 3.3)."""
     if latent_dim < 1:
         raise ValueError(f"latent_dim must be at least 1, got {latent_dim}.")

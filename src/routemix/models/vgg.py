@@ -18,8 +18,13 @@ VGG13_HALF = CNNLayout(((32, 32), (64, 64), (128, 128), (256, 256), (256, 256)),
 
 def _vgg(**defaults):
     def build(*, num_classes: int, in_channels: int, input_size: int, **kwargs) -> MultiPathCNN:
-        return MultiPathCNN(VGG13_HALF, num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-                            **{**defaults, **kwargs})
+        return MultiPathCNN(
+            VGG13_HALF,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            input_size=input_size,
+            **{**defaults, **kwargs},
+        )
 
     return build
 
@@ -27,5 +32,11 @@ def _vgg(**defaults):
 # The 100-class ImageNet subset at 224x224 (sec. 3.5).
 _VGG = {"family": "vgg13", "recipe": "cnn", "input_size": 224, "num_classes": 100}
 register_model("vgg13_half", _vgg(), summary="VGG13 with half the filters and 256-unit dense layers (sec. 3.5)", **_VGG)
-register_model("vgg13_2cc", _vgg(routing="cc"), summary="two half VGG13s joined by cross-connections, the network of the sec. 3.5 figures",
-               paths=2, routing="cc", **_VGG)
+register_model(
+    "vgg13_2cc",
+    _vgg(routing="cc"),
+    summary="two half VGG13s joined by cross-connections, the network of the sec. 3.5 figures",
+    paths=2,
+    routing="cc",
+    **_VGG,
+)

@@ -16,7 +16,9 @@ from routemix.nn.paths import PathBatchNorm2d, PathConv2d, PathLinear, check_num
 from routemix.nn.routers import mix_paths
 
 
-def conv_bn(num_paths: int, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> nn.Sequential:
+def conv_bn(
+    num_paths: int, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1
+) -> nn.Sequential:
     """Per-path convolution (no bias) followed by per-path batch norm."""
     return nn.Sequential(
         PathConv2d(num_paths, in_channels, out_channels, kernel_size, stride=stride, bias=False),

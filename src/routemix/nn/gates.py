@@ -45,8 +45,9 @@ class GateNetwork(nn.Module):
     (:mod:`routemix.nn.sparse`). :meth:`scores` still returns the raw ``A``.
     """
 
-    def __init__(self, num_in: int, num_out: int, channels: int, hidden: int | None = None, *,
-                 normalize_scores: bool = False) -> None:
+    def __init__(
+        self, num_in: int, num_out: int, channels: int, hidden: int | None = None, *, normalize_scores: bool = False
+    ) -> None:
         super().__init__()
         self.num_in, self.num_out = check_num_paths(num_in), check_num_paths(num_out)
         hidden = default_gate_hidden(channels) if hidden is None else hidden

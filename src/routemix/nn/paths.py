@@ -60,8 +60,13 @@ class PathConv2d(nn.Module):
         self.out_channels = out_channels
         padding = kernel_size // 2 if padding is None else padding
         self.conv = nn.Conv2d(
-            num_paths * in_channels, num_paths * out_channels, kernel_size,
-            stride=stride, padding=padding, bias=bias, groups=num_paths,
+            num_paths * in_channels,
+            num_paths * out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            bias=bias,
+            groups=num_paths,
         )
 
     def forward(self, x: Tensor) -> Tensor:

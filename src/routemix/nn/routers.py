@@ -55,7 +55,9 @@ class _MixPaths(torch.autograd.Function):
             grad_x = torch.einsum("bio,bo...->bi...", weights.to(grad.dtype), grad)  # sum_j g_ij dL/dY_j
             grad_x = same_layout(grad_x.to(x.dtype), x)
         if ctx.needs_input_grad[1]:
-            grad_weights = torch.einsum("bo...,bi...->bio", grad, x.to(grad.dtype))  # eq. 3.10: dL/dg_ij = sum dL/dY_j * X_i
+            grad_weights = torch.einsum(
+                "bo...,bi...->bio", grad, x.to(grad.dtype)
+            )  # eq. 3.10: dL/dg_ij = sum dL/dY_j * X_i
             grad_weights = grad_weights.to(weights.dtype)
         return grad_x, grad_weights
 
@@ -171,8 +173,16 @@ class OneToManyPrediction(CrossPrediction):
     """Convolutional cross-prediction from one incoming tensor ``(B, C, H, W)`` to P_out paths: the
     first layer of a cross-prediction network (BaseCNN-X-CP, ResNet-X-CP)."""
 
-    def __init__(self, num_out: int, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 padding: int | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        num_out: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(1, num_out, in_channels, out_channels, kernel_size, stride, padding, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:

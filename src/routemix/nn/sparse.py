@@ -103,8 +103,9 @@ def top_k_paths(gates: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return paths, weights
 
 
-def plan_dispatch(paths: Tensor, weights: Tensor, num_paths: int, capacity: int | None, *,
-                  k: int | None = None) -> DispatchPlan:
+def plan_dispatch(
+    paths: Tensor, weights: Tensor, num_paths: int, capacity: int | None, *, k: int | None = None
+) -> DispatchPlan:
     """Assign samples to slots of ``capacity`` per path, from their ranked choices ``paths`` (B, R)
     and the gate probabilities ``weights`` (B, R) of those choices.
 
@@ -134,7 +135,9 @@ def plan_dispatch(paths: Tensor, weights: Tensor, num_paths: int, capacity: int 
         kept = position < capacity
         load = load + torch.bincount(path[kept], minlength=num_paths)
         needed[sample[kept]] -= 1  # a sample appears once per round
-        tried.append((sample, path, weights[sample, rank], position * num_paths + path, kept, torch.full_like(sample, rank)))
+        tried.append(
+            (sample, path, weights[sample, rank], position * num_paths + path, kept, torch.full_like(sample, rank))
+        )
     sample, path, weight, slot, kept, rank = (torch.cat(column) for column in zip(*tried))
     return DispatchPlan(sample, path, weight, slot, kept, rank, capacity, num_paths, k)
 
@@ -182,8 +185,18 @@ class SparseRouting(nn.Module):
     and the gate regularisers see it like any router's (as a router with one incoming path).
     """
 
-    def __init__(self, paths: nn.Module, num_paths: int, channels: int, k: int = 1, *, allocation: str = "softmax",
-                 capacity_factor: float | None = 1.25, overflow: str = "drop", gate_hidden: int | None = None) -> None:
+    def __init__(
+        self,
+        paths: nn.Module,
+        num_paths: int,
+        channels: int,
+        k: int = 1,
+        *,
+        allocation: str = "softmax",
+        capacity_factor: float | None = 1.25,
+        overflow: str = "drop",
+        gate_hidden: int | None = None,
+    ) -> None:
         super().__init__()
         check_num_paths(num_paths)
         if not 1 <= k <= num_paths:
@@ -200,8 +213,10 @@ class SparseRouting(nn.Module):
         self.paths = paths
 
     def extra_repr(self) -> str:
-        return (f"num_paths={self.num_paths}, k={self.k}, allocation={self.allocation!r}, "
-                f"capacity_factor={self.capacity_factor}, overflow={self.overflow!r}")
+        return (
+            f"num_paths={self.num_paths}, k={self.k}, allocation={self.allocation!r}, "
+            f"capacity_factor={self.capacity_factor}, overflow={self.overflow!r}"
+        )
 
     def capacity(self, batch_size: int) -> int | None:
         """Slots per path for a batch of ``batch_size`` (None: as many as the busiest path needs)."""
@@ -225,4 +240,6 @@ class SparseRouting(nn.Module):
 def sparse_top_k(model: nn.Module) -> dict[str, int]:
     """``{gate network name: k}`` for every :class:`SparseRouting` layer of ``model``: the routers
     whose gates pick k paths per sample (for :func:`routemix.metrics.path_usage`)."""
-    return {f"{name}.gate" if name else "gate": m.k for name, m in model.named_modules() if isinstance(m, SparseRouting)}
+    return {
+        f"{name}.gate" if name else "gate": m.k for name, m in model.named_modules() if isinstance(m, SparseRouting)
+    }

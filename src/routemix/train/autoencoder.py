@@ -33,8 +33,9 @@ class AutoencoderModule(L.LightningModule):
     ``"mean"`` (averaged over them too, Keras' and PyTorch's MSE, which N2D trains on).
     """
 
-    def __init__(self, autoencoder: nn.Module, *, n_clusters: int, lr: float = 1e-3,
-                 reconstruction: str = "sum") -> None:
+    def __init__(
+        self, autoencoder: nn.Module, *, n_clusters: int, lr: float = 1e-3, reconstruction: str = "sum"
+    ) -> None:
         super().__init__()
         self.autoencoder = autoencoder
         self.lr = lr
@@ -49,9 +50,11 @@ class AutoencoderModule(L.LightningModule):
         loss = reconstruction_error(x, self.autoencoder(x), self.reconstruction)
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"auto-encoder loss became {loss.item()} at step {self.global_step}; lower the learning rate.")
-        self.log("pretrain/reconstruction", loss.detach(), on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=len(x))
+                f"auto-encoder loss became {loss.item()} at step {self.global_step}; lower the learning rate."
+            )
+        self.log(
+            "pretrain/reconstruction", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x)
+        )
         return loss
 
     def cluster_labels(self, data: torch.Tensor) -> np.ndarray:

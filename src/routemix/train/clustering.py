@@ -134,7 +134,9 @@ class NMMModule(L.LightningModule):
         self._val_predictions.clear()
         self._val_labels.clear()
         scores = clustering_scores(labels, predictions)
-        self.log_dict({f"val/{k}": v for k, v in scores.items()}, prog_bar=True, sync_dist=True)  # equal everywhere (gathered)
+        self.log_dict(
+            {f"val/{k}": v for k, v in scores.items()}, prog_bar=True, sync_dist=True
+        )  # equal everywhere (gathered)
 
 
 @dataclass(frozen=True)
@@ -152,11 +154,19 @@ class TrainingRun:
 
     def fit_options(self) -> dict:
         """The keyword arguments of :func:`fit` this run sets."""
-        return {"run_dir": self.run_dir, "resume": self.resume, "devices": self.devices, "num_nodes": self.num_nodes,
-                "strategy": self.strategy, "checkpoint_every": self.checkpoint_every}
+        return {
+            "run_dir": self.run_dir,
+            "resume": self.resume,
+            "devices": self.devices,
+            "num_nodes": self.num_nodes,
+            "strategy": self.strategy,
+            "checkpoint_every": self.checkpoint_every,
+        }
 
 
-def make_loader(data: torch.Tensor, labels=None, *, batch_size: int, shuffle: bool, seed: int | None = None) -> DataLoader:
+def make_loader(
+    data: torch.Tensor, labels=None, *, batch_size: int, shuffle: bool, seed: int | None = None
+) -> DataLoader:
     """In-memory loader (:func:`routemix.data.loaders.tensor_loader`): shuffled by ``(seed, epoch)``,
     so a run resumes exactly, even from the middle of an epoch. Training drops a last batch smaller
     than ``batch_size`` (a batch of one cannot be normalised) unless the whole set is smaller than one batch."""
@@ -190,20 +200,30 @@ def fit(
     """
     ckpt_path = resume_checkpoint(run_dir) if run_dir is not None and resume else None
     trainer = make_trainer(
-        max_epochs=max_epochs, run_dir=run_dir, progress=progress, accelerator=accelerator,
-        val_every_n_epochs=val_every_n_epochs, devices=devices, num_nodes=num_nodes, strategy=strategy,
+        max_epochs=max_epochs,
+        run_dir=run_dir,
+        progress=progress,
+        accelerator=accelerator,
+        val_every_n_epochs=val_every_n_epochs,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
         checkpoint_every=checkpoint_every,
     )
     if trainer.world_size > 1:
         train_loader = shard_batches(train_loader)
         val_loader = shard_batches(val_loader) if val_loader is not None else None
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path, weights_only=True)
+    trainer.fit(
+        module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path, weights_only=True
+    )
     return trainer
 
 
 def predict_proba(module: NMMModule, data: torch.Tensor, *, batch_size: int = 1024) -> np.ndarray:
     """Posteriors (N, K) of ``data`` with the running statistics (inference at any batch size)."""
-    return batched_inference(module, lambda x: module.loss.predict_proba(module.scores(x)), data, batch_size=batch_size).numpy()
+    return batched_inference(
+        module, lambda x: module.loss.predict_proba(module.scores(x)), data, batch_size=batch_size
+    ).numpy()
 
 
 @torch.no_grad()

@@ -168,7 +168,9 @@ def check_scale_options(*, accelerator: str, devices: int, num_nodes: int, strat
     if accelerator == "gpu":
         available = torch.cuda.device_count()
         if devices > available:
-            raise RoutemixError(f"--devices {devices}: this machine has {available} CUDA GPU{'s' if available != 1 else ''}.")
+            raise RoutemixError(
+                f"--devices {devices}: this machine has {available} CUDA GPU{'s' if available != 1 else ''}."
+            )
         if precision == "bf16-mixed" and not torch.cuda.is_bf16_supported():
             raise RoutemixError("bf16-mixed needs a GPU with bfloat16 (Ampere or newer); use --precision 16-mixed.")
     elif precision == "16-mixed":
@@ -178,7 +180,9 @@ def check_scale_options(*, accelerator: str, devices: int, num_nodes: int, strat
 def launched_as_rank_zero() -> bool:
     """Whether this process is (or will be) global rank 0, from the variables launchers set
     (torchrun, SLURM, Lightning's ddp launcher); True for a plain single process."""
-    return all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID"))
+    return all(
+        os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+    )
 
 
 def shared_run_dir(run_dir: str | os.PathLike | None, default: str, *, processes: int) -> Path:
@@ -196,7 +200,9 @@ def shared_run_dir(run_dir: str | os.PathLike | None, default: str, *, processes
     if os.environ.get(RUN_DIR_ENV):
         return Path(os.environ[RUN_DIR_ENV])
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-        raise RoutemixError("a run launched by torchrun or a scheduler needs --run-dir (a directory every process can reach).")
+        raise RoutemixError(
+            "a run launched by torchrun or a scheduler needs --run-dir (a directory every process can reach)."
+        )
     if processes > 1:
         os.environ[RUN_DIR_ENV] = default
     return Path(default)
@@ -236,7 +242,9 @@ def make_trainer(
     from routemix.errors import RoutemixError
 
     resolved = accelerator_for(accelerator) if accelerator in ("auto", "cuda") else accelerator
-    check_scale_options(accelerator=resolved, devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision)
+    check_scale_options(
+        accelerator=resolved, devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision
+    )
     from routemix.train.curves import active_callbacks
 
     quiet_lightning()
@@ -260,8 +268,9 @@ def make_trainer(
 
         # every dense zoo model uses all its parameters in every step (tests/test_models.py), so
         # DDP need not search the graph for unused ones; sparse models ask for the search
-        scale["strategy"] = DDPStrategy(start_method="spawn" if strategy == "ddp_spawn" else "popen",
-                                        find_unused_parameters=find_unused_parameters)
+        scale["strategy"] = DDPStrategy(
+            start_method="spawn" if strategy == "ddp_spawn" else "popen", find_unused_parameters=find_unused_parameters
+        )
         scale["use_distributed_sampler"] = False  # the loaders shard each global batch themselves
         if resolved == "gpu":
             scale["sync_batchnorm"] = True
@@ -286,4 +295,6 @@ def make_trainer(
             **scale,
         )
     except MisconfigurationException as error:
-        raise RoutemixError(f"cannot train on {devices} {resolved} device(s) x {num_nodes} node(s): {str(error).splitlines()[0]}") from None
+        raise RoutemixError(
+            f"cannot train on {devices} {resolved} device(s) x {num_nodes} node(s): {str(error).splitlines()[0]}"
+        ) from None

@@ -31,7 +31,9 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 
-_ACTIVE: contextvars.ContextVar["LearningCurve | None"] = contextvars.ContextVar("routemix_learning_curve", default=None)
+_ACTIVE: contextvars.ContextVar["LearningCurve | None"] = contextvars.ContextVar(
+    "routemix_learning_curve", default=None
+)
 
 
 def record_stage(stage: str, epoch: int, labels) -> None:

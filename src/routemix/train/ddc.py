@@ -46,10 +46,15 @@ class DDCModule(L.LightningModule):
             )
         self.log_dict(
             {
-                "train/loss": out.loss.detach(), "train/divergence": out.divergence,
-                "train/orthogonality": out.orthogonality, "train/corner_divergence": out.corner_divergence,
+                "train/loss": out.loss.detach(),
+                "train/divergence": out.divergence,
+                "train/orthogonality": out.orthogonality,
+                "train/corner_divergence": out.corner_divergence,
             },
-            on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch[0]),
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(batch[0]),
         )
         return out.loss
 

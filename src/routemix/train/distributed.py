@@ -69,9 +69,14 @@ def shard_batches(loader: DataLoader) -> DataLoader:
     if isinstance(loader.dataset, IterableDataset):
         raise ValueError("an IterableDataset cannot be split into per-process shares; use a map-style dataset.")
     options = dict(
-        num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
-        timeout=loader.timeout, worker_init_fn=loader.worker_init_fn, generator=loader.generator,
-        multiprocessing_context=loader.multiprocessing_context, persistent_workers=loader.persistent_workers,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn,
+        generator=loader.generator,
+        multiprocessing_context=loader.multiprocessing_context,
+        persistent_workers=loader.persistent_workers,
     )
     if loader.num_workers > 0:
         options["prefetch_factor"] = loader.prefetch_factor

@@ -61,7 +61,9 @@ def pass_embedding_through_(fusion: nn.Linear) -> None:
 class EDGaMModule(L.LightningModule):
     """Auto-encoder + unfolded mixture + skip fusion (eq. 8), trained on eq. 9 with Adam."""
 
-    def __init__(self, autoencoder: nn.Module, mixture: UnfoldedGaussianMixture, loss: EDGaMLoss, *, lr: float = 1e-3) -> None:
+    def __init__(
+        self, autoencoder: nn.Module, mixture: UnfoldedGaussianMixture, loss: EDGaMLoss, *, lr: float = 1e-3
+    ) -> None:
         super().__init__()
         if autoencoder.embedding_dim != mixture.embedding_dim:
             raise ValueError(
@@ -103,9 +105,18 @@ class EDGaMModule(L.LightningModule):
         self._confidence[0] = self._confidence[0] + confidence  # summed on the device: no sync per step
         self._confidence[1] += 1
         self.log_dict(
-            {"train/loss": out.loss.detach(), "train/reconstruction": out.reconstruction, "train/cluster": out.cluster,
-             "train/correction": out.correction, "train/entropy": out.entropy, "train/max_lambda": confidence},
-            on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x),
+            {
+                "train/loss": out.loss.detach(),
+                "train/reconstruction": out.reconstruction,
+                "train/cluster": out.cluster,
+                "train/correction": out.correction,
+                "train/entropy": out.entropy,
+                "train/max_lambda": confidence,
+            },
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(x),
         )
         return out.loss
 
@@ -124,7 +135,8 @@ class EDGaMModule(L.LightningModule):
                 f"{max_epochs} epochs (1/K = {1 / self.mixture.n_clusters:.2f}; appendix E expects it to approach 1), "
                 "so the mixture is merging its components. Pre-train the auto-encoder (pretrain_epochs) with "
                 "k-means centroids (centroid_init='kmeans'), or raise entropy_weight.",
-                SoftAssignmentWarning, stacklevel=2,
+                SoftAssignmentWarning,
+                stacklevel=2,
             )
 
     def cluster_labels(self, data: torch.Tensor) -> np.ndarray:

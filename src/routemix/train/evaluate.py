@@ -34,8 +34,10 @@ def check_classifier_name(name: str) -> None:
 
     if model_spec(name).task != "classifier":
         classifiers = list_models(task="classifier")
-        raise RoutemixError(f"model {name!r} is a clustering network, not an image classifier; "
-                            f"`routemix models` lists the {len(classifiers)} classifiers ({', '.join(classifiers[:3])}, ...).")
+        raise RoutemixError(
+            f"model {name!r} is a clustering network, not an image classifier; "
+            f"`routemix models` lists the {len(classifiers)} classifiers ({', '.join(classifiers[:3])}, ...)."
+        )
 
 
 def build_classifier(name: str, *, num_classes: int, in_channels: int, input_size: int, **options) -> nn.Module:
@@ -62,20 +64,31 @@ def load_classifier(path: str | os.PathLike, *, model: str | None = None) -> tup
     state = load_checkpoint(path)
     missing = [key for key in CHECKPOINT_KEYS if key not in state]
     if missing:
-        raise RoutemixError(f"{path} is not a classifier checkpoint of `routemix train` (it has no {', '.join(missing)}).")
+        raise RoutemixError(
+            f"{path} is not a classifier checkpoint of `routemix train` (it has no {', '.join(missing)})."
+        )
     if model is not None and model != state["model"]:
         raise RoutemixError(f"checkpoint {path} is for model {state['model']}, not {model}.")
-    network = build_classifier(state["model"], num_classes=state["num_classes"], in_channels=state["in_channels"], input_size=state["input_size"])
+    network = build_classifier(
+        state["model"],
+        num_classes=state["num_classes"],
+        in_channels=state["in_channels"],
+        input_size=state["input_size"],
+    )
     try:
         network.load_state_dict(state["state_dict"])
     except RuntimeError as error:
         first = str(error).splitlines()[0]
         detail = str(error).splitlines()[1].strip()[:200] if len(str(error).splitlines()) > 1 else ""
-        raise RoutemixError(f"checkpoint {path}: its weights do not fit model {state['model']} ({first} {detail}).") from None
+        raise RoutemixError(
+            f"checkpoint {path}: its weights do not fit model {state['model']} ({first} {detail})."
+        ) from None
     return network.eval(), state
 
 
-def save_classifier(path: str | os.PathLike, model: nn.Module, name: str, *, input_size: int, config: dict[str, Any] | None = None) -> None:
+def save_classifier(
+    path: str | os.PathLike, model: nn.Module, name: str, *, input_size: int, config: dict[str, Any] | None = None
+) -> None:
     """Write ``model``, built by :func:`build_classifier` as ``name`` for ``input_size`` images,
     as a classifier checkpoint."""
     from routemix.storage import save_checkpoint
@@ -142,13 +155,23 @@ class EvalResult:
     path_usage: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "loss": self.loss, "top1_error": self.top1_error, "top5_error": self.top5_error, "ten_crop": self.ten_crop,
-                "gates": self.gates, "gate_stats": self.gate_stats, "gate_summary": summarize_gate_statistics(self.gate_stats),
-                "path_usage": self.path_usage}
+        return {
+            "n": self.n,
+            "loss": self.loss,
+            "top1_error": self.top1_error,
+            "top5_error": self.top5_error,
+            "ten_crop": self.ten_crop,
+            "gates": self.gates,
+            "gate_stats": self.gate_stats,
+            "gate_summary": summarize_gate_statistics(self.gate_stats),
+            "path_usage": self.path_usage,
+        }
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, datamodule, *, ten_crop: bool = False, device: str | torch.device = "cpu", progress: bool = False) -> EvalResult:
+def evaluate_model(
+    model: nn.Module, datamodule, *, ten_crop: bool = False, device: str | torch.device = "cpu", progress: bool = False
+) -> EvalResult:
     """Error rates, mean gates and gate statistics of ``model`` (eval mode) on ``datamodule``'s test split."""
     device = torch.device(device)
     model = model.to(device).eval()
@@ -195,9 +218,13 @@ def check_data_fits(state: dict[str, Any], network: nn.Module, datamodule, where
         )
     size = network.input_size  # None: the model takes any size (global average pooling)
     if size is not None and datamodule.input_size != size:
-        raise RoutemixError(f"{where}: model {name} takes {size}x{size} images, {datamodule.dataset_name} gives {datamodule.input_size}x{datamodule.input_size} (use --image-size {size}).")
+        raise RoutemixError(
+            f"{where}: model {name} takes {size}x{size} images, {datamodule.dataset_name} gives {datamodule.input_size}x{datamodule.input_size} (use --image-size {size})."
+        )
     if state["num_classes"] != datamodule.num_classes:
-        raise RoutemixError(f"{where}: model {name} has {state['num_classes']} classes, {datamodule.dataset_name} has {datamodule.num_classes}.")
+        raise RoutemixError(
+            f"{where}: model {name} has {state['num_classes']} classes, {datamodule.dataset_name} has {datamodule.num_classes}."
+        )
 
 
 def test_datamodule(
@@ -226,11 +253,16 @@ def test_datamodule(
         raise RoutemixError(f"{where} does not say which dataset it was trained on: pass --dataset.")
     same = dataset == config.get("dataset")
     datamodule = ClassificationDataModule(
-        dataset, data_dir=data_dir or (config.get("data_dir") if same else None), download=download,
-        batch_size=batch_size, eval_batch_size=batch_size, limit_test=limit,
+        dataset,
+        data_dir=data_dir or (config.get("data_dir") if same else None),
+        download=download,
+        batch_size=batch_size,
+        eval_batch_size=batch_size,
+        limit_test=limit,
         classes=classes if classes is not None else (config.get("classes") if same else None),
         image_size=image_size or state["input_size"] or config.get("image_size") or 224,
-        ten_crop=ten_crop, num_workers=workers,
+        ten_crop=ten_crop,
+        num_workers=workers,
     )
     if state["in_channels"] != datamodule.in_channels:  # before loading anything
         check_data_fits(state, network, datamodule, where)
@@ -261,9 +293,18 @@ def evaluate_checkpoint(
 
     network, state = load_classifier(path, model=model)
     datamodule = test_datamodule(
-        state, network, where=f"checkpoint {_checkpoint_path(path)}", dataset=dataset, data_dir=data_dir,
-        download=download, batch_size=batch_size, limit=limit, classes=classes, image_size=image_size,
-        ten_crop=ten_crop, workers=workers,
+        state,
+        network,
+        where=f"checkpoint {_checkpoint_path(path)}",
+        dataset=dataset,
+        data_dir=data_dir,
+        download=download,
+        batch_size=batch_size,
+        limit=limit,
+        classes=classes,
+        image_size=image_size,
+        ten_crop=ten_crop,
+        workers=workers,
     )
     result = evaluate_model(network, datamodule, ten_crop=ten_crop, device=torch_device(device), progress=progress)
     return result, state
@@ -283,18 +324,25 @@ def format_result(result: EvalResult, title: str) -> str:
             for i, row in enumerate(matrix):
                 lines.append(f"    path {i}: " + " ".join(f"{v:6.3f}" for v in row))
     if result.gate_stats:
-        lines.append(f"\ngate statistics over the test images (skewed: one gate above {SKEW_THRESHOLD} on average; entropy of the "
-                     "mean gating vector, 1 = paths used evenly; 5-95% range of each gate)")
+        lines.append(
+            f"\ngate statistics over the test images (skewed: one gate above {SKEW_THRESHOLD} on average; entropy of the "
+            "mean gating vector, 1 = paths used evenly; 5-95% range of each gate)"
+        )
         for s in result.gate_stats:
             ranges = " ".join(f"{lo:.2f}-{hi:.2f}" for lo, hi in zip(s["low"], s["high"]))
-            lines.append(f"  {s['router']} path {s['incoming']}: entropy {s['entropy']:.3f}{'  SKEWED' if s['skewed'] else ''}  range {ranges}")
+            lines.append(
+                f"  {s['router']} path {s['incoming']}: entropy {s['entropy']:.3f}{'  SKEWED' if s['skewed'] else ''}  range {ranges}"
+            )
         summary = summarize_gate_statistics(result.gate_stats)
-        lines.append(f"  {100 * summary['skewed_share']:.0f}% of {len(result.gate_stats)} gating vectors skewed, mean entropy {summary['entropy']:.3f}")
+        lines.append(
+            f"  {100 * summary['skewed_share']:.0f}% of {len(result.gate_stats)} gating vectors skewed, mean entropy {summary['entropy']:.3f}"
+        )
     if result.path_usage:
-        lines.append(f"\npaths used (share of each router's traffic: top-k assignments for sparse routers, gate mass for soft "
-                     f"ones; used: at least {100 * USED_SHARE:.0f}%)")
+        lines.append(
+            f"\npaths used (share of each router's traffic: top-k assignments for sparse routers, gate mass for soft "
+            f"ones; used: at least {100 * USED_SHARE:.0f}%)"
+        )
         for u in result.path_usage:
             shares = " ".join(f"{v:.2f}" for v in u["share"])
             lines.append(f"  {u['router']}: {u['used']} of {len(u['share'])} used  shares {shares}")
     return "\n".join(lines)
-

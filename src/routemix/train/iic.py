@@ -18,7 +18,9 @@ from routemix.train.common import batched_inference
 class IICModule(L.LightningModule):
     """Network (raw scores) + input preprocessing + augmentation, trained to maximise I(z, z')."""
 
-    def __init__(self, network: nn.Module, augment: nn.Module, *, preprocess: nn.Module | None = None, lr: float = 1e-4) -> None:
+    def __init__(
+        self, network: nn.Module, augment: nn.Module, *, preprocess: nn.Module | None = None, lr: float = 1e-4
+    ) -> None:
         super().__init__()
         self.network = network
         self.augment = augment
@@ -33,7 +35,9 @@ class IICModule(L.LightningModule):
         x = batch[0]
         loss = iic_loss(self(x), self(self.augment(x)))
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"IIC loss became {loss.item()} at step {self.global_step}; lower the learning rate.")
+            raise FloatingPointError(
+                f"IIC loss became {loss.item()} at step {self.global_step}; lower the learning rate."
+            )
         self.log("train/iic_loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
         return loss
 

@@ -49,7 +49,9 @@ def kl_weight(step: int, warmup_steps: int) -> float:
 class VAEModule(L.LightningModule):
     """A VAE trained alone: ``mean_i d(x_i, x̂_i) + l1 * mean_i |mu_i|_1`` (eq. 4.1, sec. 4.4.1)."""
 
-    def __init__(self, vae: VAE, *, lr: float, kl_warmup_steps: int, l1_mean: float = 1e-4, augment: nn.Module | None = None) -> None:
+    def __init__(
+        self, vae: VAE, *, lr: float, kl_warmup_steps: int, l1_mean: float = 1e-4, augment: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.vae = vae
         self.lr = lr
@@ -66,7 +68,9 @@ class VAEModule(L.LightningModule):
             x = self.augment(x)
         out = self.vae(x)
         weight = kl_weight(self.global_step, self.kl_warmup_steps)
-        loss = vae_distortion(x, out.output, out.mean, out.log_var, kind=self.vae.reconstruction, kl_weight=weight).mean()
+        loss = vae_distortion(
+            x, out.output, out.mean, out.log_var, kind=self.vae.reconstruction, kl_weight=weight
+        ).mean()
         loss = loss + self.l1_mean * out.mean.abs().sum(dim=1).mean()
         _check_finite(loss, "the autoencoder's loss", self.global_step)
         self.log("pretrain/vae_loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
@@ -148,7 +152,11 @@ class MoEModule(L.LightningModule):
         columns = []
         for expert in self.experts:
             out = expert(x)
-            columns.append(vae_distortion(x, out.output, out.mean, out.log_var, kind=expert.reconstruction, kl_weight=kl_weight_value))
+            columns.append(
+                vae_distortion(
+                    x, out.output, out.mean, out.log_var, kind=expert.reconstruction, kl_weight=kl_weight_value
+                )
+            )
         return torch.stack(columns, dim=1)
 
     def training_step(self, batch, batch_idx):
@@ -161,8 +169,12 @@ class MoEModule(L.LightningModule):
             p = torch.softmax(self.manager(x), dim=1)
             out = self.loss(self.distortions(x, weight), p)
             loss = out.loss
-            logs = {"moe/loss": loss.detach(), "moe/reconstruction": out.reconstruction,
-                    "moe/sample_entropy": out.sample_entropy, "moe/batch_entropy": out.batch_entropy}
+            logs = {
+                "moe/loss": loss.detach(),
+                "moe/reconstruction": out.reconstruction,
+                "moe/sample_entropy": out.sample_entropy,
+                "moe/batch_entropy": out.batch_entropy,
+            }
         else:
             self.manager.eval()  # frozen: no gradient and no batch-norm statistics updates
             with torch.no_grad():
@@ -173,7 +185,9 @@ class MoEModule(L.LightningModule):
                 if len(mine) < 2:  # batch norm needs two samples; the expert sits this batch out
                     continue
                 out = expert(mine)
-                loss = loss + vae_distortion(mine, out.output, out.mean, out.log_var, kind=expert.reconstruction, kl_weight=weight).sum() / len(x)
+                loss = loss + vae_distortion(
+                    mine, out.output, out.mean, out.log_var, kind=expert.reconstruction, kl_weight=weight
+                ).sum() / len(x)
             logs = {"moe/reconstruction": loss.detach()}
         _check_finite(loss, f"the MoE loss (stage {self.stage!r})", self.steps_done)
         self.log_dict(logs, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
@@ -192,4 +206,8 @@ def encode_means(vae: VAE, data: torch.Tensor, *, batch_size: int = 1024) -> np.
 
 def manager_proba(manager: Manager, data: torch.Tensor, *, batch_size: int = 1024) -> np.ndarray:
     """The manager's assignment probabilities softmax(manager(x)) (N, K), in eval mode."""
-    return batched_inference(manager, lambda x: torch.softmax(manager(x), dim=1), data, batch_size=batch_size).double().numpy()
+    return (
+        batched_inference(manager, lambda x: torch.softmax(manager(x), dim=1), data, batch_size=batch_size)
+        .double()
+        .numpy()
+    )

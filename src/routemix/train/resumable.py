@@ -57,7 +57,11 @@ class RunCheckpoint(Checkpoint):
 
     def state_dict(self) -> dict:
         cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
-        return {"torch_random_state": torch.get_rng_state(), "cuda_random_states": cuda, "position": dict(self._position)}
+        return {
+            "torch_random_state": torch.get_rng_state(),
+            "cuda_random_states": cuda,
+            "position": dict(self._position),
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._random_state = state_dict  # restored when training starts again (on_train_start)
@@ -100,12 +104,16 @@ class RunCheckpoint(Checkpoint):
         stops all of them at the same batch."""
         stop = self._stop_signal or 0
         if trainer.world_size > 1:
-            stop = int(trainer.strategy.reduce(torch.tensor(stop, device=trainer.strategy.root_device), reduce_op="max"))
+            stop = int(
+                trainer.strategy.reduce(torch.tensor(stop, device=trainer.strategy.root_device), reduce_op="max")
+            )
         return stop
 
     # -- when to save --
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         self._batches_since_save += 1
         if batch_idx + 1 >= trainer.num_training_batches:
             return  # the epoch's last batch: on_train_epoch_end saves, after validation

@@ -57,10 +57,27 @@ from routemix.nn.collectives import gather_from_processes, sum_over_processes
 from routemix.nn.gates import GateTrace
 from routemix.nn.sparse import sparse_top_k
 from routemix.rundir import check_run_dir, discarded_if_stopped, start_run_dir
-from routemix.train.common import accelerator_for, check_scale_options, launched_as_rank_zero, make_trainer, resume_checkpoint, shared_run_dir, torch_device
+from routemix.train.common import (
+    accelerator_for,
+    check_scale_options,
+    launched_as_rank_zero,
+    make_trainer,
+    resume_checkpoint,
+    shared_run_dir,
+    torch_device,
+)
 from routemix.train.config import TrainConfig
 from routemix.train.distributed import shard_batches
-from routemix.train.evaluate import EvalResult, batch_metrics, build_classifier, check_classifier_name, classify, evaluate_model, gate_log_keys, save_classifier
+from routemix.train.evaluate import (
+    EvalResult,
+    batch_metrics,
+    build_classifier,
+    check_classifier_name,
+    classify,
+    evaluate_model,
+    gate_log_keys,
+    save_classifier,
+)
 
 CIFAR_WEIGHT_DECAY = 5e-4
 IMAGENET_WEIGHT_DECAY = 1e-4
@@ -122,10 +139,14 @@ class ClassifierModule(L.LightningModule):
 
     def _memory_format(self, images: Tensor) -> Tensor:
         """NHWC images for a ``channels_last`` network (ten-crop batches stay as they are)."""
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last and images.dim() == 4 else images
+        return (
+            images.contiguous(memory_format=torch.channels_last) if self.channels_last and images.dim() == 4 else images
+        )
 
     def configure_optimizers(self):
-        optimizer = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=self.milestones, gamma=self.gamma)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
 
@@ -141,19 +162,35 @@ class ClassifierModule(L.LightningModule):
             gates = dict(trace.gates)
             task_loss, gate_loss = classification_loss(logits, labels), self.gate_regularizer(trace.scores)
             loss = task_loss + self.gate_weight * gate_loss
-            self.log_dict({"train/task_loss": task_loss.detach(), "train/gate_loss": gate_loss.detach()},
-                          on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
+            self.log_dict(
+                {"train/task_loss": task_loss.detach(), "train/gate_loss": gate_loss.detach()},
+                on_step=False,
+                on_epoch=True,
+                batch_size=len(labels),
+                sync_dist=True,
+            )
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss.item()} at step {self.global_step}; lower the learning rate.")
+            raise FloatingPointError(
+                f"training loss became {loss.item()} at step {self.global_step}; lower the learning rate."
+            )
         prediction = ensemble_log_probs(logits) if logits.dim() == 3 else logits
         accuracy = (prediction.argmax(-1) == labels).float().mean()
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         # sync_dist: epoch means over every process's samples (Lightning sums values x batch sizes
         # and batch sizes across processes), not process 0's share alone
-        self.log_dict({"train/loss": loss.detach(), "train/acc": accuracy}, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels), sync_dist=True)
+        self.log_dict(
+            {"train/loss": loss.detach(), "train/acc": accuracy},
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(labels),
+            sync_dist=True,
+        )
         self.log("train/lr", lr, on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
         if gates:
-            self.log_dict(gate_log_keys(gates, "train"), on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
+            self.log_dict(
+                gate_log_keys(gates, "train"), on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True
+            )
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -179,14 +216,18 @@ class ClassifierModule(L.LightningModule):
             totals = sum_over_processes(torch.stack([self._val_sums[key] for key in keys]))
             self._val_sums.clear()
             means = {key: total / count for key, (total, count) in zip(keys, totals)}
-            self.log_dict({k: v for k, v in means.items() if "/gate/" not in k}, prog_bar=True, sync_dist=True)  # equal everywhere
+            self.log_dict(
+                {k: v for k, v in means.items() if "/gate/" not in k}, prog_bar=True, sync_dist=True
+            )  # equal everywhere
             self.log_dict({k: v for k, v in means.items() if "/gate/" in k}, sync_dist=True)
         if not self._val_gates:
             return
         gates = {name: gather_from_processes(torch.cat(parts)) for name, parts in self._val_gates.items()}
         self._val_gates.clear()
         summary = summarize_gate_statistics(gate_statistics(gates))
-        self.log_dict({f"val/gate_{key}": value for key, value in summary.items()}, on_epoch=True, sync_dist=True)  # equal everywhere
+        self.log_dict(
+            {f"val/gate_{key}": value for key, value in summary.items()}, on_epoch=True, sync_dist=True
+        )  # equal everywhere
 
 
 class GlobalBatchData(L.LightningDataModule):
@@ -260,12 +301,23 @@ def fit(
     if resume and run_dir is None:
         raise RoutemixError("resume needs the run directory of the run to continue.")
     ckpt_path = resume_checkpoint(run_dir) if resume else None
-    trainer = make_trainer(max_epochs=max_epochs, run_dir=run_dir, progress=progress, accelerator=accelerator,
-                           devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision,
-                           find_unused_parameters=bool(sparse_top_k(module.model)), checkpoint_every=checkpoint_every)
+    trainer = make_trainer(
+        max_epochs=max_epochs,
+        run_dir=run_dir,
+        progress=progress,
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=precision,
+        find_unused_parameters=bool(sparse_top_k(module.model)),
+        checkpoint_every=checkpoint_every,
+    )
     if trainer.world_size > 1:
         if datamodule.batch_size % trainer.world_size:
-            raise RoutemixError(f"batch size {datamodule.batch_size} (the global batch) does not split evenly over {trainer.world_size} processes.")
+            raise RoutemixError(
+                f"batch size {datamodule.batch_size} (the global batch) does not split evenly over {trainer.world_size} processes."
+            )
         datamodule = GlobalBatchData(datamodule)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     return trainer
@@ -276,14 +328,20 @@ def fit(
 
 # what a YAML config may set, with its type: every field but the command and what only this
 # invocation decides (resume, overwrite)
-_FIELD_TYPES = {name: kind for name, kind in field_types(TrainConfig).items() if name not in ("command", "resume", "overwrite")}
+_FIELD_TYPES = {
+    name: kind for name, kind in field_types(TrainConfig).items() if name not in ("command", "resume", "overwrite")
+}
 # how a run is executed rather than what it computes: a resumed run takes them from its own command
 _INVOCATION_KEYS = ("progress", "devices", "num_nodes", "strategy", "compile", "checkpoint_every")
 CONFIG_KEYS = tuple(_FIELD_TYPES)  # what a YAML config may set
 # what a resumed run must keep: everything that changes what it computes, except the number of
 # epochs (a run may be extended) and what only says where the data is or how the test set is read
-_RESUME_KEYS = tuple(k for k in _FIELD_TYPES if k not in _INVOCATION_KEYS and k not in
-                     ("epochs", "data_dir", "download", "workers", "device", "limit_test", "ten_crop", "run_dir"))
+_RESUME_KEYS = tuple(
+    k
+    for k in _FIELD_TYPES
+    if k not in _INVOCATION_KEYS
+    and k not in ("epochs", "data_dir", "download", "workers", "device", "limit_test", "ten_crop", "run_dir")
+)
 
 
 def _check_value(key: str, value: Any, where: str) -> Any:
@@ -363,7 +421,9 @@ def validate_config(cfg: TrainConfig) -> None:
     if cfg.seed < 0:
         raise RoutemixError(f"seed must be non-negative, got {cfg.seed}.")
     if cfg.checkpoint_every < 0:
-        raise RoutemixError(f"checkpoint_every must be a number of batches >= 0 (0: at epoch ends only), got {cfg.checkpoint_every}.")
+        raise RoutemixError(
+            f"checkpoint_every must be a number of batches >= 0 (0: at epoch ends only), got {cfg.checkpoint_every}."
+        )
     if not cfg.lr > 0:
         raise RoutemixError(f"lr must be positive, got {cfg.lr}.")
     if cfg.weight_decay is not None and cfg.weight_decay < 0:
@@ -377,16 +437,25 @@ def validate_config(cfg: TrainConfig) -> None:
         raise RoutemixError(f"gate_reg_weight must be non-negative, got {cfg.gate_reg_weight}.")
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise RoutemixError(f"device must be auto, cpu or cuda, got {cfg.device!r}.")
-    check_scale_options(accelerator=accelerator_for(cfg.device), devices=cfg.devices, num_nodes=cfg.num_nodes,
-                        strategy=cfg.strategy, precision=cfg.precision)
+    check_scale_options(
+        accelerator=accelerator_for(cfg.device),
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        precision=cfg.precision,
+    )
     processes = cfg.devices * cfg.num_nodes
     if cfg.batch_size is not None and cfg.batch_size % processes:
-        raise RoutemixError(f"batch_size {cfg.batch_size} is the global batch and must split evenly over the {processes} processes.")
+        raise RoutemixError(
+            f"batch_size {cfg.batch_size} is the global batch and must split evenly over the {processes} processes."
+        )
     if cfg.compile:
         import torch._dynamo
 
         if not torch._dynamo.is_dynamo_supported():
-            raise RoutemixError("--compile: torch.compile is not supported on this Python or platform; train without --compile.")
+            raise RoutemixError(
+                "--compile: torch.compile is not supported on this Python or platform; train without --compile."
+            )
 
 
 def resolve_config(overrides: dict[str, Any], config_file: str | None = None) -> TrainConfig:
@@ -401,7 +470,11 @@ def resolve_config(overrides: dict[str, Any], config_file: str | None = None) ->
     if overrides.get("resume") and overrides.get("run_dir"):
         if (Path(overrides["run_dir"]) / "config.json").is_file():
             # what the run was, not how it was watched: the progress bar is this invocation's choice
-            saved = {k: v for k, v in read_run_config(overrides["run_dir"]).items() if k in _FIELD_TYPES and k not in _INVOCATION_KEYS}
+            saved = {
+                k: v
+                for k, v in read_run_config(overrides["run_dir"]).items()
+                if k in _FIELD_TYPES and k not in _INVOCATION_KEYS
+            }
     from_file = load_config_file(config_file) if config_file else {}
     settings = {**saved, **from_file, **{k: v for k, v in overrides.items() if v is not None}}
     conflicts = resume_conflicts(saved, settings, _RESUME_KEYS)
@@ -427,7 +500,9 @@ def gate_regularizer_for(cfg: TrainConfig, model: nn.Module) -> nn.Module | None
     except ValueError as error:
         raise RoutemixError(f"--gate-reg-routers: {error}") from None
     if not gates:
-        raise RoutemixError(f"--gate-reg {cfg.gate_reg}: model {cfg.model} has no router to regularise; use a routed model such as basecnn_2cc.")
+        raise RoutemixError(
+            f"--gate-reg {cfg.gate_reg}: model {cfg.model} has no router to regularise; use a routed model such as basecnn_2cc."
+        )
     return gate_regularizer(model, cfg.gate_reg, routers=patterns, priors=cfg.gate_reg_priors)
 
 
@@ -460,13 +535,26 @@ def run_training(cfg: TrainConfig) -> TrainResult | None:
     if workers is None and cfg.devices > 1:  # streamed sets: the node's cores shared by its processes
         workers = max(1, min(8, (os.cpu_count() or 1) // cfg.devices))
     datamodule = ClassificationDataModule(
-        cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, batch_size=cfg.batch_size,
-        limit=cfg.limit, limit_test=cfg.limit_test, classes=cfg.classes, image_size=cfg.image_size,
-        ten_crop=cfg.ten_crop, num_workers=workers, seed=cfg.seed,
+        cfg.dataset,
+        data_dir=cfg.data_dir,
+        download=cfg.download,
+        batch_size=cfg.batch_size,
+        limit=cfg.limit,
+        limit_test=cfg.limit_test,
+        classes=cfg.classes,
+        image_size=cfg.image_size,
+        ten_crop=cfg.ten_crop,
+        num_workers=workers,
+        seed=cfg.seed,
     )
     datamodule.setup("fit")
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # the network's initialisation
-    model = build_classifier(cfg.model, num_classes=datamodule.num_classes, in_channels=datamodule.in_channels, input_size=datamodule.input_size)
+    model = build_classifier(
+        cfg.model,
+        num_classes=datamodule.num_classes,
+        in_channels=datamodule.in_channels,
+        input_size=datamodule.input_size,
+    )
 
     if cfg.compile:
         model.compile()  # in place: the forward is compiled, the state dict keeps its keys
@@ -481,18 +569,48 @@ def run_training(cfg: TrainConfig) -> TrainResult | None:
         start_run_dir(run_dir, overwrite=cfg.overwrite)
         write_json(run_dir / "config.json", asdict(cfg))
 
-    module = ClassifierModule(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, milestones=cfg.milestones,
-                              gamma=cfg.gamma, gate_regularizer=gate_regularizer, gate_weight=cfg.gate_reg_weight,
-                              channels_last=cfg.channels_last)
+    module = ClassifierModule(
+        model,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        milestones=cfg.milestones,
+        gamma=cfg.gamma,
+        gate_regularizer=gate_regularizer,
+        gate_weight=cfg.gate_reg_weight,
+        channels_last=cfg.channels_last,
+    )
     start = time.perf_counter()
     with discarded_if_stopped(run_dir, created=created and launched_as_rank_zero()):
-        trainer = fit(module, datamodule, max_epochs=cfg.epochs, run_dir=run_dir, progress=cfg.progress, accelerator=accelerator_for(cfg.device),
-                      resume=cfg.resume, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision,
-                      checkpoint_every=cfg.checkpoint_every)
+        trainer = fit(
+            module,
+            datamodule,
+            max_epochs=cfg.epochs,
+            run_dir=run_dir,
+            progress=cfg.progress,
+            accelerator=accelerator_for(cfg.device),
+            resume=cfg.resume,
+            devices=cfg.devices,
+            num_nodes=cfg.num_nodes,
+            strategy=cfg.strategy,
+            precision=cfg.precision,
+            checkpoint_every=cfg.checkpoint_every,
+        )
     seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return None
     save_classifier(run_dir / "model.pt", model, cfg.model, input_size=datamodule.input_size, config=asdict(cfg))
-    result = evaluate_model(model, datamodule, ten_crop=cfg.ten_crop, device=torch_device(cfg.device), progress=cfg.progress)
-    write_json(run_dir / "metrics.json", {"model": cfg.model, "dataset": cfg.dataset, "epochs": cfg.epochs, "seconds": seconds, "test": result.as_dict()})
+    result = evaluate_model(
+        model, datamodule, ten_crop=cfg.ten_crop, device=torch_device(cfg.device), progress=cfg.progress
+    )
+    write_json(
+        run_dir / "metrics.json",
+        {
+            "model": cfg.model,
+            "dataset": cfg.dataset,
+            "epochs": cfg.epochs,
+            "seconds": seconds,
+            "test": result.as_dict(),
+        },
+    )
     return TrainResult(run_dir, result, seconds, count_parameters(model))

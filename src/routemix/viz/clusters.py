@@ -87,7 +87,9 @@ class ClusterRun:
         return (network or self.network)(self.preprocess(x))[:, self.order]
 
     @torch.no_grad()
-    def respond(self, rows: torch.Tensor, *, batch_size: int = 1024, network: nn.Module | None = None) -> dict[str, np.ndarray]:
+    def respond(
+        self, rows: torch.Tensor, *, batch_size: int = 1024, network: nn.Module | None = None
+    ) -> dict[str, np.ndarray]:
         """Scores, the response before softmax and posteriors of dataset ``rows``, in cluster order.
 
         ``response`` is NMM-EM's ``a*`` (eq. 4.11, running statistics) and the raw scores
@@ -107,7 +109,8 @@ class ClusterRun:
             normalized = (raw - raw.mean(0)) / raw.std(0, unbiased=False).clamp_min(1e-5)
         posterior = self.loss.posterior(normalized)
         out.update(
-            response=normalized[:, self.order].cpu().numpy(), posterior=posterior[:, self.order].cpu().numpy(),
+            response=normalized[:, self.order].cpu().numpy(),
+            posterior=posterior[:, self.order].cpu().numpy(),
             density=torch.sigmoid(normalized / self.loss.gamma)[:, self.order].cpu().numpy(),
         )
         return out
@@ -126,7 +129,9 @@ def checkpoint_path(path: str | Path) -> Path:
                 f"{path} is a {config['method']} run, which has no network to draw: these figures need a "
                 f"neural method ({', '.join(SCORE_METHODS)})."
             )
-        raise RoutemixError(f"{path} holds no model.pt: pass the --run-dir of a `routemix cluster` run of a neural method.")
+        raise RoutemixError(
+            f"{path} holds no model.pt: pass the --run-dir of a `routemix cluster` run of a neural method."
+        )
     if not path.exists():
         raise RoutemixError(f"no checkpoint or run directory at {path}.")
     return path
@@ -157,18 +162,26 @@ def load_run(checkpoint: str | Path, *, data_dir: str | None = None, device: str
             f"which {', '.join(SCORE_METHODS)} runs have; {method} is not supported."
         )
     if saved.config is None:
-        raise RoutemixError(f"{path} was saved from Python, without a run's settings: the figures need a `routemix cluster` run's data.")
+        raise RoutemixError(
+            f"{path} was saved from Python, without a run's settings: the figures need a `routemix cluster` run's data."
+        )
     config = dict(saved.config)
     dataset = _load_run_data(config, data_dir)
     image = estimator.image_shape is not None
     if image != (dataset.kind == "image"):
-        raise RoutemixError(f"{path}: the run's data {config.get('dataset')!r} is no longer {'image' if image else 'vector'} data.")
+        raise RoutemixError(
+            f"{path}: the run's data {config.get('dataset')!r} is no longer {'image' if image else 'vector'} data."
+        )
 
     def scoring_parts(modules: dict):
         """(network, preprocess, loss) of the module that scores clusters (DDC: the anchor run)."""
         module = next(iter(modules.values()))
         module = module[0] if isinstance(module, list) else module
-        return module.network, getattr(module, "preprocess", nn.Identity()), getattr(module, "loss", None) if method == "nmm" else None
+        return (
+            module.network,
+            getattr(module, "preprocess", nn.Identity()),
+            getattr(module, "loss", None) if method == "nmm" else None,
+        )
 
     network, preprocess, loss = scoring_parts({name: getattr(estimator, name) for name in estimator._module_attributes})
     network.eval().requires_grad_(False)
@@ -181,8 +194,19 @@ def load_run(checkpoint: str | Path, *, data_dir: str | None = None, device: str
     scaling = tuple(t.to(target) for t in scaling)
     order = torch.as_tensor(estimator.cluster_order_).long().to(target)
     loss = None if loss is None else loss.eval().to(target)
-    run = ClusterRun(path, method, image, network.to(target), preprocess.eval().to(target), loss, order, config, scaling,
-                     lambda: scoring_parts(estimator._empty_modules())[0], target)
+    run = ClusterRun(
+        path,
+        method,
+        image,
+        network.to(target),
+        preprocess.eval().to(target),
+        loss,
+        order,
+        config,
+        scaling,
+        lambda: scoring_parts(estimator._empty_modules())[0],
+        target,
+    )
     return run, dataset
 
 
@@ -220,16 +244,25 @@ def _positive(text: str) -> int:
 def _check_clusters(clusters: list[int], k: int) -> list[int]:
     bad = [c for c in clusters if not 0 <= c < k]
     if bad:
-        raise RoutemixError(f"--clusters {','.join(map(str, bad))}: out of range, the run has {k} clusters, numbered 0 to {k - 1}.")
+        raise RoutemixError(
+            f"--clusters {','.join(map(str, bad))}: out of range, the run has {k} clusters, numbered 0 to {k - 1}."
+        )
     if not clusters:
         raise RoutemixError("--clusters: name at least one cluster.")
     return list(dict.fromkeys(clusters))
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", default=None, help="root of the run's image dataset (default: the run's own --data-dir)")
+    parser.add_argument(
+        "--data-dir", default=None, help="root of the run's image dataset (default: the run's own --data-dir)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of subsets, t-SNE and synthesis inits")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the network runs (default: auto, CUDA when there is one)")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where the network runs (default: auto, CUDA when there is one)",
+    )
 
 
 def _need_images(run: ClusterRun, figure: str) -> None:
@@ -275,20 +308,43 @@ def draw_density(ax, grid_x, grid_y, density: np.ndarray, points: np.ndarray, *,
     return contour
 
 
-def draw_assignment_map(ax, grid_x, grid_y, grid_clusters: np.ndarray, points: np.ndarray, point_clusters: np.ndarray, k: int, *, title: str):
+def draw_assignment_map(
+    ax, grid_x, grid_y, grid_clusters: np.ndarray, points: np.ndarray, point_clusters: np.ndarray, k: int, *, title: str
+):
     """Fig. 4.4b: the plane coloured by the most probable cluster, each point by its cluster."""
     from matplotlib.colors import BoundaryNorm, ListedColormap
 
     colors = cluster_colors(k)
     cmap = ListedColormap(colors)
     norm = BoundaryNorm(np.arange(-0.5, k), k)
-    ax.pcolormesh(grid_x, grid_y, grid_clusters.reshape(grid_x.shape), cmap=cmap, norm=norm, alpha=0.3, shading="auto", rasterized=True)
-    ax.scatter(points[:, 0], points[:, 1], c=point_clusters, cmap=cmap, norm=norm, s=5, linewidths=0.2, edgecolors="0.2")
+    ax.pcolormesh(
+        grid_x,
+        grid_y,
+        grid_clusters.reshape(grid_x.shape),
+        cmap=cmap,
+        norm=norm,
+        alpha=0.3,
+        shading="auto",
+        rasterized=True,
+    )
+    ax.scatter(
+        points[:, 0], points[:, 1], c=point_clusters, cmap=cmap, norm=norm, s=5, linewidths=0.2, edgecolors="0.2"
+    )
     if k <= 20:
         from matplotlib.lines import Line2D
 
-        handles = [Line2D([], [], marker="o", ls="", color=colors[c], markeredgecolor="0.2", label=str(c)) for c in range(k)]
-        ax.legend(handles=handles, title="cluster", fontsize=7, title_fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        handles = [
+            Line2D([], [], marker="o", ls="", color=colors[c], markeredgecolor="0.2", label=str(c)) for c in range(k)
+        ]
+        ax.legend(
+            handles=handles,
+            title="cluster",
+            fontsize=7,
+            title_fontsize=8,
+            loc="center left",
+            bbox_to_anchor=(1.01, 0.5),
+            frameon=False,
+        )
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("x1")
     ax.set_ylabel("x2")
@@ -304,7 +360,12 @@ def _subsample(n: int, limit: int, seed: int) -> np.ndarray:
 
 
 def _density_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--clusters", type=_int_list, default=None, help="clusters to draw, 0-based as in labels.csv (default: 3,5,9, the thesis' clusters 4, 6, 10, when K >= 10)")
+    parser.add_argument(
+        "--clusters",
+        type=_int_list,
+        default=None,
+        help="clusters to draw, 0-based as in labels.csv (default: 3,5,9, the thesis' clusters 4, 6, 10, when K >= 10)",
+    )
     parser.add_argument("--resolution", type=_positive, default=200, help="grid points per axis (default 200)")
     _add_data_options(parser)
 
@@ -313,16 +374,26 @@ def draw_cluster_density(args: argparse.Namespace) -> list[Path]:
     """Fig. 4.4b and 4.5: assignment map and density contours of an NMM-EM run on 2-D data."""
     run, dataset = load_run(args.checkpoint, data_dir=args.data_dir, device=args.device)
     if run.method != "nmm":
-        raise RoutemixError(f"cluster-density draws NMM-EM's densities sigmoid(a*/gamma) (eq. 4.12); {run.checkpoint} is a --method {run.method} run: use a --method nmm run.")
+        raise RoutemixError(
+            f"cluster-density draws NMM-EM's densities sigmoid(a*/gamma) (eq. 4.12); {run.checkpoint} is a --method {run.method} run: use a --method nmm run."
+        )
     if run.image or dataset.data.shape[1] != 2:
-        shape = f"images of shape {'x'.join(map(str, dataset.data.shape[1:]))}" if run.image else f"{dataset.data.shape[1]} features per sample"
+        shape = (
+            f"images of shape {'x'.join(map(str, dataset.data.shape[1:]))}"
+            if run.image
+            else f"{dataset.data.shape[1]} features per sample"
+        )
         raise RoutemixError(
             f"cluster-density draws densities over the input plane and needs 2-D data; {run.checkpoint} clustered "
             f"{dataset.name}, {shape}. Cluster a 2-D set: `routemix cluster blobs` (or moons, rings; "
             "see `routemix datasets`), a .csv of two columns, or the thesis' 2-D MNIST set of `routemix bench nmm2d`."
         )
     k = run.num_clusters
-    clusters = args.clusters if args.clusters is not None else (list(THESIS_DENSITY_CLUSTERS) if k >= 10 else list(range(min(3, k))))
+    clusters = (
+        args.clusters
+        if args.clusters is not None
+        else (list(THESIS_DENSITY_CLUSTERS) if k >= 10 else list(range(min(3, k))))
+    )
     clusters = _check_clusters(clusters, k)
     points = dataset.data.numpy()
     grid_x, grid_y, grid = plane_grid(points, args.resolution)
@@ -336,7 +407,13 @@ def draw_cluster_density(args: argparse.Namespace) -> list[Path]:
     fig, axes = new_figure(rows, cols, figsize=(4.6 * cols + 0.6, 4.2 * rows + 0.6), squeeze=False)
     axes = axes.ravel()
     draw_assignment_map(
-        axes[0], grid_x, grid_y, on_grid["posterior"].argmax(1), points[shown], on_data["posterior"].argmax(1)[shown], k,
+        axes[0],
+        grid_x,
+        grid_y,
+        on_grid["posterior"].argmax(1),
+        points[shown],
+        on_data["posterior"].argmax(1)[shown],
+        k,
         title="(Fig. 4.4b) assignments: argmax posterior",
     )
     density = on_grid["density"][:, clusters]
@@ -348,7 +425,15 @@ def draw_cluster_density(args: argparse.Namespace) -> list[Path]:
     from mpl_toolkits.axes_grid1 import make_axes_locatable
 
     for ax, column, cluster in zip(axes[1:], density.T, clusters):
-        contour = draw_density(ax, grid_x, grid_y, column, points[shown], levels=levels, title=f"cluster {cluster}: h(x) = sigmoid(a*/γ)\nmean over the data {data_mean[cluster]:.3f}")
+        contour = draw_density(
+            ax,
+            grid_x,
+            grid_y,
+            column,
+            points[shown],
+            levels=levels,
+            title=f"cluster {cluster}: h(x) = sigmoid(a*/γ)\nmean over the data {data_mean[cluster]:.3f}",
+        )
         cax = make_axes_locatable(ax).append_axes("right", size="5%", pad=0.08)  # on every panel, so all keep one width
         if ax is axes[panels - 1]:
             fig.colorbar(contour, cax=cax, format="%.2f", label="density h_j(x)")
@@ -368,9 +453,17 @@ def draw_cluster_density(args: argparse.Namespace) -> list[Path]:
 
 
 def _tsne_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--limit", type=_positive, default=2000, help="samples in the t-SNE subset (default 2000; thesis: 2560)")
-    parser.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (default 30, capped for small subsets)")
-    parser.add_argument("--random-network", action="store_true", help="add the response of an untrained network of the same shape (Fig. 4.7a)")
+    parser.add_argument(
+        "--limit", type=_positive, default=2000, help="samples in the t-SNE subset (default 2000; thesis: 2560)"
+    )
+    parser.add_argument(
+        "--perplexity", type=float, default=30.0, help="t-SNE perplexity (default 30, capped for small subsets)"
+    )
+    parser.add_argument(
+        "--random-network",
+        action="store_true",
+        help="add the response of an untrained network of the same shape (Fig. 4.7a)",
+    )
     _add_data_options(parser)
 
 
@@ -387,9 +480,24 @@ def _scatter_by(ax, xy: np.ndarray, groups: np.ndarray, title: str, legend_title
     colors = cluster_colors(int(values.max()) + 1 if numbered else len(values))
     for position, value in enumerate(values):
         mask = groups == value
-        ax.scatter(xy[mask, 0], xy[mask, 1], s=4, color=colors[int(value) if numbered else position], label=str(value), linewidths=0)
+        ax.scatter(
+            xy[mask, 0],
+            xy[mask, 1],
+            s=4,
+            color=colors[int(value) if numbered else position],
+            label=str(value),
+            linewidths=0,
+        )
     if len(values) <= 20:
-        ax.legend(title=legend_title, fontsize=7, title_fontsize=8, markerscale=3, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        ax.legend(
+            title=legend_title,
+            fontsize=7,
+            title_fontsize=8,
+            markerscale=3,
+            loc="center left",
+            bbox_to_anchor=(1.01, 0.5),
+            frameon=False,
+        )
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("t-SNE 1")
     ax.set_ylabel("t-SNE 2")
@@ -408,9 +516,14 @@ def draw_tsne(args: argparse.Namespace) -> list[Path]:
         torch.manual_seed(args.seed)
         untrained = run.make_network().to(run.device).eval().requires_grad_(False)
         random_response = run.respond(rows, network=untrained)["response"]
-        panels.append((_tsne(random_response, args.perplexity, args.seed), labels if labels is not None else clusters,
-                       "(a) untrained network, " + ("by true label" if labels is not None else "by trained cluster"),
-                       "label" if labels is not None else "cluster"))
+        panels.append(
+            (
+                _tsne(random_response, args.perplexity, args.seed),
+                labels if labels is not None else clusters,
+                "(a) untrained network, " + ("by true label" if labels is not None else "by trained cluster"),
+                "label" if labels is not None else "cluster",
+            )
+        )
     xy = _tsne(trained["response"], args.perplexity, args.seed)
     panels.append((xy, clusters, "trained network, by cluster", "cluster"))
     if labels is not None:
@@ -448,16 +561,25 @@ def _show_image(ax, image: torch.Tensor, *, stretch: bool = False) -> None:
 
 
 def _steps_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=_positive, default=200, help="gradient-ascent steps of each synthesised input (default 200)")
+    parser.add_argument(
+        "--steps", type=_positive, default=200, help="gradient-ascent steps of each synthesised input (default 200)"
+    )
 
 
 # --- cluster-top: Fig. 4.8 ------------------------------------------------------------------------
 
 
 def _top_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--clusters", type=_int_list, default=None, help="clusters to show, 0-based as in labels.csv (default: all, up to 10)")
+    parser.add_argument(
+        "--clusters",
+        type=_int_list,
+        default=None,
+        help="clusters to show, 0-based as in labels.csv (default: all, up to 10)",
+    )
     parser.add_argument("--top", type=_positive, default=10, help="images per cluster (default 10)")
-    parser.add_argument("--limit", type=_positive, default=None, help="rank only a random subset of this many images (default: all)")
+    parser.add_argument(
+        "--limit", type=_positive, default=None, help="rank only a random subset of this many images (default: all)"
+    )
     _steps_arguments(parser)
     _add_data_options(parser)
 
@@ -477,10 +599,15 @@ def draw_cluster_top(args: argparse.Namespace) -> list[Path]:
     chosen = torch.as_tensor(clusters, device=run.device)
     synthetic = synthesize_inputs(
         lambda x: run.scores(x)[torch.arange(len(chosen), device=run.device), chosen],
-        (len(clusters), _synthesis_channels(run, channels), height, width), steps=args.steps, seed=args.seed, device=run.device,
+        (len(clusters), _synthesis_channels(run, channels), height, width),
+        steps=args.steps,
+        seed=args.seed,
+        device=run.device,
         network=run.network,
     )
-    fig, axes = new_figure(len(clusters), top + 1, figsize=(1.15 * (top + 1) + 1.4, 1.3 * len(clusters) + 1.2), squeeze=False)
+    fig, axes = new_figure(
+        len(clusters), top + 1, figsize=(1.15 * (top + 1) + 1.4, 1.3 * len(clusters) + 1.2), squeeze=False
+    )
     labels = None if dataset.labels is None else np.asarray(dataset.labels)[subset]
     for row, cluster in enumerate(clusters):
         best = np.argsort(-scores[:, cluster], kind="stable")[:top]
@@ -494,10 +621,15 @@ def draw_cluster_top(args: argparse.Namespace) -> list[Path]:
         for side in ax.spines.values():
             side.set_edgecolor("tab:red")
             side.set_linewidth(1.5)
-        axes[row, 0].set_ylabel(f"cluster {cluster}\n({members[cluster]} members)", fontsize=8, rotation=0, ha="right", va="center")
+        axes[row, 0].set_ylabel(
+            f"cluster {cluster}\n({members[cluster]} members)", fontsize=8, rotation=0, ha="right", va="center"
+        )
         if row == 0:
             ax.set_title("synthesised", fontsize=8, pad=2, color="tab:red")
-    fig.suptitle(f"Top {top} images per cluster by relevance score, and the input maximising it, {dataset.name} (thesis Fig. 4.8)", fontsize=11)
+    fig.suptitle(
+        f"Top {top} images per cluster by relevance score, and the input maximising it, {dataset.name} (thesis Fig. 4.8)",
+        fontsize=11,
+    )
     caption = (
         f"Rows: clusters; images ranked by the cluster's raw score a_j over {len(subset)} images; last column (red): input synthesised "
         f"by {args.steps} steps of gradient ascent on a_j (L2 + blur + clip, contrast stretched). {run.describe(dataset)}."
@@ -509,7 +641,9 @@ def draw_cluster_top(args: argparse.Namespace) -> list[Path]:
 
 
 def _filters_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--filters", type=_positive, default=8, help="filters shown per layer, evenly spaced over the layer (default 8)")
+    parser.add_argument(
+        "--filters", type=_positive, default=8, help="filters shown per layer, evenly spaced over the layer (default 8)"
+    )
     _steps_arguments(parser)
     _add_data_options(parser)
 
@@ -533,7 +667,9 @@ def _activation_after(network: nn.Module, conv: nn.Conv2d) -> nn.Module | None:
     return None
 
 
-def _maximise_filters(run: ClusterRun, conv: nn.Conv2d, filters: list[int], shape: tuple[int, ...], steps: int, seed: int) -> torch.Tensor:
+def _maximise_filters(
+    run: ClusterRun, conv: nn.Conv2d, filters: list[int], shape: tuple[int, ...], steps: int, seed: int
+) -> torch.Tensor:
     """Inputs maximising each of ``filters`` of ``conv`` (one input each): the mean over positions
     of the filter's activation after its ReLU. (The mean of the convolution output alone is
     linear in the input and, on the Sobel input, depends only on the border pixels.)"""
@@ -555,7 +691,9 @@ def _maximise_filters(run: ClusterRun, conv: nn.Conv2d, filters: list[int], shap
         return captured["out"][torch.arange(len(filters), device=run.device), index].mean(dim=(1, 2))
 
     try:
-        return synthesize_inputs(objective, (len(filters), *shape), network=run.network, steps=steps, seed=seed, device=run.device)
+        return synthesize_inputs(
+            objective, (len(filters), *shape), network=run.network, steps=steps, seed=seed, device=run.device
+        )
     finally:
         handle.remove()
 
@@ -579,7 +717,9 @@ def draw_filters(args: argparse.Namespace) -> list[Path]:
     layers = [("first", *convs[0])] + ([("last", *convs[-1])] if len(convs) > 1 else [])
     chosen = {tag: _evenly_spaced(conv.out_channels, args.filters) for tag, _, conv in layers}
     columns = max(len(v) for v in chosen.values())
-    fig, axes = new_figure(len(layers) + 1, columns, figsize=(1.5 * columns + 1.6, 1.75 * (len(layers) + 1) + 1.0), squeeze=False)
+    fig, axes = new_figure(
+        len(layers) + 1, columns, figsize=(1.5 * columns + 1.6, 1.75 * (len(layers) + 1) + 1.0), squeeze=False
+    )
     # raw first-layer kernels, one input plane after another (Sobel: d/dx, d/dy)
     name, conv = convs[0]
     for col, f in enumerate(chosen["first"]):
@@ -590,7 +730,9 @@ def draw_filters(args: argparse.Namespace) -> list[Path]:
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(f"filter {f}", fontsize=8, pad=2)
-    planes = {1: "", 2: "\n(d/dx | d/dy)" if shape[0] == 1 else "\n(2 input planes)"}.get(conv.in_channels, f"\n({conv.in_channels} input planes)")
+    planes = {1: "", 2: "\n(d/dx | d/dy)" if shape[0] == 1 else "\n(2 input planes)"}.get(
+        conv.in_channels, f"\n({conv.in_channels} input planes)"
+    )
     axes[0, 0].set_ylabel(f"(a) first conv\nkernels{planes}", fontsize=8, rotation=0, ha="right", va="center")
     for row, (tag, name, conv) in enumerate(layers, start=1):
         images = _maximise_filters(run, conv, chosen[tag], shape, args.steps, args.seed)
@@ -598,10 +740,12 @@ def draw_filters(args: argparse.Namespace) -> list[Path]:
             _show_image(axes[row, col], images[col], stretch=True)
             axes[row, col].set_title(f"filter {f}", fontsize=8, pad=2)
         label = "(a) first" if tag == "first" else "(b) last"
-        axes[row, 0].set_ylabel(f"{label} conv\n{name}\nmaximising input", fontsize=8, rotation=0, ha="right", va="center")
-        for ax in axes[row, len(chosen[tag]):]:
+        axes[row, 0].set_ylabel(
+            f"{label} conv\n{name}\nmaximising input", fontsize=8, rotation=0, ha="right", va="center"
+        )
+        for ax in axes[row, len(chosen[tag]) :]:
             ax.set_visible(False)
-    for ax in axes[0, len(chosen["first"]):]:
+    for ax in axes[0, len(chosen["first"]) :]:
         ax.set_visible(False)
     fig.suptitle(f"Convolutional filters of the clustering network, {dataset.name} (thesis Fig. 4.9)", fontsize=11)
     caption = (
@@ -617,7 +761,10 @@ def draw_filters(args: argparse.Namespace) -> list[Path]:
 def read_curves(run_dir: Path) -> dict[str, dict[int, float]]:
     """Per-epoch values of every logged metric of ``run_dir/logs/version_*/metrics.csv``; later
     versions (resumed runs) override the epochs they repeat."""
-    versions = sorted((run_dir / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[-1]) if p.parent.name.split("_")[-1].isdigit() else -1)
+    versions = sorted(
+        (run_dir / "logs").glob("version_*/metrics.csv"),
+        key=lambda p: int(p.parent.name.split("_")[-1]) if p.parent.name.split("_")[-1].isdigit() else -1,
+    )
     curves: dict[str, dict[int, float]] = {}
     for path in versions:
         with open(path, newline="") as f:
@@ -632,7 +779,13 @@ def read_curves(run_dir: Path) -> dict[str, dict[int, float]]:
 
 
 def _curves_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--compare", nargs="+", default=[], metavar="RUN", help="more run directories drawn on the same axes (e.g. an IIC and an NMM-EM run, as in Fig. 4.6)")
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        default=[],
+        metavar="RUN",
+        help="more run directories drawn on the same axes (e.g. an IIC and an NMM-EM run, as in Fig. 4.6)",
+    )
 
 
 def _run_curves(path: str | Path) -> tuple[Path, str, dict]:
@@ -669,7 +822,14 @@ def draw_curves(args: argparse.Namespace) -> list[Path]:
         for color, (_, name, curves) in zip(colors, runs):
             if key in curves:
                 epochs = sorted(curves[key])
-                ax.plot([e + 1 for e in epochs], [curves[key][e] for e in epochs], color=color, marker="o" if len(epochs) < 30 else None, ms=3, label=name)
+                ax.plot(
+                    [e + 1 for e in epochs],
+                    [curves[key][e] for e in epochs],
+                    color=color,
+                    marker="o" if len(epochs) < 30 else None,
+                    ms=3,
+                    label=name,
+                )
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"validation {label}", fontsize=10)
         ax.set_xlabel("epoch")
@@ -682,8 +842,15 @@ def draw_curves(args: argparse.Namespace) -> list[Path]:
             for style, key in zip(styles * 4, losses):
                 if key in curves:
                     epochs = sorted(curves[key])
-                    ax.plot([e + 1 for e in epochs], [curves[key][e] for e in epochs], color=color, ls=style, marker="o" if len(epochs) < 30 else None, ms=3,
-                            label=f"{key.removeprefix('train/')}" + (f", {name}" if len(runs) > 1 else ""))
+                    ax.plot(
+                        [e + 1 for e in epochs],
+                        [curves[key][e] for e in epochs],
+                        color=color,
+                        ls=style,
+                        marker="o" if len(epochs) < 30 else None,
+                        ms=3,
+                        label=f"{key.removeprefix('train/')}" + (f", {name}" if len(runs) > 1 else ""),
+                    )
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title("training losses (epoch means)", fontsize=10)
         ax.set_xlabel("epoch")
@@ -700,9 +867,18 @@ def draw_curves(args: argparse.Namespace) -> list[Path]:
 
 
 def _sheet_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--clusters", type=_int_list, default=None, help="clusters to draw, 0-based as in labels.csv (default: all)")
-    parser.add_argument("--per-cluster", type=_positive, default=64, help="images on each sheet, drawn at random from the cluster (default 64)")
-    parser.add_argument("--data-dir", default=None, help="root of the run's image dataset (default: the run's own --data-dir)")
+    parser.add_argument(
+        "--clusters", type=_int_list, default=None, help="clusters to draw, 0-based as in labels.csv (default: all)"
+    )
+    parser.add_argument(
+        "--per-cluster",
+        type=_positive,
+        default=64,
+        help="images on each sheet, drawn at random from the cluster (default 64)",
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="root of the run's image dataset (default: the run's own --data-dir)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the images drawn for each sheet")
 
 
@@ -714,7 +890,9 @@ def read_labels(run_dir: Path) -> tuple[np.ndarray, list[str] | None]:
             rows = list(csv.reader(f))
         clusters = np.array([int(row[1]) for row in rows[1:]], dtype=np.int64)
     except (OSError, ValueError, IndexError):
-        raise RoutemixError(f"{run_dir} holds no readable labels.csv: pass the run directory of a `routemix cluster` run.") from None
+        raise RoutemixError(
+            f"{run_dir} holds no readable labels.csv: pass the run directory of a `routemix cluster` run."
+        ) from None
     files = [row[0] for row in rows[1:]] if rows and rows[0][:1] == ["file"] else None
     return clusters, files
 
@@ -732,8 +910,10 @@ def draw_contact_sheets(args: argparse.Namespace) -> list[Path]:
     if dataset.kind != "image":
         raise RoutemixError(f"contact sheets show images; {run_dir} clustered vector data ({config['dataset']}).")
     if len(labels) != len(dataset) or (files is not None and files != dataset.files):
-        raise RoutemixError(f"{run_dir}/labels.csv names {len(labels)} samples, not the {len(dataset)} its data holds now: "
-                            "the data changed since the run.")
+        raise RoutemixError(
+            f"{run_dir}/labels.csv names {len(labels)} samples, not the {len(dataset)} its data holds now: "
+            "the data changed since the run."
+        )
     k = int(labels.max()) + 1
     clusters = _check_clusters(args.clusters if args.clusters is not None else list(range(k)), k)
     rng = np.random.default_rng(args.seed)
@@ -749,17 +929,51 @@ def draw_contact_sheets(args: argparse.Namespace) -> list[Path]:
         for ax, index in zip(axes.flat, shown):
             _show_image(ax, dataset.data[index])
             ax.axis("on")
-        fig.suptitle(f"cluster {cluster}: {len(members)} images" + (f", {len(shown)} drawn at random" if len(shown) < len(members) else ""), fontsize=11)
+        fig.suptitle(
+            f"cluster {cluster}: {len(members)} images"
+            + (f", {len(shown)} drawn at random" if len(shown) < len(members) else ""),
+            fontsize=11,
+        )
         caption = f"Images of cluster {cluster} in {run_dir / 'labels.csv'} ({config.get('method')} on {dataset.name}; seed {args.seed})."
         written += save_figure(fig, args.out / f"contact-sheet-cluster-{cluster:02d}", caption, args.formats)
     return written
 
 
 FIGURES: list[Figure] = [
-    Figure("cluster-density", "Fig. 4.4b/4.5: assignment map and density contours of an NMM-EM run on 2-D data", _density_arguments, draw_cluster_density),
-    Figure("tsne", "Fig. 4.7: t-SNE of the network response before softmax, by cluster and by label", _tsne_arguments, draw_tsne),
-    Figure("cluster-top", "Fig. 4.8: top images per cluster and an input synthesised for the cluster's neuron", _top_arguments, draw_cluster_top),
-    Figure("filters", "Fig. 4.9: first and last convolutional filters by gradient ascent; first-layer kernels", _filters_arguments, draw_filters),
-    Figure("curves", "Fig. 4.6: learning curves (ACC, NMI, losses per epoch) of clustering runs", _curves_arguments, draw_curves),
-    Figure("contact-sheets", "one sheet of images per cluster, for any method's run on images (from its labels.csv)", _sheet_arguments, draw_contact_sheets),
+    Figure(
+        "cluster-density",
+        "Fig. 4.4b/4.5: assignment map and density contours of an NMM-EM run on 2-D data",
+        _density_arguments,
+        draw_cluster_density,
+    ),
+    Figure(
+        "tsne",
+        "Fig. 4.7: t-SNE of the network response before softmax, by cluster and by label",
+        _tsne_arguments,
+        draw_tsne,
+    ),
+    Figure(
+        "cluster-top",
+        "Fig. 4.8: top images per cluster and an input synthesised for the cluster's neuron",
+        _top_arguments,
+        draw_cluster_top,
+    ),
+    Figure(
+        "filters",
+        "Fig. 4.9: first and last convolutional filters by gradient ascent; first-layer kernels",
+        _filters_arguments,
+        draw_filters,
+    ),
+    Figure(
+        "curves",
+        "Fig. 4.6: learning curves (ACC, NMI, losses per epoch) of clustering runs",
+        _curves_arguments,
+        draw_curves,
+    ),
+    Figure(
+        "contact-sheets",
+        "one sheet of images per cluster, for any method's run on images (from its labels.csv)",
+        _sheet_arguments,
+        draw_contact_sheets,
+    ),
 ]

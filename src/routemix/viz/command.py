@@ -31,8 +31,12 @@ def add_viz_parser(commands, *, figures: bool = True) -> None:
     for figure in all_figures().values():
         sub = figures.add_parser(figure.name, help=figure.help)
         sub.add_argument("checkpoint", help="a model.pt or the run directory holding it")
-        sub.add_argument("--out", default=None, help="folder for the figures (default: CHECKPOINT's run directory / figures)")
-        sub.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated file types (default: {','.join(FORMATS)})")
+        sub.add_argument(
+            "--out", default=None, help="folder for the figures (default: CHECKPOINT's run directory / figures)"
+        )
+        sub.add_argument(
+            "--formats", default=",".join(FORMATS), help=f"comma-separated file types (default: {','.join(FORMATS)})"
+        )
         figure.add_arguments(sub)
         sub.set_defaults(handler=run_viz)
 

@@ -56,9 +56,20 @@ def save_figure(fig, path: str | Path, caption: str, formats: tuple[str, ...] = 
     return written
 
 
-def synthesize_inputs(objective: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...], *, network: nn.Module | None = None,
-                      steps: int = 200, lr: float = 0.05, l2: float = 1e-3, jitter: int = 1, blur_every: int = 4,
-                      blur_sigma: float = 0.5, seed: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
+def synthesize_inputs(
+    objective: Callable[[torch.Tensor], torch.Tensor],
+    shape: tuple[int, ...],
+    *,
+    network: nn.Module | None = None,
+    steps: int = 200,
+    lr: float = 0.05,
+    l2: float = 1e-3,
+    jitter: int = 1,
+    blur_every: int = 4,
+    blur_sigma: float = 0.5,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """Inputs (N, C, H, W) in [0, 1] that maximise ``objective(x)`` (N values, one per input): the
     synthesised images of the thesis' Figs. 3.8, 4.8 and 4.9.
 

@@ -129,8 +129,15 @@ def load_for_figures(
         check_routed(network, state["model"])
     if not data:
         return loaded
-    datamodule = test_datamodule(state, network, where=f"checkpoint {path}", dataset=dataset, data_dir=data_dir,
-                                 batch_size=EVAL_BATCH, limit=limit)
+    datamodule = test_datamodule(
+        state,
+        network,
+        where=f"checkpoint {path}",
+        dataset=dataset,
+        data_dir=data_dir,
+        batch_size=EVAL_BATCH,
+        limit=limit,
+    )
     import torch
 
     batches = list(datamodule.eval_dataloader())
@@ -199,8 +206,13 @@ def resolve_gate(name: str | None, order: list[str]) -> str:
     (``route1`` for ``layers.route1.gate``); ``None`` is the first router."""
     if name is None:
         return order[0]
-    matches = [g for g in order if name in (g, g.removesuffix(".gate")) or _dotted_suffix(g, name)
-               or _dotted_suffix(g.removesuffix(".gate"), name)]
+    matches = [
+        g
+        for g in order
+        if name in (g, g.removesuffix(".gate"))
+        or _dotted_suffix(g, name)
+        or _dotted_suffix(g.removesuffix(".gate"), name)
+    ]
     if len(matches) != 1:
         why = "matches several" if matches else "is none of the"
         raise RoutemixError(f"--router {name!r} {why} gate networks of this model: {', '.join(order)}.")
@@ -216,13 +228,19 @@ def check_gate_index(loaded: LoadedClassifier, gate: str, incoming: int, outgoin
     module = dict(loaded.network.named_modules())[gate]
     for option, value, size in (("--incoming", incoming, module.num_in), ("--outgoing", outgoing, module.num_out)):
         if not 1 <= value <= size:
-            raise RoutemixError(f"{option} {value}: router {gate} has {size} {option[2:]} path{'s' if size > 1 else ''} (numbered from 1).")
+            raise RoutemixError(
+                f"{option} {value}: router {gate} has {size} {option[2:]} path{'s' if size > 1 else ''} (numbered from 1)."
+            )
     return incoming - 1, outgoing - 1
 
 
 def gate_label(order: list[str], gate: str, i: int, j: int) -> str:
     """The thesis' name of gate (i, j) (0-based) of ``gate``: ``$g^{l}_{ij}$`` as mathtext."""
-    return f"$g^{{{order.index(gate) + 1}}}_{{{i + 1}{j + 1}}}$" if max(i, j) < 9 else f"$g^{{{order.index(gate) + 1}}}_{{{i + 1},{j + 1}}}$"
+    return (
+        f"$g^{{{order.index(gate) + 1}}}_{{{i + 1}{j + 1}}}$"
+        if max(i, j) < 9
+        else f"$g^{{{order.index(gate) + 1}}}_{{{i + 1},{j + 1}}}$"
+    )
 
 
 def score_test_images(loaded: LoadedClassifier, gate: str) -> "Tensor":
@@ -280,8 +298,16 @@ def synthesize_gate_input(
         return scores[:, outgoing], torch.log_softmax(scores, -1)[:, outgoing], trace.gates[gate][:, incoming, outgoing]
 
     target = 0 if objective == "score" else 1
-    image = synthesize_inputs(lambda x: gate_of(x)[target], (1, *loaded.images.shape[1:]), network=network, steps=steps,
-                              l2=l2, blur_sigma=blur, seed=seed, device=loaded.device)
+    image = synthesize_inputs(
+        lambda x: gate_of(x)[target],
+        (1, *loaded.images.shape[1:]),
+        network=network,
+        steps=steps,
+        l2=l2,
+        blur_sigma=blur,
+        seed=seed,
+        device=loaded.device,
+    )
     with torch.no_grad():
         score, _, value = gate_of(image.to(loaded.device))
     return image[0], float(score), float(value)
@@ -319,7 +345,15 @@ def _layer_label(module) -> str | None:
     """What an ordinary layer is called in a diagram's stack box (BN and ReLU go with their conv)."""
     from torch import nn
 
-    from routemix.nn import AveragePaths, CrossStitch, PathConv2d, PathGlobalAvgPool, PathLinear, PathSqueezeExcitation, PerPath
+    from routemix.nn import (
+        AveragePaths,
+        CrossStitch,
+        PathConv2d,
+        PathGlobalAvgPool,
+        PathLinear,
+        PathSqueezeExcitation,
+        PerPath,
+    )
 
     if isinstance(module, (PathConv2d, nn.Conv2d)):
         return "conv"
@@ -348,7 +382,9 @@ def trace_routes(network, x: "Tensor") -> tuple[list[RouterTrace], list[str], "T
     from routemix.nn.gates import GateNetwork, GateTrace
 
     modules = dict(network.named_modules())
-    routers = {name.rpartition(".")[0]: name for name, m in modules.items() if isinstance(m, GateNetwork) and "." in name}
+    routers = {
+        name.rpartition(".")[0]: name for name, m in modules.items() if isinstance(m, GateNetwork) and "." in name
+    }
     events: list = []
     handles = []
     claimed: list[str] = []  # routers and labelled layers: their submodules are theirs
@@ -357,11 +393,18 @@ def trace_routes(network, x: "Tensor") -> tuple[list[RouterTrace], list[str], "T
             continue
         if name in routers:
             claimed.append(name)
-            handles.append(module.register_forward_hook(
-                lambda m, inputs, output, name=name: events.append(("router", name, relative_activation(inputs[0]), relative_activation(output)))))
+            handles.append(
+                module.register_forward_hook(
+                    lambda m, inputs, output, name=name: events.append(
+                        ("router", name, relative_activation(inputs[0]), relative_activation(output))
+                    )
+                )
+            )
         elif (label := _layer_label(module)) is not None:
             claimed.append(name)
-            handles.append(module.register_forward_hook(lambda m, inputs, output, label=label: events.append(("layer", label))))
+            handles.append(
+                module.register_forward_hook(lambda m, inputs, output, label=label: events.append(("layer", label)))
+            )
     try:
         with torch.no_grad(), GateTrace(network) as trace:
             logits = network(x)
@@ -376,7 +419,11 @@ def trace_routes(network, x: "Tensor") -> tuple[list[RouterTrace], list[str], "T
         _, name, incoming, outgoing = event
         gate = routers[name]
         kind = ROUTER_KINDS.get(type(modules[name]).__name__, type(modules[name]).__name__)
-        traced.append(RouterTrace(name, gate, kind, trace.gates[gate].float().cpu().numpy(), incoming.numpy(), outgoing.numpy(), pending))
+        traced.append(
+            RouterTrace(
+                name, gate, kind, trace.gates[gate].float().cpu().numpy(), incoming.numpy(), outgoing.numpy(), pending
+            )
+        )
         pending = []
     return traced, pending, logits.float().cpu()
 
@@ -405,7 +452,12 @@ def _connect(ax, starts: list[tuple[float, float]], ends: list[tuple[float, floa
     """Plain arrows carrying paths from one element to the next (fanning out or in when the counts differ)."""
     pairs = list(zip(starts, ends)) if len(starts) == len(ends) else [(s, e) for s in starts for e in ends]
     for (x0, y0), (x1, y1) in pairs:
-        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={"arrowstyle": "-|>", "color": "0.45", "lw": 0.9, "shrinkA": 0, "shrinkB": 0})
+        ax.annotate(
+            "",
+            xy=(x1, y1),
+            xytext=(x0, y0),
+            arrowprops={"arrowstyle": "-|>", "color": "0.45", "lw": 0.9, "shrinkA": 0, "shrinkB": 0},
+        )
 
 
 def _stack(ax, x: float, paths: int, labels: list[str], top: float) -> tuple[list, list]:
@@ -415,8 +467,17 @@ def _stack(ax, x: float, paths: int, labels: list[str], top: float) -> tuple[lis
     height = BOX_H * 1.3
     for p in range(paths):
         y = _path_y(p, paths)
-        ax.add_patch(FancyBboxPatch((x - BOX_W / 2, y - height / 2), BOX_W, height, boxstyle="round,pad=0.02",
-                                    facecolor="0.88", edgecolor="0.55", lw=0.8))
+        ax.add_patch(
+            FancyBboxPatch(
+                (x - BOX_W / 2, y - height / 2),
+                BOX_W,
+                height,
+                boxstyle="round,pad=0.02",
+                facecolor="0.88",
+                edgecolor="0.55",
+                lw=0.8,
+            )
+        )
     ax.text(x, top, _compress(labels), ha="center", va="bottom", fontsize=6.5, color="0.3", linespacing=1.1)
     ys = [_path_y(p, paths) for p in range(paths)]
     return [(x - BOX_W / 2, y) for y in ys], [(x + BOX_W / 2, y) for y in ys]
@@ -430,8 +491,27 @@ def _tensor_boxes(ax, x: float, strengths, cmap) -> list[float]:
     ys = []
     for p, value in enumerate(strengths):
         y = _path_y(p, paths)
-        ax.add_patch(Rectangle((x - BOX_W / 2, y - BOX_H / 2), BOX_W, BOX_H, facecolor=cmap(float(value)), edgecolor="0.25", lw=0.8, zorder=3))
-        ax.text(x, y, f"{value:.2f}", ha="center", va="center", fontsize=6.5, zorder=4, color="white" if value > 0.6 else "black")
+        ax.add_patch(
+            Rectangle(
+                (x - BOX_W / 2, y - BOX_H / 2),
+                BOX_W,
+                BOX_H,
+                facecolor=cmap(float(value)),
+                edgecolor="0.25",
+                lw=0.8,
+                zorder=3,
+            )
+        )
+        ax.text(
+            x,
+            y,
+            f"{value:.2f}",
+            ha="center",
+            va="center",
+            fontsize=6.5,
+            zorder=4,
+            color="white" if value > 0.6 else "black",
+        )
         ys.append(y)
     return ys
 
@@ -447,7 +527,9 @@ def _common_prefix(names: list[str]) -> str:
     return "".join(f"{part}." for part in common)
 
 
-def _router(ax, x: float, router: RouterTrace, k: int, number: int, top: float, reds, blues, prefix: str = "") -> tuple[list, list]:
+def _router(
+    ax, x: float, router: RouterTrace, k: int, number: int, top: float, reds, blues, prefix: str = ""
+) -> tuple[list, list]:
     """One router at ``x`` (its incoming boxes): tensors, gates as edges and circles, its name."""
     from matplotlib.patches import Circle
 
@@ -465,23 +547,54 @@ def _router(ax, x: float, router: RouterTrace, k: int, number: int, top: float, 
             cx, cy = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
             ax.add_patch(Circle((cx, cy), 0.075, facecolor=blues(g), edgecolor="navy", lw=0.5, zorder=2))
             if label_values:
-                ax.text(cx + 0.09, cy, f"{g:.2f}", fontsize=6, color="navy", va="center", zorder=4,
-                        bbox={"boxstyle": "square,pad=0.05", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
+                ax.text(
+                    cx + 0.09,
+                    cy,
+                    f"{g:.2f}",
+                    fontsize=6,
+                    color="navy",
+                    va="center",
+                    zorder=4,
+                    bbox={"boxstyle": "square,pad=0.05", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
+                )
     short = router.name.removeprefix(prefix)
-    ax.text(x + SPAN / 2, top, f"router {number}: {short}\n{router.kind}", ha="center", va="bottom", fontsize=7, fontweight="bold")
+    ax.text(
+        x + SPAN / 2,
+        top,
+        f"router {number}: {short}\n{router.kind}",
+        ha="center",
+        va="bottom",
+        fontsize=7,
+        fontweight="bold",
+    )
     return [(x - BOX_W / 2, y) for y in ys_in], [(x + SPAN + BOX_W / 2, y) for y in ys_out]
 
 
-def _draw_route_row(ax, loaded: LoadedClassifier, routers: list[RouterTrace], after: list[str], k: int, index: int,
-                    logits: "Tensor", reds, blues, *, last: bool = True) -> tuple[float, float]:
+def _draw_route_row(
+    ax,
+    loaded: LoadedClassifier,
+    routers: list[RouterTrace],
+    after: list[str],
+    k: int,
+    index: int,
+    logits: "Tensor",
+    reds,
+    blues,
+    *,
+    last: bool = True,
+) -> tuple[float, float]:
     """One image's routing diagram on ``ax``; returns its width and height (data units)."""
     max_paths = max(max(r.gates.shape[1:]) for r in routers)
     top = max_paths / 2 + 0.05
     image, cmap = display_image(loaded.images[index])
     side = min(2.0, max(1.3, 0.9 * max_paths))
-    ax.imshow(image, cmap=cmap, extent=(0, side, -side / 2, side / 2), interpolation="nearest", zorder=0, vmin=0, vmax=1)
+    ax.imshow(
+        image, cmap=cmap, extent=(0, side, -side / 2, side / 2), interpolation="nearest", zorder=0, vmin=0, vmax=1
+    )
     label = int(loaded.labels[index])
-    ax.text(side / 2, top, f"input (test image {index})\n{loaded.class_name(label)}", ha="center", va="bottom", fontsize=7)
+    ax.text(
+        side / 2, top, f"input (test image {index})\n{loaded.class_name(label)}", ha="center", va="bottom", fontsize=7
+    )
     ends = [(side, 0.0)]
     x = side + GAP
     pending = routers[0].layers_before
@@ -505,14 +618,23 @@ def _draw_route_row(ax, loaded: LoadedClassifier, routers: list[RouterTrace], af
     probs = logits[k].softmax(-1)
     predicted = int(probs.argmax())
     mark = "correct" if predicted == label else f"true: {loaded.class_name(label)}"
-    ax.text(x, 0, f"predicted\n{loaded.class_name(predicted)}\np = {float(probs[predicted]):.2f}\n({mark})",
-            ha="left", va="center", fontsize=7, bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.4"})
+    ax.text(
+        x,
+        0,
+        f"predicted\n{loaded.class_name(predicted)}\np = {float(probs[predicted]):.2f}\n({mark})",
+        ha="left",
+        va="center",
+        fontsize=7,
+        bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.4"},
+    )
     _connect(ax, ends, [(x, 0.0)])
     width, bottom, ceiling = x + 1.6, -max_paths / 2 - 0.2, top + 0.7
     ax.set_xlim(-0.1, width)
     ax.set_ylim(bottom, ceiling)
     ax.set_aspect("equal")
-    ax.set_yticks([_path_y(p, max_paths) for p in range(max_paths)], [f"path {p + 1}" for p in range(max_paths)], fontsize=7)
+    ax.set_yticks(
+        [_path_y(p, max_paths) for p in range(max_paths)], [f"path {p + 1}" for p in range(max_paths)], fontsize=7
+    )
     ax.set_xticks([])
     if last:
         ax.set_xlabel("depth: input \u2192 routers in the order they run \u2192 prediction", fontsize=8)
@@ -539,10 +661,13 @@ def routing_diagram(
 
     if not indices or min(indices) < 0:
         raise RoutemixError(f"--index takes test image numbers from 0, got {list(indices)}.")
-    loaded = load_for_figures(checkpoint, dataset=dataset, data_dir=data_dir, limit=max(indices) + 1, device=device,
-                              routed=True)
+    loaded = load_for_figures(
+        checkpoint, dataset=dataset, data_dir=data_dir, limit=max(indices) + 1, device=device, routed=True
+    )
     if max(indices) >= len(loaded.images):
-        raise RoutemixError(f"--index {max(indices)}: the {loaded.datamodule.dataset_name} test split has {len(loaded.images)} images.")
+        raise RoutemixError(
+            f"--index {max(indices)}: the {loaded.datamodule.dataset_name} test split has {len(loaded.images)} images."
+        )
     import torch
 
     routers, after, logits = trace_routes(loaded.network, loaded.prepare(loaded.images[torch.tensor(indices)]))
@@ -550,19 +675,42 @@ def routing_diagram(
     fig, _ = new_figure()
     fig.axes[0].remove()
     grid = GridSpec(len(indices) + 1, 2, figure=fig, height_ratios=[1] * len(indices) + [0.06])
-    width, height = zip(*[_draw_route_row(fig.add_subplot(grid[k, :]), loaded, routers, after, k, index, logits, reds, blues,
-                                          last=k == len(indices) - 1) for k, index in enumerate(indices)])
-    for column, cmap, label in ((0, reds, "relative activation of a path tensor (red boxes)"),
-                                (1, blues, "gate value $g_{ij}$ (blue edges and circles; edge thickness too)")):
-        bar = fig.colorbar(mpl.cm.ScalarMappable(mpl.colors.Normalize(0, 1), cmap), cax=fig.add_subplot(grid[-1, column]), orientation="horizontal")
+    width, height = zip(
+        *[
+            _draw_route_row(
+                fig.add_subplot(grid[k, :]),
+                loaded,
+                routers,
+                after,
+                k,
+                index,
+                logits,
+                reds,
+                blues,
+                last=k == len(indices) - 1,
+            )
+            for k, index in enumerate(indices)
+        ]
+    )
+    for column, cmap, label in (
+        (0, reds, "relative activation of a path tensor (red boxes)"),
+        (1, blues, "gate value $g_{ij}$ (blue edges and circles; edge thickness too)"),
+    ):
+        bar = fig.colorbar(
+            mpl.cm.ScalarMappable(mpl.colors.Normalize(0, 1), cmap),
+            cax=fig.add_subplot(grid[-1, column]),
+            orientation="horizontal",
+        )
         bar.set_label(label, fontsize=8)
         bar.ax.tick_params(labelsize=7)
     fig_w = min(max(9.0, 0.75 * width[0]), 30.0)  # about 0.75 inch per data unit, the boxes' text readable
     fig.set_size_inches(fig_w, len(indices) * (fig_w - 1.0) * height[0] / width[0] + 0.3 * len(indices) + 1.9)
     fig.suptitle(f"Routing diagram of {loaded.model} (thesis Fig. 3.7)", fontsize=11)
-    caption = (f"Routing diagram of test image{'s' if len(indices) > 1 else ''} {', '.join(map(str, indices))} through {loaded.source()}. "
-               "Boxes: path tensors at each router's input and output, red by relative activation (mean |activation| over the sum "
-               "across parallel tensors); edges and circles: gates; grey boxes: stacks of per-path layers (conv = conv-BN-ReLU).")
+    caption = (
+        f"Routing diagram of test image{'s' if len(indices) > 1 else ''} {', '.join(map(str, indices))} through {loaded.source()}. "
+        "Boxes: path tensors at each router's input and output, red by relative activation (mean |activation| over the sum "
+        "across parallel tensors); edges and circles: gates; grey boxes: stacks of per-path layers (conv = conv-BN-ReLU)."
+    )
     name = "routing-diagram-" + "_".join(map(str, indices))
     return save_figure(fig, Path(out) / name, caption, formats)
 
@@ -601,7 +749,9 @@ def gate_max(
     count = min(count, len(values) // 2) or 1
     ranked = values.argsort(descending=True)
     rows = (("highest", ranked[:count]), ("lowest", ranked.flip(0)[:count]))
-    synthesized, score, value = synthesize_gate_input(loaded, gate, i, j, steps=steps, l2=l2, blur=blur, seed=seed, objective=objective)
+    synthesized, score, value = synthesize_gate_input(
+        loaded, gate, i, j, steps=steps, l2=l2, blur=blur, seed=seed, objective=objective
+    )
 
     label = gate_label(order, gate, i, j)
     fig, _ = new_figure(figsize=(max(8.0, 1.15 * count + 3.5), 4.6))
@@ -618,17 +768,22 @@ def gate_max(
             ax.set_xlabel(loaded.class_name(int(loaded.labels[index]))[:12], fontsize=6)
             if c == 0:
                 ax.set_ylabel(f"{which}\n{label}", fontsize=8)
-    ax = fig.add_subplot(grid[:, count + 1:])
+    ax = fig.add_subplot(grid[:, count + 1 :])
     image, cmap = display_image(synthesized)
     ax.imshow(image, cmap=cmap, vmin=0, vmax=1, interpolation="bilinear")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(f"synthesised input\nscore $A$ = {score:.2f}, gate = {value:.3f}", fontsize=8)
     ax.set_xlabel(f"{steps} Adam steps from noise on {'the score' if objective == 'score' else 'log gate'}", fontsize=7)
-    fig.suptitle(f"Inputs that maximise gate {label} of {loaded.model}: router {gate}, incoming path {i + 1} \u2192 outgoing path {j + 1} (thesis Fig. 3.8)", fontsize=10)
-    caption = (f"Gate maximisation for {gate} ({i + 1}\u2192{j + 1}) of {loaded.source()}: the {count} test images with the highest "
-               f"and lowest gate value (value above each, class below) and an input synthesised by gradient ascent on the "
-               f"{'pre-softmax score' if objective == 'score' else 'log gate value'} ({steps} Adam steps, L2 {l2:g}, blur {blur:g} px, seed {seed}).")
+    fig.suptitle(
+        f"Inputs that maximise gate {label} of {loaded.model}: router {gate}, incoming path {i + 1} \u2192 outgoing path {j + 1} (thesis Fig. 3.8)",
+        fontsize=10,
+    )
+    caption = (
+        f"Gate maximisation for {gate} ({i + 1}\u2192{j + 1}) of {loaded.source()}: the {count} test images with the highest "
+        f"and lowest gate value (value above each, class below) and an input synthesised by gradient ascent on the "
+        f"{'pre-softmax score' if objective == 'score' else 'log gate value'} ({steps} Adam steps, L2 {l2:g}, blur {blur:g} px, seed {seed})."
+    )
     slug = gate.removesuffix(".gate").replace(".", "_")
     return save_figure(fig, Path(out) / f"gate-max-{slug}-{i + 1}-{j + 1}", caption, formats)
 
@@ -666,13 +821,17 @@ def gate_hist(
     classes = tuple(range(min(4, num_classes))) if classes is None else tuple(classes)
     bad = [c for c in classes if not 0 <= c < num_classes]
     if bad or not classes:
-        raise RoutemixError(f"--classes {','.join(map(str, classes))}: {loaded.model} has classes 0 to {num_classes - 1}.")
+        raise RoutemixError(
+            f"--classes {','.join(map(str, classes))}: {loaded.model} has classes 0 to {num_classes - 1}."
+        )
     order, gate, i, j, values = chosen_gate_values(loaded, router, incoming, outgoing)
     values = values.numpy()
     labels = loaded.labels.numpy()
     chosen = [values[labels == c] for c in classes]
     if not any(len(v) for v in chosen):
-        raise RoutemixError(f"none of the first {len(values)} test images belongs to classes {list(classes)}: raise --limit.")
+        raise RoutemixError(
+            f"none of the first {len(values)} test images belongs to classes {list(classes)}: raise --limit."
+        )
     low, high = float(values.min()), float(values.max())
     pad = max(1e-3, 0.02 * (high - low))
     edges = np.linspace(max(0.0, low - pad), min(1.0, high + pad), bins + 1)
@@ -686,15 +845,25 @@ def gate_hist(
     else:
         columns = min(4, len(classes))
         rows = math.ceil(len(classes) / columns)
-        fig, grid = new_figure(rows, columns, figsize=(3.2 * columns + 0.8, 2.6 * rows + 1.0), squeeze=False, sharex=True, sharey=True)
+        fig, grid = new_figure(
+            rows, columns, figsize=(3.2 * columns + 0.8, 2.6 * rows + 1.0), squeeze=False, sharex=True, sharey=True
+        )
         axes = list(grid.flat)
-        for ax in axes[len(classes):]:
+        for ax in axes[len(classes) :]:
             ax.remove()
     everything = np.full(len(values), 1.0 / len(values))
     for n, (c, v, ax) in enumerate(zip(classes, chosen, axes)):
         if layout == "grid" or n == 0:
-            ax.hist(values, bins=edges, weights=everything, histtype="step", lw=1.0, ls="--", color="0.3",
-                    label=f"all test images (n={len(values)})")
+            ax.hist(
+                values,
+                bins=edges,
+                weights=everything,
+                histtype="step",
+                lw=1.0,
+                ls="--",
+                color="0.3",
+                label=f"all test images (n={len(values)})",
+            )
         colour = colours(n % 10)
         weights = np.full(len(v), 1.0 / max(len(v), 1))
         name = f"{loaded.class_name(c)} (n={len(v)})"
@@ -710,9 +879,14 @@ def gate_hist(
             ax.xaxis.set_tick_params(labelbottom=True)  # shared, but a short last row leaves upper plots at the bottom
     if layout == "overlay":
         axes[0].legend(fontsize=8)
-    fig.suptitle(f"Class-wise histograms of gate {label} of {loaded.model} ({gate}, path {i + 1} \u2192 {j + 1}; thesis Fig. 3.9)", fontsize=10)
-    caption = (f"Histograms of gate {gate} ({i + 1}\u2192{j + 1}) per class over {loaded.source()}; bars are fractions of each "
-               "class's images, the dashed outline is the whole test set.")
+    fig.suptitle(
+        f"Class-wise histograms of gate {label} of {loaded.model} ({gate}, path {i + 1} \u2192 {j + 1}; thesis Fig. 3.9)",
+        fontsize=10,
+    )
+    caption = (
+        f"Histograms of gate {gate} ({i + 1}\u2192{j + 1}) per class over {loaded.source()}; bars are fractions of each "
+        "class's images, the dashed outline is the whole test set."
+    )
     slug = gate.removesuffix(".gate").replace(".", "_")
     return save_figure(fig, Path(out) / f"gate-hist-{slug}-{i + 1}-{j + 1}", caption, formats)
 
@@ -727,8 +901,11 @@ def path_layers(network) -> list[tuple[str, Any]]:
     from routemix.nn import GateNetwork, PathConv2d, PathLinear, PathSqueezeExcitation
 
     skip = [name for name, m in network.named_modules() if isinstance(m, (GateNetwork, PathSqueezeExcitation))]
-    return [(name, m) for name, m in network.named_modules()
-            if isinstance(m, (PathConv2d, PathLinear)) and not any(name.startswith(s + ".") for s in skip)]
+    return [
+        (name, m)
+        for name, m in network.named_modules()
+        if isinstance(m, (PathConv2d, PathLinear)) and not any(name.startswith(s + ".") for s in skip)
+    ]
 
 
 def path_weights(module) -> "Tensor":
@@ -784,12 +961,14 @@ def weight_hist(
     loaded = load_for_figures(checkpoint, data=False, device="cpu")
     candidates = [(name, m) for name, m in path_layers(loaded.network) if m.num_paths > 1]
     if not candidates:
-        raise RoutemixError(f"model {loaded.model} has no parallel paths, so there are no path weights to compare: use a multi-path model such as basecnn_2cc.")
+        raise RoutemixError(
+            f"model {loaded.model} has no parallel paths, so there are no path weights to compare: use a multi-path model such as basecnn_2cc."
+        )
     picked = select_layers(candidates, layers)
     columns = min(4, len(picked))
     rows = math.ceil(len(picked) / columns)
     fig, grid = new_figure(rows, columns, figsize=(3.6 * columns + 0.6, 3.0 * rows + 1.0), squeeze=False)
-    for ax in list(grid.flat)[len(picked):]:
+    for ax in list(grid.flat)[len(picked) :]:
         ax.remove()
     colours = mpl.colormaps["tab10"]
     for ax, k in zip(grid.flat, picked):
@@ -801,14 +980,18 @@ def weight_hist(
             ax.hist(w, bins=edges, histtype="stepfilled", alpha=0.25, color=colour)
             ax.hist(w, bins=edges, histtype="step", lw=1.3, color=colour, label=f"path {p + 1} (std {w.std():.3g})")
         kind = "conv" if module.__class__.__name__ == "PathConv2d" else "dense"
-        ax.set_title(f"layer {k + 1}: {name.removeprefix('layers.')} ({kind}, {weights.shape[1]:,} weights/path)", fontsize=8)
+        ax.set_title(
+            f"layer {k + 1}: {name.removeprefix('layers.')} ({kind}, {weights.shape[1]:,} weights/path)", fontsize=8
+        )
         ax.set_xlabel("weight value", fontsize=8)
         ax.set_ylabel("number of weights", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
     fig.suptitle(f"Weight histograms of the parallel paths of {loaded.model} (thesis Fig. 3.10)", fontsize=10)
-    caption = (f"Weights of each parallel path at path layers {', '.join(str(k + 1) for k in picked)} of {loaded.source()} "
-               "(layers numbered from 1 among the per-path convolutions and dense layers, gate networks excluded).")
+    caption = (
+        f"Weights of each parallel path at path layers {', '.join(str(k + 1) for k in picked)} of {loaded.source()} "
+        "(layers numbered from 1 among the per-path convolutions and dense layers, gate networks excluded)."
+    )
     return save_figure(fig, Path(out) / "weight-hist", caption, formats)
 
 
@@ -831,13 +1014,21 @@ def _data_arguments(parser: argparse.ArgumentParser, *, limit: bool = True) -> N
 
 
 def _gate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--router", help="gate network (GateTrace key such as layers.route1.gate, its router, or a unique part: route1); default: the first router")
+    parser.add_argument(
+        "--router",
+        help="gate network (GateTrace key such as layers.route1.gate, its router, or a unique part: route1); default: the first router",
+    )
     parser.add_argument("--incoming", type=int, default=1, help="incoming path i of gate g_ij, from 1 (default 1)")
     parser.add_argument("--outgoing", type=int, default=1, help="outgoing path j of gate g_ij, from 1 (default 1)")
 
 
 def _diagram_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--index", type=_int_list, default=(0,), help="test image(s), from 0, comma-separated: one diagram each (default 0)")
+    parser.add_argument(
+        "--index",
+        type=_int_list,
+        default=(0,),
+        help="test image(s), from 0, comma-separated: one diagram each (default 0)",
+    )
     _data_arguments(parser, limit=False)
 
 
@@ -845,24 +1036,45 @@ def _gate_max_arguments(parser: argparse.ArgumentParser) -> None:
     _gate_arguments(parser)
     parser.add_argument("--count", type=int, default=10, help="images in each row (default 10)")
     parser.add_argument("--steps", type=int, default=300, help="Adam steps of the synthesised input (default 300)")
-    parser.add_argument("--l2", type=float, default=1e-3, help="L2 penalty on the synthesised input's distance from grey (default 0.001)")
-    parser.add_argument("--blur", type=float, default=0.5, help="Gaussian blur in pixels every 4 steps, 0 for none (default 0.5)")
+    parser.add_argument(
+        "--l2",
+        type=float,
+        default=1e-3,
+        help="L2 penalty on the synthesised input's distance from grey (default 0.001)",
+    )
+    parser.add_argument(
+        "--blur", type=float, default=0.5, help="Gaussian blur in pixels every 4 steps, 0 for none (default 0.5)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthesised input's noise (default 0)")
-    parser.add_argument("--objective", choices=OBJECTIVES, default="score",
-                        help="what the synthesis raises: the pre-softmax score A_ij (the thesis', default) or log g_ij")
+    parser.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="score",
+        help="what the synthesis raises: the pre-softmax score A_ij (the thesis', default) or log g_ij",
+    )
     _data_arguments(parser)
 
 
 def _gate_hist_arguments(parser: argparse.ArgumentParser) -> None:
     _gate_arguments(parser)
-    parser.add_argument("--classes", type=_int_list, default=None, help="class labels, from 0, comma-separated (default: the first four)")
-    parser.add_argument("--layout", choices=("overlay", "grid"), default="overlay", help="one plot or one per class (default overlay)")
+    parser.add_argument(
+        "--classes",
+        type=_int_list,
+        default=None,
+        help="class labels, from 0, comma-separated (default: the first four)",
+    )
+    parser.add_argument(
+        "--layout", choices=("overlay", "grid"), default="overlay", help="one plot or one per class (default overlay)"
+    )
     parser.add_argument("--bins", type=int, default=25, help="histogram bins (default 25)")
     _data_arguments(parser)
 
 
 def _weight_hist_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--layers", help="path layers by number (from 1) or module name, comma-separated (default: four spread over depth)")
+    parser.add_argument(
+        "--layers",
+        help="path layers by number (from 1) or module name, comma-separated (default: four spread over depth)",
+    )
     parser.add_argument("--bins", type=int, default=60, help="histogram bins (default 60)")
 
 
@@ -875,15 +1087,38 @@ def _draw_diagram(args: argparse.Namespace) -> list[Path]:
 
 
 def _draw_gate_max(args: argparse.Namespace) -> list[Path]:
-    return gate_max(args.checkpoint, args.out, router=args.router, incoming=args.incoming, outgoing=args.outgoing,
-                    count=args.count, steps=args.steps, l2=args.l2, blur=args.blur, seed=args.seed, objective=args.objective, limit=args.limit,
-                    formats=args.formats, **_data_options(args))
+    return gate_max(
+        args.checkpoint,
+        args.out,
+        router=args.router,
+        incoming=args.incoming,
+        outgoing=args.outgoing,
+        count=args.count,
+        steps=args.steps,
+        l2=args.l2,
+        blur=args.blur,
+        seed=args.seed,
+        objective=args.objective,
+        limit=args.limit,
+        formats=args.formats,
+        **_data_options(args),
+    )
 
 
 def _draw_gate_hist(args: argparse.Namespace) -> list[Path]:
-    return gate_hist(args.checkpoint, args.out, router=args.router, incoming=args.incoming, outgoing=args.outgoing,
-                     classes=args.classes, layout=args.layout, bins=args.bins, limit=args.limit, formats=args.formats,
-                     **_data_options(args))
+    return gate_hist(
+        args.checkpoint,
+        args.out,
+        router=args.router,
+        incoming=args.incoming,
+        outgoing=args.outgoing,
+        classes=args.classes,
+        layout=args.layout,
+        bins=args.bins,
+        limit=args.limit,
+        formats=args.formats,
+        **_data_options(args),
+    )
 
 
 def _draw_weight_hist(args: argparse.Namespace) -> list[Path]:
@@ -891,9 +1126,28 @@ def _draw_weight_hist(args: argparse.Namespace) -> list[Path]:
 
 
 FIGURES: list[Figure] = [
-    Figure("routing-diagram", "one test image's route through every router (thesis Fig. 3.7)", _diagram_arguments, _draw_diagram),
-    Figure("gate-max", "test images with the highest/lowest value of one gate, and an input synthesised to maximise it (Fig. 3.8)",
-           _gate_max_arguments, _draw_gate_max),
-    Figure("gate-hist", "class-wise histograms of one gate over the test set (Fig. 3.9)", _gate_hist_arguments, _draw_gate_hist),
-    Figure("weight-hist", "weight histograms of the parallel paths at chosen layers (Fig. 3.10)", _weight_hist_arguments, _draw_weight_hist),
+    Figure(
+        "routing-diagram",
+        "one test image's route through every router (thesis Fig. 3.7)",
+        _diagram_arguments,
+        _draw_diagram,
+    ),
+    Figure(
+        "gate-max",
+        "test images with the highest/lowest value of one gate, and an input synthesised to maximise it (Fig. 3.8)",
+        _gate_max_arguments,
+        _draw_gate_max,
+    ),
+    Figure(
+        "gate-hist",
+        "class-wise histograms of one gate over the test set (Fig. 3.9)",
+        _gate_hist_arguments,
+        _draw_gate_hist,
+    ),
+    Figure(
+        "weight-hist",
+        "weight histograms of the parallel paths at chosen layers (Fig. 3.10)",
+        _weight_hist_arguments,
+        _draw_weight_hist,
+    ),
 ]
