@@ -254,7 +254,7 @@ def test_any_path_count_builds_though_only_the_papers_are_listed(name, paths):
 
 def test_sparse_templates_take_paths_and_paths_per_sample():
     spec = model_spec("sparse_basecnn_16_top3")
-    assert (spec.paths, spec.options) == (16, {"top_k": 3})
+    assert (spec.paths, spec.options) == (16, {"top_k": 3}) and "16 paths, top-3" in spec.summary
     model = create_model("clustered_basecnn_8_top2", num_classes=10, in_channels=1)
     routing = model.layers.conv1
     assert (routing.num_paths, routing.k) == (8, 2)

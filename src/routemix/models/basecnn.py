@@ -247,14 +247,14 @@ register_model(
 register_model(
     "basecnn_{P}",
     _cnn(BASECNN),
-    summary="BaseCNN-P (Table 3.2): P independent BaseCNNs, outputs averaged",
+    summary="BaseCNN-{P} (Table 3.2): {P} independent BaseCNNs, outputs averaged",
     listed={"P": (2, 3, 4)},
     **_BASECNN,
 )
 register_model(
     "basecnn_{P}cc",
     _cnn(BASECNN, routing="cc"),
-    summary="BaseCNN-P-CC (Fig. 3.4): P BaseCNNs mixed by cross-connections",
+    summary="BaseCNN-{P}-CC (Fig. 3.4): {P} BaseCNNs mixed by cross-connections",
     listed={"P": (2, 3, 4)},
     routing="cc",
     **_BASECNN,
@@ -262,7 +262,7 @@ register_model(
 register_model(
     "basecnn_{P}cp",
     _cnn(BASECNN, routing="cp"),
-    summary="BaseCNN-P-CP (Fig. 3.2): cross-prediction routers replace every other convolution",
+    summary="BaseCNN-{P}-CP (Fig. 3.2): cross-prediction routers replace every other convolution",
     listed={"P": (2, 3, 4)},
     routing="cp",
     **_BASECNN,

@@ -111,7 +111,8 @@ def register_model(
     """Register ``build`` as ``name`` with the metadata of :class:`ModelSpec`.
 
     ``name`` may hold ``{P}`` (paths, at least 2) and ``{k}`` (paths per sample, at least 1):
-    ``listed`` gives the values whose names ``list_models`` shows, e.g. ``{"P": (2, 3, 4)}``."""
+    ``listed`` gives the values whose names ``list_models`` shows, e.g. ``{"P": (2, 3, 4)}``;
+    ``summary`` may hold them too ("BaseCNN-{P}-CC")."""
     spec = ModelSpec(name=name, family=family, summary=summary, build=build, **metadata)
     if spec.task not in TASKS or spec.input not in INPUTS or spec.recipe not in (*RECIPES, None):
         raise ValueError(f"model {name!r}: task, input or recipe not one of {TASKS}, {INPUTS}, {RECIPES}")
@@ -151,6 +152,7 @@ def _instance(template: _Template, values: dict[str, int]) -> ModelSpec:
     return replace(
         template.spec,
         name=template.spec.name.format(**values),
+        summary=template.spec.summary.format(**values),
         paths=values.get("P", template.spec.paths),
         options=options,
     )

@@ -70,7 +70,7 @@ register_model(
 register_model(
     "resnet20_{P}cc",
     _builder(20, routing="cc"),
-    summary="ResNet20-P-CC (Table 3.3): P paths, cross-connection after each stack",
+    summary="ResNet20-{P}-CC (Table 3.3): {P} paths, cross-connection after each stack",
     listed=_PATHS,
     routing="cc",
     **_CIFAR,
@@ -78,7 +78,7 @@ register_model(
 register_model(
     "resnet20_{P}cp",
     _builder(20, routing="cp"),
-    summary="ResNet20-P-CP (Table 3.3): P paths, cross-prediction routers between stacks",
+    summary="ResNet20-{P}-CP (Table 3.3): {P} paths, cross-prediction routers between stacks",
     listed=_PATHS,
     routing="cp",
     **_CIFAR,
@@ -87,36 +87,36 @@ register_model("resnet32", _builder(32), summary="ResNet32 (He et al. 2016, sec.
 register_model(
     "resnet32_{P}cc",
     _builder(32, routing="cc"),
-    summary="ResNet32-P-CC (Table 3.3)",
+    summary="ResNet32-{P}-CC (Table 3.3)",
     listed=_PATHS,
     routing="cc",
     **_CIFAR,
 )
 register_model(
-    "resnet32_{P}cp", _builder(32, routing="cp"), summary="ResNet32-P-CP", listed=_PATHS, routing="cp", **_CIFAR
+    "resnet32_{P}cp", _builder(32, routing="cp"), summary="ResNet32-{P}-CP", listed=_PATHS, routing="cp", **_CIFAR
 )
 register_model("resnet44", _builder(44), summary="ResNet44 (He et al. 2016, sec. 4.2): 3 x 7 basic blocks", **_CIFAR)
 register_model(
-    "resnet44_{P}cc", _builder(44, routing="cc"), summary="ResNet44-P-CC", listed=_PATHS, routing="cc", **_CIFAR
+    "resnet44_{P}cc", _builder(44, routing="cc"), summary="ResNet44-{P}-CC", listed=_PATHS, routing="cc", **_CIFAR
 )
 register_model(
-    "resnet44_{P}cp", _builder(44, routing="cp"), summary="ResNet44-P-CP", listed=_PATHS, routing="cp", **_CIFAR
+    "resnet44_{P}cp", _builder(44, routing="cp"), summary="ResNet44-{P}-CP", listed=_PATHS, routing="cp", **_CIFAR
 )
 register_model("resnet56", _builder(56), summary="ResNet56 (He et al. 2016, sec. 4.2): 3 x 9 basic blocks", **_CIFAR)
 register_model(
-    "resnet56_{P}cc", _builder(56, routing="cc"), summary="ResNet56-P-CC", listed=_PATHS, routing="cc", **_CIFAR
+    "resnet56_{P}cc", _builder(56, routing="cc"), summary="ResNet56-{P}-CC", listed=_PATHS, routing="cc", **_CIFAR
 )
 register_model(
-    "resnet56_{P}cp", _builder(56, routing="cp"), summary="ResNet56-P-CP", listed=_PATHS, routing="cp", **_CIFAR
+    "resnet56_{P}cp", _builder(56, routing="cp"), summary="ResNet56-{P}-CP", listed=_PATHS, routing="cp", **_CIFAR
 )
 register_model(
     "resnet110", _builder(110), summary="ResNet110 (He et al. 2016, sec. 4.2): 3 x 18 basic blocks", **_CIFAR
 )
 register_model(
-    "resnet110_{P}cc", _builder(110, routing="cc"), summary="ResNet110-P-CC", listed=_PATHS, routing="cc", **_CIFAR
+    "resnet110_{P}cc", _builder(110, routing="cc"), summary="ResNet110-{P}-CC", listed=_PATHS, routing="cc", **_CIFAR
 )
 register_model(
-    "resnet110_{P}cp", _builder(110, routing="cp"), summary="ResNet110-P-CP", listed=_PATHS, routing="cp", **_CIFAR
+    "resnet110_{P}cp", _builder(110, routing="cp"), summary="ResNet110-{P}-CP", listed=_PATHS, routing="cp", **_CIFAR
 )
 register_model(
     "seresnet110",

@@ -110,7 +110,7 @@ register_model(
 register_model(
     "resnet18_{P}cc",
     _path_builder(18, routing="cc"),
-    summary="ResNet18-P-CC (Table 3.4): P paths, cross-connection after each stack",
+    summary="ResNet18-{P}-CC (Table 3.4): {P} paths, cross-connection after each stack",
     listed=_PATHS,
     routing="cc",
     **_IMAGENET,
@@ -122,7 +122,12 @@ register_model(
     **_IMAGENET,
 )
 register_model(
-    "resnet34_{P}cc", _path_builder(34, routing="cc"), summary="ResNet34-P-CC", listed=_PATHS, routing="cc", **_IMAGENET
+    "resnet34_{P}cc",
+    _path_builder(34, routing="cc"),
+    summary="ResNet34-{P}-CC",
+    listed=_PATHS,
+    routing="cc",
+    **_IMAGENET,
 )
 register_model(
     "resnet50",
@@ -133,7 +138,7 @@ register_model(
 register_model(
     "resnet50_{P}cc",
     _path_builder(50, routing="cc"),
-    summary="ResNet50-P-CC (Table 3.4): bottleneck blocks, P paths",
+    summary="ResNet50-{P}-CC (Table 3.4): bottleneck blocks, {P} paths",
     listed=_PATHS,
     routing="cc",
     **_IMAGENET,
@@ -147,7 +152,7 @@ register_model(
 register_model(
     "resnet101_{P}cc",
     _path_builder(101, routing="cc"),
-    summary="ResNet101-P-CC",
+    summary="ResNet101-{P}-CC",
     listed=_PATHS,
     routing="cc",
     **_IMAGENET,

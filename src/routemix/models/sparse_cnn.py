@@ -146,14 +146,14 @@ _SPARSE = {"family": "sparse-basecnn", "recipe": "cnn", "listed": {"P": (2, 4, 8
 register_model(
     "sparse_basecnn_{P}_top{k}",
     _sparse_cnn(allocation="softmax"),
-    summary="BaseCNN whose convolutions are P paths, top-k of softmax gates per sample (sec. 5.3)",
+    summary="BaseCNN whose convolutions are {P} paths, top-{k} of softmax gates per sample (sec. 5.3)",
     routing="sparse-softmax",
     **_SPARSE,
 )
 register_model(
     "clustered_basecnn_{P}_top{k}",
     _sparse_cnn(allocation="cluster"),
-    summary="BaseCNN whose convolutions are P paths, top-k of the NMM-EM posterior per sample (sec. 5.3)",
+    summary="BaseCNN whose convolutions are {P} paths, top-{k} of the NMM-EM posterior per sample (sec. 5.3)",
     routing="sparse-cluster",
     **_SPARSE,
 )
