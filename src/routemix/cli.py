@@ -4,8 +4,7 @@ Subcommands: ``cluster`` (clustering of a dataset by NMM-EM or a peer method), `
 clustering run's clusters of new data), ``train`` and ``eval`` (supervised classifiers of the
 model zoo), ``datasets`` and ``models`` (what the registries hold), ``bench`` (reproductions and
 benchmarks) and ``viz`` (figures). Each is declared, with its options and its handler, in a module
-of :mod:`routemix.commands` (``viz`` in :mod:`routemix.viz.command`); this module builds the
-parser from them and runs the handler.
+of :mod:`routemix.commands`; this module builds the parser from them and runs the handler.
 
 A user's mistake (:class:`RoutemixError` or a ``ValueError`` from input validation) prints one
 line and exits with status 2; ``--debug`` shows the traceback instead. SIGINT and SIGTERM end a
@@ -28,9 +27,8 @@ from routemix.threads import prefer_passive_waiting
 
 def build_parser(*, viz_figures: bool = True) -> argparse.ArgumentParser:
     """The whole command line; ``viz_figures=False`` leaves out the ``viz`` figures' own options
-    (see :func:`routemix.viz.command.add_viz_parser`)."""
-    from routemix.commands import bench, cluster, listing, train
-    from routemix.viz.command import add_viz_parser
+    (see :func:`routemix.commands.viz.add_parser`)."""
+    from routemix.commands import bench, cluster, listing, train, viz
 
     parser = argparse.ArgumentParser(
         prog="routemix",
@@ -44,7 +42,7 @@ def build_parser(*, viz_figures: bool = True) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (cluster, train, listing, bench):
         module.add_parser(commands)
-    add_viz_parser(commands, figures=viz_figures)
+    viz.add_parser(commands, figures=viz_figures)
     return parser
 
 

@@ -3,6 +3,6 @@
 Every figure is drawn headless (matplotlib's Agg backend) to PNG and SVG by
 :func:`routemix.viz.common.save_figure`, with a caption line saying what it shows and which
 checkpoint and data made it. ``routemix viz FIGURE CHECKPOINT`` draws one from the command line
-(:mod:`routemix.viz.command`); the figures of trained classifiers live in
+(:mod:`routemix.commands.viz`); the figures of trained classifiers live in
 :mod:`routemix.viz.routing`, those of clustering runs in :mod:`routemix.viz.clusters`.
 """

@@ -1,7 +1,8 @@
 """``routemix viz FIGURE CHECKPOINT [options]``: one sub-command per figure.
 
 The figures come from :mod:`routemix.viz.routing` (trained classifiers) and
-:mod:`routemix.viz.clusters` (clustering runs); each module lists its own in ``FIGURES``.
+:mod:`routemix.viz.clusters` (clustering runs); each module lists its own in ``FIGURES``, and each
+figure adds its own options (the shared ones from :mod:`routemix.commands.options`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from routemix.commands.options import add_option
 from routemix.viz.common import FORMATS, Figure
 
 
@@ -19,7 +21,7 @@ def all_figures() -> dict[str, Figure]:
     return {figure.name: figure for figure in figures}
 
 
-def add_viz_parser(commands, *, figures: bool = True) -> None:
+def add_parser(commands, *, figures: bool = True) -> None:
     """Add ``viz`` and its sub-commands to the ``routemix`` sub-parsers ``commands``.
 
     ``figures=False`` adds ``viz`` alone, for a command line that is not a ``viz`` one: the
@@ -31,8 +33,8 @@ def add_viz_parser(commands, *, figures: bool = True) -> None:
     for figure in all_figures().values():
         sub = figures.add_parser(figure.name, help=figure.help)
         sub.add_argument("checkpoint", help="a model.pt or the run directory holding it")
-        sub.add_argument(
-            "--out", default=None, help="folder for the figures (default: CHECKPOINT's run directory / figures)"
+        add_option(
+            sub, "out", default=None, help="folder for the figures (default: CHECKPOINT's run directory / figures)"
         )
         sub.add_argument(
             "--formats", default=",".join(FORMATS), help=f"comma-separated file types (default: {','.join(FORMATS)})"
