@@ -314,24 +314,29 @@ def _subparser(*names):
 
 
 def _generated_flags(config) -> list[str]:
-    """The flags add_config_options makes from the fields of ``config`` that are no shared option."""
-    return [
-        flag
-        for field in fields(config)
-        if field.name != "command" and field.name not in OPTIONS and not field.metadata.get("positional")
-        for flag in field.metadata.get("flags", ("--" + field.name.replace("_", "-"),))
-    ]
+    """The flags add_config_options makes from the fields of ``config`` that are no shared option,
+    and the aliases it adds to a shared option (cluster's -k)."""
+    flags = []
+    for field in fields(config):
+        if field.name == "command" or field.metadata.get("positional"):
+            continue
+        if field.name in OPTIONS:
+            flags += field.metadata.get("aliases", ())
+        else:
+            flags += field.metadata.get("flags", ("--" + field.name.replace("_", "-"),))
+    return flags
 
 
 def test_no_option_is_defined_in_two_places():
     """Each flag is spelled once: in one add_argument call, in the table of shared options, or as a
-    field of TrainConfig or ClusterConfig that is no shared option."""
-    sources = [SRC / "cli.py", *sorted((SRC / "commands").glob("*.py"))]
+    field of TrainConfig or ClusterConfig that is no shared option; the viz figures' too."""
+    sources = [SRC / "cli.py", *sorted((SRC / "commands").glob("*.py")), *sorted((SRC / "viz").glob("*.py"))]
     written = []
     for path in sources:
         for call in re.findall(r'(?:add_argument|Option)\(\s*("-[^"]*"(?:\s*,\s*"-[^"]*")*)', path.read_text()):
             written += re.findall(r'"(-[^"]*)"', call)
     assert "--data-dir" in written and "--seeds" in written and "--no-progress" in written  # the scan sees the table
+    assert "--formats" in written and "--bins" in written and "--perplexity" in written  # and viz's own flags
     flags = written + _generated_flags(TrainConfig) + _generated_flags(ClusterConfig)
     assert "--lr" in flags and "--em-only" in flags and "-k" in flags
     twice = sorted(flag for flag, count in Counter(flags).items() if count > 1)

@@ -16,12 +16,13 @@ from dataclasses import fields
 def flag(help: str, **how) -> dict:
     """A field's metadata: its flag's ``help``, and where the field's name and type do not say it:
 
-    ``flags``: the flags, when not ``--field-name`` (``("--clusters", "-k")``, ``("--no-kmeans",)``);
-    ``positional=True``: an argument rather than a flag; ``sets``: the value a flag of a ``bool``
-    field stores (default True; ``--no-kmeans`` sets False); ``negatable=True``: ``--x`` and
-    ``--no-x``; ``parse``: the function that reads the flag's text; ``choices``, ``metavar``: as in
-    argparse. A field named like a shared option (:data:`routemix.commands.options.OPTIONS`, such
-    as ``data_dir``) is spelled and read as that option, and without metadata takes its help too.
+    ``flags``: the flags, when not ``--field-name`` (``("--no-kmeans",)``); ``positional=True``: an
+    argument rather than a flag; ``sets``: the value a flag of a ``bool`` field stores (default
+    True; ``--no-kmeans`` sets False); ``negatable=True``: ``--x`` and ``--no-x``; ``parse``: the
+    function that reads the flag's text; ``choices``, ``metavar``: as in argparse. A field named
+    like a shared option (:data:`routemix.commands.options.OPTIONS`, such as ``data_dir``) is
+    spelled and read as that option, and without metadata takes its help too; ``aliases``: the
+    further flags it has in this command (``clusters``: ``("-k",)``).
     The command line's own record, a field named ``command``, is no option."""
     return {"help": help, **how}
 

@@ -25,7 +25,7 @@ class ClusterConfig:
     )
     method: str = field(default="nmm", metadata=flag(f"clustering method: {', '.join(METHODS)} (default: nmm)"))
     clusters: int | None = field(
-        default=None, metadata=flag("number of clusters (default: the number of classes)", flags=("--clusters", "-k"))
+        default=None, metadata=flag("number of clusters (default: the number of classes)", aliases=("-k",))
     )
     epochs: int | None = field(
         default=None, metadata=flag("training epochs (default: the method's; nmm: 200 vector data, 250 images)")

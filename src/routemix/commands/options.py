@@ -1,7 +1,8 @@
 """The options several commands share, and the helpers that add them and read their values.
 
-Every option that more than one command takes is spelled and read once, in :data:`OPTIONS`; a
-command adds it with :func:`add_option`, saying what it means there (its help) and its default.
+Every option that more than one command (or ``viz`` figure) takes is spelled and read once, in
+:data:`OPTIONS`; a command adds it with :func:`add_option`, saying what it means there (its help)
+and its default.
 :func:`add_config_options` makes the options of ``train`` and ``cluster`` from the fields of
 their settings dataclasses (:mod:`routemix.fields`) and :func:`config_values` reads them back.
 :func:`parse_seeds` and :func:`known_names` read ``--seeds`` and comma-separated lists of names.
@@ -33,6 +34,7 @@ OPTIONS = {
     "budget": Option("--budget", default="cpu"),
     "checkpoint_every": Option("--checkpoint-every", type=int, metavar="N"),
     "classes": Option("--classes", type=int),
+    "clusters": Option("--clusters", type=int),
     "data_dir": Option("--data-dir", help="root of the image datasets (default: $ROUTEMIX_DATA or the user cache)"),
     "dataset": Option("--dataset"),
     "datasets": Option("--datasets"),
@@ -75,16 +77,18 @@ OPTIONS = {
 }
 
 
-def add_option(parser: argparse.ArgumentParser, name: str, **changes) -> None:
-    """Add the shared option ``name`` to ``parser``; ``changes``: what differs in this command
+def add_option(parser: argparse.ArgumentParser, name: str, *aliases: str, **changes) -> None:
+    """Add the shared option ``name`` to ``parser``; ``aliases``: more flags for it in this command
+    (cluster's ``-k`` for ``--clusters``); ``changes``: what differs in this command
     (``add_argument``'s keywords: its help and default, rarely another type)."""
     option = OPTIONS[name]
-    parser.add_argument(*option.flags, dest=name, **{**option.how, **changes})
+    parser.add_argument(*option.flags, *aliases, dest=name, **{**option.how, **changes})
 
 
 def add_config_options(parser: argparse.ArgumentParser, config, *, defaults: bool = True) -> None:
     """An option for each field of the settings dataclass ``config`` but ``command`` (the command
-    line itself), read into the field's name: a shared option as :data:`OPTIONS` spells it, any
+    line itself), read into the field's name: a shared option as :data:`OPTIONS` spells it (and
+    the field's ``aliases``), any
     other ``--field-name`` of the field's type, both as the field's metadata says
     (:func:`routemix.fields.flag`). ``defaults=False``: every option defaults to None, meaning
     not given (``train``, where a YAML config fills in what the flags leave open)."""
@@ -99,7 +103,7 @@ def add_config_options(parser: argparse.ArgumentParser, config, *, defaults: boo
         default = field.default if defaults and field.default is not MISSING else None
         said = {key: meta[key] for key in ("help", "choices", "metavar") if meta.get(key) is not None}
         if field.name in OPTIONS:
-            add_option(parser, field.name, default=default, **said)
+            add_option(parser, field.name, *meta.get("aliases", ()), default=default, **said)
             continue
         if kinds[field.name] is bool:
             reading = (

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from routemix.commands.options import add_option
 from routemix.errors import RoutemixError
 from routemix.rundir import run_config_if_any
 from routemix.viz.common import Figure, new_figure, save_figure, synthesize_inputs
@@ -252,17 +253,22 @@ def _check_clusters(clusters: list[int], k: int) -> list[int]:
     return list(dict.fromkeys(clusters))
 
 
-def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir", default=None, help="root of the run's image dataset (default: the run's own --data-dir)"
+def _add_data_options(
+    parser: argparse.ArgumentParser, *, seed: str = "seed of subsets, t-SNE and synthesis inits", device: bool = True
+) -> None:
+    """``--data-dir`` (where the run's images are), ``--seed`` (``seed``: its help) and, unless
+    ``device=False``, ``--device`` (where the network runs)."""
+    add_option(
+        parser, "data_dir", default=None, help="root of the run's image dataset (default: the run's own --data-dir)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of subsets, t-SNE and synthesis inits")
-    parser.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda"),
-        default="auto",
-        help="where the network runs (default: auto, CUDA when there is one)",
-    )
+    add_option(parser, "seed", default=0, help=seed)
+    if device:
+        add_option(parser, "device", help="where the network runs (default: auto, CUDA when there is one)")
+
+
+def _clusters_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--clusters``: the clusters a figure draws, 0-based as in labels.csv (default None: the figure's choice)."""
+    add_option(parser, "clusters", type=_int_list, default=None, help=help)
 
 
 def _need_images(run: ClusterRun, figure: str) -> None:
@@ -360,11 +366,9 @@ def _subsample(n: int, limit: int, seed: int) -> np.ndarray:
 
 
 def _density_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--clusters",
-        type=_int_list,
-        default=None,
-        help="clusters to draw, 0-based as in labels.csv (default: 3,5,9, the thesis' clusters 4, 6, 10, when K >= 10)",
+    _clusters_argument(
+        parser,
+        "clusters to draw, 0-based as in labels.csv (default: 3,5,9, the thesis' clusters 4, 6, 10, when K >= 10)",
     )
     parser.add_argument("--resolution", type=_positive, default=200, help="grid points per axis (default 200)")
     _add_data_options(parser)
@@ -453,8 +457,8 @@ def draw_cluster_density(args: argparse.Namespace) -> list[Path]:
 
 
 def _tsne_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--limit", type=_positive, default=2000, help="samples in the t-SNE subset (default 2000; thesis: 2560)"
+    add_option(
+        parser, "limit", type=_positive, default=2000, help="samples in the t-SNE subset (default 2000; thesis: 2560)"
     )
     parser.add_argument(
         "--perplexity", type=float, default=30.0, help="t-SNE perplexity (default 30, capped for small subsets)"
@@ -561,8 +565,12 @@ def _show_image(ax, image: torch.Tensor, *, stretch: bool = False) -> None:
 
 
 def _steps_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--steps", type=_positive, default=200, help="gradient-ascent steps of each synthesised input (default 200)"
+    add_option(
+        parser,
+        "steps",
+        type=_positive,
+        default=200,
+        help="gradient-ascent steps of each synthesised input (default 200)",
     )
 
 
@@ -570,15 +578,14 @@ def _steps_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _top_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--clusters",
-        type=_int_list,
-        default=None,
-        help="clusters to show, 0-based as in labels.csv (default: all, up to 10)",
-    )
+    _clusters_argument(parser, "clusters to show, 0-based as in labels.csv (default: all, up to 10)")
     parser.add_argument("--top", type=_positive, default=10, help="images per cluster (default 10)")
-    parser.add_argument(
-        "--limit", type=_positive, default=None, help="rank only a random subset of this many images (default: all)"
+    add_option(
+        parser,
+        "limit",
+        type=_positive,
+        default=None,
+        help="rank only a random subset of this many images (default: all)",
     )
     _steps_arguments(parser)
     _add_data_options(parser)
@@ -867,19 +874,14 @@ def draw_curves(args: argparse.Namespace) -> list[Path]:
 
 
 def _sheet_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--clusters", type=_int_list, default=None, help="clusters to draw, 0-based as in labels.csv (default: all)"
-    )
+    _clusters_argument(parser, "clusters to draw, 0-based as in labels.csv (default: all)")
     parser.add_argument(
         "--per-cluster",
         type=_positive,
         default=64,
         help="images on each sheet, drawn at random from the cluster (default 64)",
     )
-    parser.add_argument(
-        "--data-dir", default=None, help="root of the run's image dataset (default: the run's own --data-dir)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the images drawn for each sheet")
+    _add_data_options(parser, seed="seed of the images drawn for each sheet", device=False)
 
 
 def read_labels(run_dir: Path) -> tuple[np.ndarray, list[str] | None]:

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from routemix.commands.options import add_option
 from routemix.errors import RoutemixError
 from routemix.viz.common import FORMATS, Figure, new_figure, save_figure, synthesize_inputs
 
@@ -1006,11 +1007,16 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def _data_arguments(parser: argparse.ArgumentParser, *, limit: bool = True) -> None:
-    parser.add_argument("--dataset", help="test data (default: the dataset the model was trained on)")
-    parser.add_argument("--data-dir", help="root of the datasets (default: the training run's, else $ROUTEMIX_DATA)")
+    add_option(parser, "dataset", help="test data (default: the dataset the model was trained on)")
+    add_option(parser, "data_dir", help="root of the datasets (default: the training run's, else $ROUTEMIX_DATA)")
     if limit:
-        parser.add_argument("--limit", type=int, default=GATE_LIMIT, help=f"test images used (default {GATE_LIMIT})")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+        add_option(parser, "limit", default=GATE_LIMIT, help=f"test images used (default {GATE_LIMIT})")
+    add_option(parser, "device")
+
+
+def _bins_argument(parser: argparse.ArgumentParser, default: int) -> None:
+    """``--bins``, which both histogram figures take, each with its own ``default``."""
+    parser.add_argument("--bins", type=int, default=default, help=f"histogram bins (default {default})")
 
 
 def _gate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -1035,7 +1041,7 @@ def _diagram_arguments(parser: argparse.ArgumentParser) -> None:
 def _gate_max_arguments(parser: argparse.ArgumentParser) -> None:
     _gate_arguments(parser)
     parser.add_argument("--count", type=int, default=10, help="images in each row (default 10)")
-    parser.add_argument("--steps", type=int, default=300, help="Adam steps of the synthesised input (default 300)")
+    add_option(parser, "steps", default=300, help="Adam steps of the synthesised input (default 300)")
     parser.add_argument(
         "--l2",
         type=float,
@@ -1045,7 +1051,7 @@ def _gate_max_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--blur", type=float, default=0.5, help="Gaussian blur in pixels every 4 steps, 0 for none (default 0.5)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthesised input's noise (default 0)")
+    add_option(parser, "seed", default=0, help="seed of the synthesised input's noise (default 0)")
     parser.add_argument(
         "--objective",
         choices=OBJECTIVES,
@@ -1057,8 +1063,9 @@ def _gate_max_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _gate_hist_arguments(parser: argparse.ArgumentParser) -> None:
     _gate_arguments(parser)
-    parser.add_argument(
-        "--classes",
+    add_option(
+        parser,
+        "classes",
         type=_int_list,
         default=None,
         help="class labels, from 0, comma-separated (default: the first four)",
@@ -1066,7 +1073,7 @@ def _gate_hist_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layout", choices=("overlay", "grid"), default="overlay", help="one plot or one per class (default overlay)"
     )
-    parser.add_argument("--bins", type=int, default=25, help="histogram bins (default 25)")
+    _bins_argument(parser, 25)
     _data_arguments(parser)
 
 
@@ -1075,7 +1082,7 @@ def _weight_hist_arguments(parser: argparse.ArgumentParser) -> None:
         "--layers",
         help="path layers by number (from 1) or module name, comma-separated (default: four spread over depth)",
     )
-    parser.add_argument("--bins", type=int, default=60, help="histogram bins (default 60)")
+    _bins_argument(parser, 60)
 
 
 def _data_options(args: argparse.Namespace) -> dict:
