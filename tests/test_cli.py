@@ -30,8 +30,18 @@ def test_cluster_digits_writes_a_run_directory(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "nmm" in out and "kmeans" in out and "ACC" in out
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert [r["method"] for r in metrics["results"]] == ["nmm", "kmeans"]
+    assert [r["method"] for r in metrics["results"]] == ["nmm", "kmeans", "kmeans-scaled"]
     assert 0 <= metrics["results"][0]["acc"] <= 1
+    # the row named kmeans is the k-means of `--method kmeans` and of the papers: on the digits as given
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import load_digits
+
+    from routemix.metrics import clustering_scores
+
+    digits = load_digits()
+    raw = KMeans(10, n_init=10, random_state=0).fit_predict(digits.data.astype(np.float32))
+    expected = clustering_scores(digits.target, raw)["acc"]
+    assert metrics["results"][1]["acc"] == pytest.approx(expected) and expected > 0.75
     labels = (run_dir / "labels.csv").read_text().splitlines()
     assert labels[0] == "index,cluster" and len(labels) == 1798
     config = json.loads((run_dir / "config.json").read_text())
@@ -183,7 +193,9 @@ def test_results_on_stdout_progress_on_stderr(tmp_path):
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     lines = result.stdout.strip().splitlines()
-    assert [line.split()[0] for line in lines] == ["blobs:", "method", "nmm", "kmeans", "run"], result.stdout
+    assert [line.split()[0] for line in lines] == ["blobs:", "method", "nmm", "kmeans", "kmeans-scaled", "run"], (
+        result.stdout
+    )
     assert "Epoch 1" in result.stderr  # the bar of the second epoch (Lightning counts from 0)
 
 
@@ -248,9 +260,10 @@ def test_kmeans_baseline_sees_the_input_the_method_sees(tmp_path, capsys):
     )
     rows = {row["method"]: row for row in json.loads((tmp_path / "r" / "metrics.json").read_text())["results"]}
     expected = KMeans(2, n_init=10, random_state=0).fit_predict(StandardScaler().fit_transform(points))
-    assert rows["kmeans"]["acc"] == clustering_scores(labels, expected)["acc"] == 1.0
+    assert rows["kmeans-scaled"]["acc"] == clustering_scores(labels, expected)["acc"] == 1.0
+    # and k-means on the input as given, as --method kmeans and the papers run it: here the weaker one
     raw = KMeans(2, n_init=10, random_state=0).fit_predict(points)
-    assert clustering_scores(labels, raw)["acc"] < 0.75  # what the row showed before
+    assert rows["kmeans"]["acc"] == clustering_scores(labels, raw)["acc"] < 0.75
 
 
 @pytest.mark.parametrize("seeds", ["5-2", "0", "a,b", "1-x"])

@@ -49,7 +49,7 @@ def test_cluster_cli_runs_a_peer_method(tmp_path, capsys):
         main(["cluster", "digits", "--method", "iic", "--epochs", "2", "--run-dir", str(run_dir), "--no-progress"]) == 0
     )
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert [r["method"] for r in metrics["results"]] == ["iic", "kmeans"]
+    assert [r["method"] for r in metrics["results"]] == ["iic", "kmeans", "kmeans-scaled"]
     assert (run_dir / "model.pt").is_file()
 
 

@@ -41,10 +41,10 @@ def run_cluster(args: argparse.Namespace) -> int:
     if result is None:  # a data-parallel process other than global rank 0: rank 0 reports
         return 0
     print(f"\n{cfg.dataset}: {len(result.labels)} samples, {cfg.clusters} clusters")
-    print(f"{'method':<10}{'ACC':>8}{'NMI':>8}{'ARI':>8}{'seconds':>10}")
+    print(f"{'method':<14}{'ACC':>8}{'NMI':>8}{'ARI':>8}{'seconds':>10}")
     for row in result.rows:
         cells = "".join(f"{row[k]:>8.4f}" if row[k] is not None else f"{'-':>8}" for k in ("acc", "nmi", "ari"))
-        print(f"{row['method']:<10}{cells}{row['seconds']:>10.1f}")
+        print(f"{row['method']:<14}{cells}{row['seconds']:>10.1f}")
     print(f"run directory: {result.run_dir}")
     return 0
 
