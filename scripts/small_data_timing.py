@@ -13,7 +13,8 @@ Two versions of the code side by side (e.g. a ``git worktree add /tmp/before HEA
 with ``PYTHONPATH`` set to that source, and prints every source's medians and its ratio to the
 first one's::
 
-    OMP_NUM_THREADS=1 python scripts/small_data_timing.py --sources before=/tmp/before/src after=src --rounds 4 --repeats 3
+    OMP_NUM_THREADS=1 python scripts/small_data_timing.py --sources before=/tmp/before/src after=src \\
+        --rounds 4 --repeats 3
 
 The fits: ``iris`` (150 x 4, NMMClustering(3), 200 epochs of one batch), ``digits`` (1797 x 64,
 NMMClustering(10), ``--digits-epochs`` epochs of 14 batches), ``ddc-digits`` (DDCClustering(10) on
@@ -128,7 +129,8 @@ def print_table(result: dict) -> None:
         median, kmeans = statistics.median(times), statistics.median(result["kmeans"][name])
         print(
             f"| {name}: {result['what'][name]} | {median:.3f} | {min(times):.3f}-{max(times):.3f} "
-            f"| {statistics.median(result['cpu'][name]):.3f} | {result['first_fit'][name]:.3f} | {kmeans:.4f} | {median / kmeans:.0f} |"
+            f"| {statistics.median(result['cpu'][name]):.3f} | {result['first_fit'][name]:.3f} "
+            f"| {kmeans:.4f} | {median / kmeans:.0f} |"
         )
 
 

@@ -5,9 +5,11 @@ an earlier one), curves from the folders in the order given (a later file of the
 replaces an earlier one). Drawn by :func:`routemix.bench.clustering.plot_time_to_accuracy`:
 
     python scripts/time_to_accuracy_figure.py mnist docs/figures/time_to_accuracy-mnist-n2d-2026-12-07 \\
-        --results docs/results/bench-clustering-mnist-2026-12-06.json docs/results/bench-clustering-mnist-fixes-2026-12-06.json \\
+        --results docs/results/bench-clustering-mnist-2026-12-06.json \\
+                  docs/results/bench-clustering-mnist-fixes-2026-12-06.json \\
                   docs/results/bench-clustering-mnist-n2d-2026-12-07.json \\
-        --curves docs/results/curves-mnist-2026-12-06 docs/results/curves-mnist-fixes-2026-12-06 docs/results/curves-mnist-n2d-2026-12-07
+        --curves docs/results/curves-mnist-2026-12-06 docs/results/curves-mnist-fixes-2026-12-06 \\
+                 docs/results/curves-mnist-n2d-2026-12-07
 """
 
 from __future__ import annotations

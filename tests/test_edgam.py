@@ -244,7 +244,8 @@ def test_summed_reconstruction_is_the_mean_times_the_features():
 
 @pytest.mark.parametrize("beta, alpha", [(0.5, 0.5), (0.3, 0.18), (0.9, 1.0)])
 def test_printed_moment_update_steps_by_two_beta_squared(beta, alpha):
-    """Eq. 6 as printed: alpha = 2 beta^2 (clipped to 1), mu^2 = (1 - alpha) mu + alpha m; eq. 6 is beta^2 ||mu - m||^2."""
+    """Eq. 6 as printed: alpha = 2 beta^2 (clipped to 1), mu^2 = (1 - alpha) mu + alpha m;
+    eq. 6 is beta^2 ||mu - m||^2."""
     lam1, _, _, m, _ = numpy_em_step(Z, MU)
     mu2 = (1 - alpha) * MU + alpha * m
     mixture = UnfoldedGaussianMixture(2, 2, n_layers=2, moment_update="printed").double()

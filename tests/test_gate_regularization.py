@@ -63,7 +63,8 @@ def test_gate_networks_found_selected_and_single_outputs_skipped():
     assert gate_networks(model, ["1.*"]) == {"1.gate": (2, 3)}
     with pytest.raises(
         ValueError,
-        match=r"no gate network matches .conv\*.; the model.s gate networks with more than one outgoing path: 0.gate, 1.gate\.$",
+        match=r"no gate network matches .conv\*.; "
+        r"the model.s gate networks with more than one outgoing path: 0.gate, 1.gate\.$",
     ):
         gate_networks(model, ["conv*"])
     with pytest.raises(ValueError, match="no gate network to regularise"):

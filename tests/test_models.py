@@ -16,7 +16,8 @@ from routemix.published import published_table
 COUNT_EXCEPTIONS = {
     "basecnn_3": "the thesis prints 1.5M, but three BaseCNNs are 1.65M: its own Base Ensemble (1.66M) and "
     "BaseCNN-3-CC (1.67M, BaseCNN-3 plus gates) rows agree with 1.65M",
-    "wide_resnet50_2": "cited, not defined by the thesis: WRN-50-2 of Zagoruyko and Komodakis has 67.0M with 100 classes",
+    "wide_resnet50_2": "cited, not defined by the thesis: "
+    "WRN-50-2 of Zagoruyko and Komodakis has 67.0M with 100 classes",
     "resnext50_2x64d": "cited, not defined by the thesis: ResNeXt-50 (2x64d) of Xie et al. has 44.4M with 100 classes",
 }
 

@@ -359,7 +359,8 @@ CONFIG_FILES = sorted(CONFIGS.glob("table3_*/*.yaml"))
 THESIS_NAMES = (
     "basecnn widecnn deepcnn basecnn_3 basecnn_ensemble all_ensemble sebasecnn sedeepcnn crossstitch_basecnn_2 "
     "basecnn_2cp basecnn_3cp basecnn_4cp basecnn_2cc basecnn_3cc basecnn_4cc resnet20 resnet110 wrn40_2 seresnet110 "
-    "resnet20_2cp resnet20_3cp resnet20_4cp resnet20_2cc resnet20_3cc resnet20_4cc resnet32_2cc resnet32_3cc resnet32_4cc "
+    "resnet20_2cp resnet20_3cp resnet20_4cp resnet20_2cc resnet20_3cc resnet20_4cc "
+    "resnet32_2cc resnet32_3cc resnet32_4cc "
     "resnet18 resnet34 resnet18_2cc resnet50 resnet101 wide_resnet50_2 resnext50_2x64d resnet50_2cc"
 ).split()
 

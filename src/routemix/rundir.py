@@ -53,7 +53,8 @@ def check_run_dir(
     if resume:
         if not (path / LAST_CHECKPOINT).is_file():
             raise RoutemixError(
-                f"--resume: no checkpoint at {path / LAST_CHECKPOINT}; pass the --run-dir of an earlier run, or drop --resume."
+                f"--resume: no checkpoint at {path / LAST_CHECKPOINT}; "
+                "pass the --run-dir of an earlier run, or drop --resume."
             )
         return
     held = sorted(p.name for p in path.iterdir()) if path.is_dir() and first_process else []

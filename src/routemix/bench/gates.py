@@ -101,8 +101,10 @@ def format_table(rows: list[dict]) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['variant']} | {r['error']:.2f} ± {r['error_std']:.2f} | {', '.join(f'{e:.2f}' for e in r['errors'])} | "
-            f"{100 * r['skewed_share']:.0f}% | {r['entropy']:.3f} | {r['spread']:.3f} | {r['minority_high']:.3f} | {r['seconds']:.0f} |"
+            f"| {r['variant']} | {r['error']:.2f} ± {r['error_std']:.2f} | "
+            f"{', '.join(f'{e:.2f}' for e in r['errors'])} | "
+            f"{100 * r['skewed_share']:.0f}% | {r['entropy']:.3f} | {r['spread']:.3f} | "
+            f"{r['minority_high']:.3f} | {r['seconds']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -136,7 +138,8 @@ def plot_gate_response(results: list[dict], path: str | Path, formats: tuple[str
     axes[-1, 0].set_xlabel(f"test image (the first {len(values)})")
     model, epochs = results[0]["model"], results[0]["epochs"]
     caption = (
-        f"{model}, Fashion-MNIST, {epochs} epoch{'s' if epochs != 1 else ''}; the least-used gate of the most skewed gating vector without "
+        f"{model}, Fashion-MNIST, {epochs} epoch{'s' if epochs != 1 else ''}; "
+        "the least-used gate of the most skewed gating vector without "
         "regularisation, under no, local and global NMM-EM gate regularisation (routemix bench gates)"
     )
     return save_figure(fig, path, caption, formats)

@@ -282,7 +282,8 @@ def format_markdown(rows: list[dict]) -> str:
         method = "NMM-EM, dropping" if r["method"] == "nmm" else f"UMAP + HDBSCAN (noise {100 * r['noise']:.0f}%)"
         lines.append(
             f"| {r['dataset']} | {r['n_samples']} | {r['true_k']} | {method} | {r['bound'] or '-'} | "
-            f"{r['k']:.1f} ± {r['k_std']:.1f} | {', '.join(map(str, r['k_each']))} | {r['acc']:.3f} ± {r['acc_std']:.3f} | "
+            f"{r['k']:.1f} ± {r['k_std']:.1f} | {', '.join(map(str, r['k_each']))} | "
+            f"{r['acc']:.3f} ± {r['acc_std']:.3f} | "
             f"{r['nmi']:.3f} ± {r['nmi_std']:.3f} | {r['seconds']:.1f} |"
         )
     return "\n".join(lines)

@@ -210,7 +210,8 @@ def format_table(result: Study2DResult) -> str:
         means = run["density_means"]
         cells = "".join(f"{means[c]:>12.3f}" for c in SHOWN_CLUSTERS)
         lines.append(
-            f"{label:<22}{cells}{f'{means.min():.3f}-{means.max():.3f}':>18}{run['scores']['acc']:>8.3f}{run['scores']['nmi']:>8.3f}{run['clusters_used']:>6}"
+            f"{label:<22}{cells}{f'{means.min():.3f}-{means.max():.3f}':>18}"
+            f"{run['scores']['acc']:>8.3f}{run['scores']['nmi']:>8.3f}{run['clusters_used']:>6}"
         )
     for key, label in (("normalized", "thesis, normalized"), ("none", "thesis, un-normalized")):
         lines.append(f"{label:<22}" + "".join(f"{v:>12.3f}" for v in THESIS_TABLE_4_1[key]))

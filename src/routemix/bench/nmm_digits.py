@@ -59,6 +59,7 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         lines.append(
             f"| {r['variant']} | {r['acc']:.3f} ± {r['acc_std']:.3f} | {r['nmi']:.3f} ± {r['nmi_std']:.3f} | "
-            f"{r['ari']:.3f} ± {r['ari_std']:.3f} | {r['seconds']:.1f} | {', '.join(f'{a:.3f}' for a in r['acc_per_seed'])} |"
+            f"{r['ari']:.3f} ± {r['ari_std']:.3f} | {r['seconds']:.1f} | "
+            f"{', '.join(f'{a:.3f}' for a in r['acc_per_seed'])} |"
         )
     return "\n".join(lines)

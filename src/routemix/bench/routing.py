@@ -204,8 +204,10 @@ def format_table(rows: list[dict]) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['network']} | {r['error']:.2f} ± {r['error_std']:.2f} | {', '.join(f'{e:.2f}' for e in r['errors'])} | "
-            f"{rank[r['model']]} | {_cell(r['thesis_error'])} | {thesis_rank.get(r['model'], '-')} | {r['seconds']:.0f} |"
+            f"| {r['network']} | {r['error']:.2f} ± {r['error_std']:.2f} | "
+            f"{', '.join(f'{e:.2f}' for e in r['errors'])} | "
+            f"{rank[r['model']]} | {_cell(r['thesis_error'])} | "
+            f"{thesis_rank.get(r['model'], '-')} | {r['seconds']:.0f} |"
         )
     verdicts = claim_holds(rows)
     if verdicts:

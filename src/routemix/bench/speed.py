@@ -341,7 +341,8 @@ def run(
 def format_table(rows: list[Timing]) -> str:
     """Markdown: one line per (base, P) with step times, ratios and memory."""
     lines = [
-        "| base | P | batch | single ms | paths ms | routed ms | naive ms | routed/naive | router overhead | routed img/s | peak MB single/paths/routed/naive |",
+        "| base | P | batch | single ms | paths ms | routed ms | naive ms | routed/naive | router overhead | "
+        "routed img/s | peak MB single/paths/routed/naive |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[str, int], dict[str, Timing]] = {}
@@ -351,7 +352,8 @@ def format_table(rows: list[Timing]) -> str:
         overhead = (g["routed"].seconds - g["paths"].seconds) / g["routed"].seconds
         mem = "/".join("-" if g[v].peak_mb is None else f"{g[v].peak_mb:.0f}" for v in VARIANTS)
         lines.append(
-            f"| {base} | {p} | {g['single'].batch} | {1e3 * g['single'].seconds:.1f} | {1e3 * g['paths'].seconds:.1f} | "
+            f"| {base} | {p} | {g['single'].batch} | {1e3 * g['single'].seconds:.1f} | "
+            f"{1e3 * g['paths'].seconds:.1f} | "
             f"{1e3 * g['routed'].seconds:.1f} | {1e3 * g['naive'].seconds:.1f} | "
             f"{g['routed'].seconds / g['naive'].seconds:.2f} | {100 * overhead:+.1f}% | "
             f"{g['routed'].images_per_second:.0f} | {mem} |"
@@ -563,7 +565,8 @@ def format_throughput_table(rows: list[Throughput]) -> str:
         return ""
     first = rows[0]
     lines = [
-        f"matmul peak on {first.device}: {first.peak_flops / 1e9:.1f} GFLOP/s (float32, {torch.get_num_threads()} threads); "
+        f"matmul peak on {first.device}: {first.peak_flops / 1e9:.1f} GFLOP/s "
+        f"(float32, {torch.get_num_threads()} threads); "
         f"batch {first.batch}, {first.workers} loader workers",
         "",
         "| model | params M | input | fwd GMACs/img | train GFLOP/img | step ms | train img/s | end-to-end img/s | "
@@ -573,9 +576,11 @@ def format_throughput_table(rows: list[Throughput]) -> str:
     for r in rows:
         memory = "-" if r.peak_mb is None else f"{r.peak_mb:.0f}"
         lines.append(
-            f"| {r.model} | {r.parameters / 1e6:.3f} | {'x'.join(map(str, r.input_shape))} | {r.multiply_adds / 1e9:.3f} | "
+            f"| {r.model} | {r.parameters / 1e6:.3f} | {'x'.join(map(str, r.input_shape))} | "
+            f"{r.multiply_adds / 1e9:.3f} | "
             f"{r.training_flops / 1e9:.3f} | {1e3 * r.step_seconds:.1f} | {r.images_per_second:.0f} | "
-            f"{r.end_to_end_images_per_second:.0f} | {100 * r.loading_share:.1f} | {100 * r.input_share:.1f} | {memory} | "
+            f"{r.end_to_end_images_per_second:.0f} | {100 * r.loading_share:.1f} | "
+            f"{100 * r.input_share:.1f} | {memory} | "
             f"{r.training_flops * r.images_per_second / 1e9:.1f} | {100 * r.utilisation:.1f} |"
         )
     return "\n".join(lines)

@@ -57,7 +57,8 @@ class ClusterConfig:
     image_size: int | None = field(
         default=None,
         metadata=flag(
-            "a folder of images: resize each (shorter side S, centre crop) to SxS; needed when its images differ in size",
+            "a folder of images: resize each (shorter side S, centre crop) to SxS; "
+            "needed when its images differ in size",
             metavar="S",
         ),
     )
@@ -76,7 +77,8 @@ class ClusterConfig:
     checkpoint_every: int = field(
         default=CHECKPOINT_EVERY,
         metadata=flag(
-            f"nmm on images: also save last.ckpt every N training batches inside an epoch (default {CHECKPOINT_EVERY}; 0: at epoch ends only)"
+            f"nmm on images: also save last.ckpt every N training batches inside an epoch "
+            f"(default {CHECKPOINT_EVERY}; 0: at epoch ends only)"
         ),
     )
     progress: bool = True

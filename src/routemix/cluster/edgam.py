@@ -273,7 +273,8 @@ class EDGaMClustering(DeepClusterer):
         return edgam.responsibilities(z, self._centroids)
 
     def fit(self, X, y=None):
-        """Fit EDGaM to ``X`` (n_samples, n_features), images as flattened rows with ``image_shape``; ``y`` is ignored."""
+        """Fit EDGaM to ``X`` (n_samples, n_features), images as flattened rows with ``image_shape``;
+        ``y`` is ignored."""
         super().fit(X, y)
         self.cluster_centers_ = self._centroids[self.cluster_order_].numpy()
         return self

@@ -77,7 +77,8 @@ def _check_data(dataset: LoadedDataset, clusters: int) -> None:
         raise RoutemixError(f"dataset {dataset.name!r} has a single sample; clustering needs at least 2.")
     if n < clusters:
         raise RoutemixError(
-            f"dataset {dataset.name!r} has {n} samples, fewer than the {clusters} clusters asked for: use --clusters {n} or fewer."
+            f"dataset {dataset.name!r} has {n} samples, fewer than the {clusters} clusters asked for: "
+            f"use --clusters {n} or fewer."
         )
 
 
@@ -152,7 +153,8 @@ def run_cluster_job(cfg: ClusterConfig) -> ClusterResult | None:
         )
         if cfg.method != "nmm":
             raise RoutemixError(
-                f"--method {cfg.method} trains in one process; --devices/--num-nodes above 1 are for --method nmm on image data."
+                f"--method {cfg.method} trains in one process; "
+                "--devices/--num-nodes above 1 are for --method nmm on image data."
             )
         batch_size = cfg.batch_size or estimator_class("nmm")().batch_size
         if batch_size % processes:
@@ -181,7 +183,8 @@ def run_cluster_job(cfg: ClusterConfig) -> ClusterResult | None:
         )
     if processes > 1 and not nmm_images:
         raise RoutemixError(
-            f"{cfg.dataset} is vector data, which NMM-EM fits in one process; --devices/--num-nodes above 1 are for image data."
+            f"{cfg.dataset} is vector data, which NMM-EM fits in one process; "
+            "--devices/--num-nodes above 1 are for image data."
         )
     if cfg.resume:
         resume_checkpoint(cfg.run_dir)  # corrupt: a clear error before anything is written

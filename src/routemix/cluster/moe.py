@@ -59,10 +59,10 @@ class MoEClustering(DeepClusterer):
     autoencoder, manager, clustering stage, specialisation stage) in the proportions of
     ``stage_split``, each stage at least one epoch: ``"paper"`` is the thesis' 1000:1000:1000:100:100
     (at the default 100 epochs 32/31/31/3/3); a dict of the five stage names gives other
-    proportions (epochs per stage, when they sum to ``max_iter``). At small budgets the joint stage is short (the experts get a
-    few hundred steps), so the labels are mostly the pre-trained manager's; give more epochs (or
-    a higher ``learning_rate``) for useful experts. ``n_iter_`` is their sum and ``epochs_`` the
-    split.
+    proportions (epochs per stage, when they sum to ``max_iter``). At small budgets the joint
+    stage is short (the experts get a few hundred steps), so the labels are mostly the pre-trained
+    manager's; give more epochs (or a higher ``learning_rate``) for useful experts. ``n_iter_`` is
+    their sum and ``epochs_`` the split.
 
     Parameters
     ----------
@@ -200,7 +200,8 @@ class MoEClustering(DeepClusterer):
         weights = dict(self.stage_split)
         if set(weights) != set(STAGES) or not all(isinstance(w, Real) and w > 0 for w in weights.values()):
             raise ValueError(
-                f"stage_split as a dict needs a positive weight for each of {', '.join(STAGES)}, got {self.stage_split!r}; "
+                f"stage_split as a dict needs a positive weight for each of {', '.join(STAGES)}, "
+                f"got {self.stage_split!r}; "
                 f"or name a split: {', '.join(STAGE_SPLITS)}."
             )
         return {stage: float(weights[stage]) for stage in STAGES}

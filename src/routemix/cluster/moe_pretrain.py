@@ -241,7 +241,8 @@ def split_epochs(max_iter: int, weights: dict[str, float]) -> dict[str, int]:
     rounding), each stage at least one epoch, so that the parts sum to ``max_iter``."""
     if max_iter < len(weights):
         raise ValueError(
-            f"max_iter={max_iter} is fewer than the {len(weights)} training stages; give at least {len(weights)} epochs."
+            f"max_iter={max_iter} is fewer than the {len(weights)} training stages; "
+            f"give at least {len(weights)} epochs."
         )
     total = sum(weights.values())
     shares = {name: max_iter * w / total for name, w in weights.items()}

@@ -168,7 +168,10 @@ def _why_no_model(run_dir: Path) -> str:
             f"it is a {method} run, which keeps its labels.csv only; cluster with a neural method to predict new data."
         )
     if method in METHODS and getattr(estimator_class(method), "_not_storable", None):
-        return f"{method} runs are not saved ({estimator_class(method)._not_storable.rstrip('.')}); cluster with another method to predict new data."
+        return (
+            f"{method} runs are not saved ({estimator_class(method)._not_storable.rstrip('.')}); "
+            "cluster with another method to predict new data."
+        )
     return "pass the run directory of a `routemix cluster` run of a neural method."
 
 
@@ -218,7 +221,8 @@ def load_clusterer(path: str | os.PathLike) -> SavedClustering:
                 module.load_state_dict(weights)
         except (RuntimeError, ValueError) as error:
             raise RoutemixError(
-                f"{path}: the saved weights do not fit the {method} network its settings describe ({str(error).splitlines()[0]})."
+                f"{path}: the saved weights do not fit the {method} network its settings describe "
+                f"({str(error).splitlines()[0]})."
             ) from None
         setattr(estimator, name, [m.eval() for m in module] if isinstance(module, list) else module.eval())
     estimator._after_load()

@@ -26,7 +26,8 @@ def add_parser(benches) -> None:
     add_option(
         speed,
         "models",
-        help="--throughput: comma-separated model names (default: the BaseCNN family of Table 3.2, resnet20, resnet20_3cc)",
+        help="--throughput: comma-separated model names "
+        "(default: the BaseCNN family of Table 3.2, resnet20, resnet20_3cc)",
     )
     add_option(speed, "workers", help="--throughput: DataLoader worker processes (default 0)")
     speed.add_argument(
@@ -45,7 +46,8 @@ def add_parser(benches) -> None:
 
     pipeline = benches.add_parser(
         "pipeline",
-        help="augmentation batched on the device (kornia) vs per image in DataLoader workers (torchvision v2): images/s",
+        help="augmentation batched on the device (kornia) "
+        "vs per image in DataLoader workers (torchvision v2): images/s",
     )
     pipeline.add_argument(
         "--shapes", default="mnist,cifar", help="synthetic image sizes: mnist (1x28x28), cifar (3x32x32) (default both)"

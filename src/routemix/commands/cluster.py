@@ -64,6 +64,7 @@ def run_predict(args: argparse.Namespace) -> int:
     write_text(args.out, prediction.csv)
     sizes = np.bincount(prediction.labels)
     print(
-        f"{len(prediction.labels)} samples of {args.input} in {np.count_nonzero(sizes)} clusters (sizes {', '.join(map(str, sizes))}): {args.out}"
+        f"{len(prediction.labels)} samples of {args.input} in {np.count_nonzero(sizes)} clusters "
+        f"(sizes {', '.join(map(str, sizes))}): {args.out}"
     )
     return 0

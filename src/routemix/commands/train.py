@@ -44,7 +44,10 @@ def run_train(args: argparse.Namespace) -> int:
     if out is None:  # a data-parallel process other than global rank 0: rank 0 reports
         return 0
     epochs = f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
-    title = f"\n{cfg.model} on {cfg.dataset}: {epochs}, {out.parameters / 1e6:.3f}M parameters, {out.seconds:.1f} s of training"
+    title = (
+        f"\n{cfg.model} on {cfg.dataset}: {epochs}, {out.parameters / 1e6:.3f}M parameters, "
+        f"{out.seconds:.1f} s of training"
+    )
     print(format_result(out.result, title))
     print(f"run directory: {out.run_dir}")
     return 0

@@ -226,7 +226,8 @@ def scan_image_folder(root: Path, split: str, *, classes: int | None = None) -> 
     folder = root / split
     if not folder.is_dir():
         raise RoutemixError(
-            f"no image folder at {folder}: the imagenet dataset expects {IMAGENET_LAYOUT}, with ROOT given by --data-dir."
+            f"no image folder at {folder}: the imagenet dataset expects {IMAGENET_LAYOUT}, "
+            "with ROOT given by --data-dir."
         )
     try:
         dataset = ImageFolder(str(folder), allow_empty=False)
@@ -281,7 +282,8 @@ class ClassificationDataModule(L.LightningDataModule):
         dataset = self.spec.name
         if classes is not None and not self.spec.streamed:
             raise RoutemixError(
-                f"--classes keeps the first N classes of an ImageFolder (imagenet); {dataset} always has all {self.spec.num_classes}."
+                f"--classes keeps the first N classes of an ImageFolder (imagenet); "
+                f"{dataset} always has all {self.spec.num_classes}."
             )
         if ten_crop and not self.spec.streamed:
             raise RoutemixError(f"--ten-crop is the ImageNet evaluation; {dataset} images are evaluated whole.")
@@ -377,7 +379,8 @@ class ClassificationDataModule(L.LightningDataModule):
             self._class_names = names
         elif names != self._class_names:
             raise RoutemixError(
-                f"{root}/train and {root}/val hold different class folders: both need the same classes ({IMAGENET_LAYOUT})."
+                f"{root}/train and {root}/val hold different class folders: "
+                f"both need the same classes ({IMAGENET_LAYOUT})."
             )
         limit = self.limit if split == "train" else self.limit_test
         if limit is not None and limit < len(samples):

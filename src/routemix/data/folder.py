@@ -75,7 +75,8 @@ def load_image_folder(
     files = find_image_files(folder)
     if not files:
         raise RoutemixError(
-            f"no image files in {folder} or its subfolders (searched for {_EXTENSION_LIST}, any case; hidden files are left out)."
+            f"no image files in {folder} or its subfolders "
+            f"(searched for {_EXTENSION_LIST}, any case; hidden files are left out)."
         )
 
     sizes, skipped = _read_sizes(folder, files)

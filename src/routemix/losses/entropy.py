@@ -54,7 +54,8 @@ def weighted_reconstruction(distortion: torch.Tensor, p: torch.Tensor) -> torch.
     _check_assignment(p)
     if distortion.shape != p.shape:
         raise ValueError(
-            f"distortion {tuple(distortion.shape)} and assignments {tuple(p.shape)} must have the same shape (batch, n_experts)."
+            f"distortion {tuple(distortion.shape)} and assignments {tuple(p.shape)} "
+            "must have the same shape (batch, n_experts)."
         )
     return (p * distortion).sum(dim=1).mean()
 

@@ -71,7 +71,8 @@ def gate_networks(model: nn.Module, routers: Sequence[str] | None = None) -> dic
     if unmatched:
         listed = ", ".join(found) or "none"
         raise ValueError(
-            f"no gate network matches {', '.join(map(repr, unmatched))}; the model's gate networks with more than one outgoing path: {listed}."
+            f"no gate network matches {', '.join(map(repr, unmatched))}; "
+            f"the model's gate networks with more than one outgoing path: {listed}."
         )
     return chosen
 

@@ -14,11 +14,11 @@ A network's K raw relevance scores ``a`` (B, K) become K cluster densities and p
 
 Choosing gamma. Normalised over n samples, a score is bounded (Shiffler 1988; thesis sec. 4.4.1):
 the thesis quotes ``(n-1)/sqrt(n)`` (11.23 for n = 128), the bound for the sample standard
-deviation; with the 1/n variance of eq. 4.11 the bound is ``sqrt(n-1)`` (11.27 for n = 128). Dividing by gamma keeps the sigmoid in its
-near-linear region, where the batch mean of every density is 0.5 (eq. 4.14) and the densities
-share one integral. The thesis uses gamma = 5 at n = 128; keep ``gamma`` roughly proportional to
-the bound, ``gamma ≈ 5 * ((n-1)/sqrt(n)) / 11.23`` (about 3.5 at n = 64, 7 at n = 256), or use
-:func:`gamma_for_batch_size`.
+deviation; with the 1/n variance of eq. 4.11 the bound is ``sqrt(n-1)`` (11.27 for n = 128).
+Dividing by gamma keeps the sigmoid in its near-linear region, where the batch mean of every
+density is 0.5 (eq. 4.14) and the densities share one integral. The thesis uses gamma = 5 at
+n = 128; keep ``gamma`` roughly proportional to the bound, ``gamma ≈ 5 * ((n-1)/sqrt(n)) / 11.23``
+(about 3.5 at n = 64, 7 at n = 256), or use :func:`gamma_for_batch_size`.
 """
 
 from __future__ import annotations

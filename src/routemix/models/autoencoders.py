@@ -1,8 +1,8 @@
 """Auto-encoders for deep clustering: the dense d-500-500-2000-c net and EDGaM's convolutional one.
 
-Weights are Glorot-uniform with zero biases (EDGaM appendix E.1). Both expose ``encode(x) -> z`` (B, c) and ``decode(h) -> x_hat`` with ``h`` of size c, so a
-clustering method can put its own module between the two (EDGaM decodes a fusion of ``z`` and its
-mixture reconstruction, eq. 8).
+Weights are Glorot-uniform with zero biases (EDGaM appendix E.1). Both expose ``encode(x) -> z``
+(B, c) and ``decode(h) -> x_hat`` with ``h`` of size c, so a clustering method can put its own
+module between the two (EDGaM decodes a fusion of ``z`` and its mixture reconstruction, eq. 8).
 
 * :class:`DenseAutoencoder` — DEC's architecture (Xie et al. 2016), used by EDGaM for MNIST,
   USPS and Reuters (sec. 5, Table 5): optional input dropout (p = 0.25 in Table 5), Linear-ReLU

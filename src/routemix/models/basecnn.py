@@ -12,9 +12,10 @@ a 128 x 8 x 8 map, so 32x32 inputs are pooled twice, after the second and fourth
 (0.551M). DeepCNN pools after every stage, the last included (2 x 2 x 256 into F32: 1.95M, 2.7%
 under the printed 2.0M). Pooling only between stages (4 x 4 x 256: 2.04M) fits DeepCNN and All
 Ensemble too, but then no single SE reduction ratio brings both SENets within 3% (see below);
-with the final pooling, ratio 4 does. Every convolution and the two hidden dense layers are followed by batch norm and ReLU
-(the text omits normalisation; the published errors with lr 0.1 are not reached without it), so
-convolutions carry no bias. Counts for 10 classes and 3x32x32 inputs are tested against Table 3.2.
+with the final pooling, ratio 4 does. Every convolution and the two hidden dense layers are
+followed by batch norm and ReLU (the text omits normalisation; the published errors with lr 0.1
+are not reached without it), so convolutions carry no bias. Counts for 10 classes and 3x32x32
+inputs are tested against Table 3.2.
 
 Multi-path variants, X parallel BaseCNNs whose outputs are averaged:
 

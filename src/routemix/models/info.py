@@ -52,7 +52,10 @@ def format_models(names: list[str], num_classes: int | None = None) -> str:
     """The ``routemix models`` table: each model's spec, its size and cost for ``num_classes``
     outputs (default: the class count of its published figure, else its own default), the count
     the papers print, and its summary."""
-    header = f"{'name':<28}{'family':<17}{'task':<11}{'paths':>5}  {'routing':<15}{'input':<11}{'classes':>7}{'params':>9}{'GMACs':>8}  {'published':<17}summary"
+    header = (
+        f"{'name':<28}{'family':<17}{'task':<11}{'paths':>5}  {'routing':<15}{'input':<11}"
+        f"{'classes':>7}{'params':>9}{'GMACs':>8}  {'published':<17}summary"
+    )
     lines = [header]
     for name in names:
         spec = model_spec(name)
@@ -74,13 +77,16 @@ def format_models(names: list[str], num_classes: int | None = None) -> str:
             printed = f"{published.parameters_m}M {published.source.replace('table', 'T').replace('_', '.')}"
             printed += f" @{published.num_classes}" if published.num_classes != info.num_classes else ""
         lines.append(
-            f"{name:<28}{spec.family:<17}{spec.task:<11}{spec.paths:>5}  {spec.routing or '-':<15}{shape:<11}{classes:>7}{size}  {printed:<17}{spec.summary}"
+            f"{name:<28}{spec.family:<17}{spec.task:<11}{spec.paths:>5}  {spec.routing or '-':<15}{shape:<11}"
+            f"{classes:>7}{size}  {printed:<17}{spec.summary}"
         )
     lines.append(
-        "\nparams: trainable parameters (millions); GMACs: multiply-adds of one forward pass of one image (billions); both for `classes` outputs."
+        "\nparams: trainable parameters (millions); "
+        "GMACs: multiply-adds of one forward pass of one image (billions); both for `classes` outputs."
     )
     lines.append(
-        "input: the default shape; + : any size also works (global pooling). published: the thesis' count (Table 3.x), @N: for N classes."
+        "input: the default shape; + : any size also works (global pooling). "
+        "published: the thesis' count (Table 3.x), @N: for N classes."
     )
     lines.append("Names with a path count build for any count: basecnn_8cc, resnet20_6cp, sparse_basecnn_16_top2, ...")
     return "\n".join(lines)

@@ -146,7 +146,8 @@ def _instance(template: _Template, values: dict[str, int]) -> ModelSpec:
             )
     if values.get("k", 1) > values.get("P", template.spec.paths):
         raise RoutemixError(
-            f"{template.spec.name}: k (paths per sample) must not exceed P (paths), got P={values['P']}, k={values['k']}."
+            f"{template.spec.name}: k (paths per sample) must not exceed P (paths), "
+            f"got P={values['P']}, k={values['k']}."
         )
     options = {**template.spec.options, **({"top_k": values["k"]} if "k" in values else {})}
     return replace(

@@ -116,7 +116,8 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     In training mode with several processes, the per-channel mean and 1/n variance are those of all
     processes' samples (:func:`global_batch_moments`, differentiable), and the
     running statistics are updated as ``nn.BatchNorm`` updates them (unbiased variance), identically
-    on every process. Otherwise it is the batch norm it replaced. Made by :class:`routemix.train.distributed.GlobalBatchNormSync`.
+    on every process. Otherwise it is the batch norm it replaced. Made by
+    :class:`routemix.train.distributed.GlobalBatchNormSync`.
     """
 
     original_class: type = nn.BatchNorm2d

@@ -105,7 +105,10 @@ class PathLinear(nn.Module):
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
-        return f"num_paths={self.num_paths}, in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        return (
+            f"num_paths={self.num_paths}, in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}"
+        )
 
 
 class PathBatchNorm2d(nn.Module):

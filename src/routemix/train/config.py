@@ -68,8 +68,9 @@ class TrainConfig:
     gate_reg: str = field(
         default="none",
         metadata=flag(
-            "regularise the routers' gates with the NMM-EM loss: local (thesis ch. 5.1, one mixture per gating vector) or global "
-            "(ch. 5.2, one per router); or balance, the load-balancing loss of sparse mixtures of experts (for sparse_basecnn_*); "
+            "regularise the routers' gates with the NMM-EM loss: "
+            "local (thesis ch. 5.1, one mixture per gating vector) or global (ch. 5.2, one per router); "
+            "or balance, the load-balancing loss of sparse mixtures of experts (for sparse_basecnn_*); "
             "default none",
             choices=GATE_REGULARIZERS,
         ),
@@ -98,7 +99,8 @@ class TrainConfig:
     checkpoint_every: int = field(
         default=CHECKPOINT_EVERY,
         metadata=flag(
-            f"also save last.ckpt every N training batches inside an epoch (default {CHECKPOINT_EVERY}; 0: at epoch ends only)"
+            f"also save last.ckpt every N training batches inside an epoch "
+            f"(default {CHECKPOINT_EVERY}; 0: at epoch ends only)"
         ),
     )
     progress: bool = True

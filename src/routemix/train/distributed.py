@@ -88,7 +88,8 @@ def shard_batches(loader: DataLoader) -> DataLoader:
 
 class GlobalBatchNormSync(LayerSync):
     """Lightning plugin: every batch norm of the model normalises over the global batch
-    (:class:`routemix.nn.collectives.GlobalBatchNorm`) while training; the CPU counterpart of ``sync_batchnorm=True``."""
+    (:class:`routemix.nn.collectives.GlobalBatchNorm`) while training; the CPU counterpart of
+    ``sync_batchnorm=True``."""
 
     def apply(self, model: nn.Module) -> nn.Module:
         return swap_batchnorm(model, True)

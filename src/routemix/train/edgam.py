@@ -97,7 +97,8 @@ class EDGaMModule(L.LightningModule):
         out = self.loss(x, x_hat, z, mixture)
         if not torch.isfinite(out.loss):
             raise FloatingPointError(
-                f"EDGaM loss became {out.loss.item()} at step {self.global_step} (reconstruction {out.reconstruction.item():.4g}, "
+                f"EDGaM loss became {out.loss.item()} at step {self.global_step} "
+                f"(reconstruction {out.reconstruction.item():.4g}, "
                 f"cluster {out.cluster.item():.4g}, correction {out.correction.item():.4g}); lower the learning rate "
                 "or the loss weights, or check the input for extreme values."
             )

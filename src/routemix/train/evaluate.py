@@ -213,17 +213,21 @@ def check_data_fits(state: dict[str, Any], network: nn.Module, datamodule, where
     name = state["model"]
     if state["in_channels"] != datamodule.in_channels:
         raise RoutemixError(
-            f"{where}: model {name} was trained on {state['in_channels']}-channel images, but {datamodule.dataset_name} has "
+            f"{where}: model {name} was trained on {state['in_channels']}-channel images, "
+            f"but {datamodule.dataset_name} has "
             f"{datamodule.in_channels} channels; evaluate it on the dataset it was trained on."
         )
     size = network.input_size  # None: the model takes any size (global average pooling)
     if size is not None and datamodule.input_size != size:
         raise RoutemixError(
-            f"{where}: model {name} takes {size}x{size} images, {datamodule.dataset_name} gives {datamodule.input_size}x{datamodule.input_size} (use --image-size {size})."
+            f"{where}: model {name} takes {size}x{size} images, "
+            f"{datamodule.dataset_name} gives {datamodule.input_size}x{datamodule.input_size} "
+            f"(use --image-size {size})."
         )
     if state["num_classes"] != datamodule.num_classes:
         raise RoutemixError(
-            f"{where}: model {name} has {state['num_classes']} classes, {datamodule.dataset_name} has {datamodule.num_classes}."
+            f"{where}: model {name} has {state['num_classes']} classes, "
+            f"{datamodule.dataset_name} has {datamodule.num_classes}."
         )
 
 
@@ -325,17 +329,19 @@ def format_result(result: EvalResult, title: str) -> str:
                 lines.append(f"    path {i}: " + " ".join(f"{v:6.3f}" for v in row))
     if result.gate_stats:
         lines.append(
-            f"\ngate statistics over the test images (skewed: one gate above {SKEW_THRESHOLD} on average; entropy of the "
-            "mean gating vector, 1 = paths used evenly; 5-95% range of each gate)"
+            f"\ngate statistics over the test images (skewed: one gate above {SKEW_THRESHOLD} on average; "
+            "entropy of the mean gating vector, 1 = paths used evenly; 5-95% range of each gate)"
         )
         for s in result.gate_stats:
             ranges = " ".join(f"{lo:.2f}-{hi:.2f}" for lo, hi in zip(s["low"], s["high"]))
             lines.append(
-                f"  {s['router']} path {s['incoming']}: entropy {s['entropy']:.3f}{'  SKEWED' if s['skewed'] else ''}  range {ranges}"
+                f"  {s['router']} path {s['incoming']}: entropy {s['entropy']:.3f}"
+                f"{'  SKEWED' if s['skewed'] else ''}  range {ranges}"
             )
         summary = summarize_gate_statistics(result.gate_stats)
         lines.append(
-            f"  {100 * summary['skewed_share']:.0f}% of {len(result.gate_stats)} gating vectors skewed, mean entropy {summary['entropy']:.3f}"
+            f"  {100 * summary['skewed_share']:.0f}% of {len(result.gate_stats)} gating vectors skewed, "
+            f"mean entropy {summary['entropy']:.3f}"
         )
     if result.path_usage:
         lines.append(

@@ -316,7 +316,8 @@ def fit(
     if trainer.world_size > 1:
         if datamodule.batch_size % trainer.world_size:
             raise RoutemixError(
-                f"batch size {datamodule.batch_size} (the global batch) does not split evenly over {trainer.world_size} processes."
+                f"batch size {datamodule.batch_size} (the global batch) "
+                f"does not split evenly over {trainer.world_size} processes."
             )
         datamodule = GlobalBatchData(datamodule)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -501,7 +502,8 @@ def gate_regularizer_for(cfg: TrainConfig, model: nn.Module) -> nn.Module | None
         raise RoutemixError(f"--gate-reg-routers: {error}") from None
     if not gates:
         raise RoutemixError(
-            f"--gate-reg {cfg.gate_reg}: model {cfg.model} has no router to regularise; use a routed model such as basecnn_2cc."
+            f"--gate-reg {cfg.gate_reg}: model {cfg.model} has no router to regularise; "
+            "use a routed model such as basecnn_2cc."
         )
     return gate_regularizer(model, cfg.gate_reg, routers=patterns, priors=cfg.gate_reg_priors)
 

@@ -69,7 +69,10 @@ class ClusterRun:
         return len(self.order)
 
     def describe(self, dataset) -> str:
-        return f"{self.method} on {dataset.name} ({len(dataset)} samples, K={self.num_clusters}), checkpoint {self.checkpoint}"
+        return (
+            f"{self.method} on {dataset.name} ({len(dataset)} samples, K={self.num_clusters}), "
+            f"checkpoint {self.checkpoint}"
+        )
 
     def to_input(self, rows: torch.Tensor) -> torch.Tensor:
         """Dataset rows (uint8 images or float vectors) -> the float input the run trained on."""
@@ -379,7 +382,8 @@ def draw_cluster_density(args: argparse.Namespace) -> list[Path]:
     run, dataset = load_run(args.checkpoint, data_dir=args.data_dir, device=args.device)
     if run.method != "nmm":
         raise RoutemixError(
-            f"cluster-density draws NMM-EM's densities sigmoid(a*/gamma) (eq. 4.12); {run.checkpoint} is a --method {run.method} run: use a --method nmm run."
+            f"cluster-density draws NMM-EM's densities sigmoid(a*/gamma) (eq. 4.12); "
+            f"{run.checkpoint} is a --method {run.method} run: use a --method nmm run."
         )
     if run.image or dataset.data.shape[1] != 2:
         shape = (
@@ -447,8 +451,9 @@ def draw_cluster_density(args: argparse.Namespace) -> list[Path]:
         ax.set_visible(False)
     fig.suptitle(f"Cluster densities of NMM-EM on {dataset.name} (thesis Fig. 4.4b, 4.5)", fontsize=12)
     caption = (
-        f"First panel: each point coloured by its cluster over the most probable cluster of the plane; then density contours of clusters "
-        f"{', '.join(map(str, clusters))} (running statistics, eq. 4.11-4.12; one colour scale spanning the densities at the data points). {run.describe(dataset)}."
+        "First panel: each point coloured by its cluster over the most probable cluster of the plane; "
+        f"then density contours of clusters {', '.join(map(str, clusters))} (running statistics, eq. 4.11-4.12; "
+        f"one colour scale spanning the densities at the data points). {run.describe(dataset)}."
     )
     return save_figure(fig, args.out / "cluster-density", caption, args.formats)
 
@@ -634,12 +639,14 @@ def draw_cluster_top(args: argparse.Namespace) -> list[Path]:
         if row == 0:
             ax.set_title("synthesised", fontsize=8, pad=2, color="tab:red")
     fig.suptitle(
-        f"Top {top} images per cluster by relevance score, and the input maximising it, {dataset.name} (thesis Fig. 4.8)",
+        f"Top {top} images per cluster by relevance score, and the input maximising it, "
+        f"{dataset.name} (thesis Fig. 4.8)",
         fontsize=11,
     )
     caption = (
-        f"Rows: clusters; images ranked by the cluster's raw score a_j over {len(subset)} images; last column (red): input synthesised "
-        f"by {args.steps} steps of gradient ascent on a_j (L2 + blur + clip, contrast stretched). {run.describe(dataset)}."
+        f"Rows: clusters; images ranked by the cluster's raw score a_j over {len(subset)} images; "
+        f"last column (red): input synthesised by {args.steps} steps of gradient ascent on a_j "
+        f"(L2 + blur + clip, contrast stretched). {run.describe(dataset)}."
     )
     return save_figure(fig, args.out / "cluster-top", caption, args.formats)
 
@@ -756,7 +763,8 @@ def draw_filters(args: argparse.Namespace) -> list[Path]:
         ax.set_visible(False)
     fig.suptitle(f"Convolutional filters of the clustering network, {dataset.name} (thesis Fig. 4.9)", fontsize=11)
     caption = (
-        f"Row 1: raw first-layer kernels (red +, blue -). Rows 2-3: inputs maximising each filter's mean activation (after its ReLU), {args.steps} steps of "
+        "Row 1: raw first-layer kernels (red +, blue -). "
+        f"Rows 2-3: inputs maximising each filter's mean activation (after its ReLU), {args.steps} steps of "
         f"gradient ascent (L2 + blur + clip, contrast stretched). {run.describe(dataset)}."
     )
     return save_figure(fig, args.out / "filters", caption, args.formats)
@@ -806,8 +814,10 @@ def _run_curves(path: str | Path) -> tuple[Path, str, dict]:
     curves = read_curves(run_dir)
     if not curves:
         raise RoutemixError(
-            f"{run_dir} has no per-epoch log (logs/version_N/metrics.csv): only NMM-EM runs on image sets log learning curves; "
-            f"this {config['method']} run on {config.get('dataset')} went through the estimator and recorded its final scores only (metrics.json)."
+            f"{run_dir} has no per-epoch log (logs/version_N/metrics.csv): "
+            "only NMM-EM runs on image sets log learning curves; "
+            f"this {config['method']} run on {config.get('dataset')} went through the estimator "
+            "and recorded its final scores only (metrics.json)."
         )
     return run_dir, f"{config['method']} ({run_dir.name})", curves
 
@@ -936,7 +946,10 @@ def draw_contact_sheets(args: argparse.Namespace) -> list[Path]:
             + (f", {len(shown)} drawn at random" if len(shown) < len(members) else ""),
             fontsize=11,
         )
-        caption = f"Images of cluster {cluster} in {run_dir / 'labels.csv'} ({config.get('method')} on {dataset.name}; seed {args.seed})."
+        caption = (
+            f"Images of cluster {cluster} in {run_dir / 'labels.csv'} "
+            f"({config.get('method')} on {dataset.name}; seed {args.seed})."
+        )
         written += save_figure(fig, args.out / f"contact-sheet-cluster-{cluster:02d}", caption, args.formats)
     return written
 

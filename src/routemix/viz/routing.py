@@ -230,7 +230,8 @@ def check_gate_index(loaded: LoadedClassifier, gate: str, incoming: int, outgoin
     for option, value, size in (("--incoming", incoming, module.num_in), ("--outgoing", outgoing, module.num_out)):
         if not 1 <= value <= size:
             raise RoutemixError(
-                f"{option} {value}: router {gate} has {size} {option[2:]} path{'s' if size > 1 else ''} (numbered from 1)."
+                f"{option} {value}: router {gate} has {size} {option[2:]} path{'s' if size > 1 else ''} "
+                "(numbered from 1)."
             )
     return incoming - 1, outgoing - 1
 
@@ -708,9 +709,11 @@ def routing_diagram(
     fig.set_size_inches(fig_w, len(indices) * (fig_w - 1.0) * height[0] / width[0] + 0.3 * len(indices) + 1.9)
     fig.suptitle(f"Routing diagram of {loaded.model} (thesis Fig. 3.7)", fontsize=11)
     caption = (
-        f"Routing diagram of test image{'s' if len(indices) > 1 else ''} {', '.join(map(str, indices))} through {loaded.source()}. "
-        "Boxes: path tensors at each router's input and output, red by relative activation (mean |activation| over the sum "
-        "across parallel tensors); edges and circles: gates; grey boxes: stacks of per-path layers (conv = conv-BN-ReLU)."
+        f"Routing diagram of test image{'s' if len(indices) > 1 else ''} {', '.join(map(str, indices))} "
+        f"through {loaded.source()}. "
+        "Boxes: path tensors at each router's input and output, red by relative activation "
+        "(mean |activation| over the sum across parallel tensors); edges and circles: gates; "
+        "grey boxes: stacks of per-path layers (conv = conv-BN-ReLU)."
     )
     name = "routing-diagram-" + "_".join(map(str, indices))
     return save_figure(fig, Path(out) / name, caption, formats)
@@ -777,13 +780,16 @@ def gate_max(
     ax.set_title(f"synthesised input\nscore $A$ = {score:.2f}, gate = {value:.3f}", fontsize=8)
     ax.set_xlabel(f"{steps} Adam steps from noise on {'the score' if objective == 'score' else 'log gate'}", fontsize=7)
     fig.suptitle(
-        f"Inputs that maximise gate {label} of {loaded.model}: router {gate}, incoming path {i + 1} \u2192 outgoing path {j + 1} (thesis Fig. 3.8)",
+        f"Inputs that maximise gate {label} of {loaded.model}: router {gate}, "
+        f"incoming path {i + 1} \u2192 outgoing path {j + 1} (thesis Fig. 3.8)",
         fontsize=10,
     )
     caption = (
-        f"Gate maximisation for {gate} ({i + 1}\u2192{j + 1}) of {loaded.source()}: the {count} test images with the highest "
+        f"Gate maximisation for {gate} ({i + 1}\u2192{j + 1}) of {loaded.source()}: "
+        f"the {count} test images with the highest "
         f"and lowest gate value (value above each, class below) and an input synthesised by gradient ascent on the "
-        f"{'pre-softmax score' if objective == 'score' else 'log gate value'} ({steps} Adam steps, L2 {l2:g}, blur {blur:g} px, seed {seed})."
+        f"{'pre-softmax score' if objective == 'score' else 'log gate value'} "
+        f"({steps} Adam steps, L2 {l2:g}, blur {blur:g} px, seed {seed})."
     )
     slug = gate.removesuffix(".gate").replace(".", "_")
     return save_figure(fig, Path(out) / f"gate-max-{slug}-{i + 1}-{j + 1}", caption, formats)
@@ -881,11 +887,13 @@ def gate_hist(
     if layout == "overlay":
         axes[0].legend(fontsize=8)
     fig.suptitle(
-        f"Class-wise histograms of gate {label} of {loaded.model} ({gate}, path {i + 1} \u2192 {j + 1}; thesis Fig. 3.9)",
+        f"Class-wise histograms of gate {label} of {loaded.model} "
+        f"({gate}, path {i + 1} \u2192 {j + 1}; thesis Fig. 3.9)",
         fontsize=10,
     )
     caption = (
-        f"Histograms of gate {gate} ({i + 1}\u2192{j + 1}) per class over {loaded.source()}; bars are fractions of each "
+        f"Histograms of gate {gate} ({i + 1}\u2192{j + 1}) per class over {loaded.source()}; "
+        "bars are fractions of each "
         "class's images, the dashed outline is the whole test set."
     )
     slug = gate.removesuffix(".gate").replace(".", "_")
@@ -963,7 +971,8 @@ def weight_hist(
     candidates = [(name, m) for name, m in path_layers(loaded.network) if m.num_paths > 1]
     if not candidates:
         raise RoutemixError(
-            f"model {loaded.model} has no parallel paths, so there are no path weights to compare: use a multi-path model such as basecnn_2cc."
+            f"model {loaded.model} has no parallel paths, so there are no path weights to compare: "
+            "use a multi-path model such as basecnn_2cc."
         )
     picked = select_layers(candidates, layers)
     columns = min(4, len(picked))
@@ -1022,7 +1031,8 @@ def _bins_argument(parser: argparse.ArgumentParser, default: int) -> None:
 def _gate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--router",
-        help="gate network (GateTrace key such as layers.route1.gate, its router, or a unique part: route1); default: the first router",
+        help="gate network (GateTrace key such as layers.route1.gate, its router, or a unique part: route1); "
+        "default: the first router",
     )
     parser.add_argument("--incoming", type=int, default=1, help="incoming path i of gate g_ij, from 1 (default 1)")
     parser.add_argument("--outgoing", type=int, default=1, help="outgoing path j of gate g_ij, from 1 (default 1)")
