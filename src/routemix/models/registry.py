@@ -35,6 +35,7 @@ TASKS = ("classifier", "clustering")
 INPUTS = ("image", "vector")
 RECIPES = ("cnn", "resnet")  # routemix.train.supervised.apply_recipe: thesis sec. 3.4.1 and 3.4.2
 PLACEHOLDERS = ("P", "k")  # a template's paths, and its paths per sample (the builder's ``top_k``)
+SMALLEST = {"P": 2, "k": 1}  # the least value of each placeholder
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,6 @@ class _Template:
     spec: ModelSpec  # its name holds the placeholders
     pattern: re.Pattern
     placeholders: tuple[str, ...]
-    minimum: dict[str, int]
 
 
 _SPECS: dict[str, ModelSpec] = {}
@@ -125,7 +125,7 @@ def register_model(
     regex = re.escape(name)
     for placeholder in placeholders:
         regex = regex.replace(re.escape("{" + placeholder + "}"), f"(?P<{placeholder}>[1-9][0-9]*)")
-    template = _Template(spec, re.compile(regex + r"\Z"), placeholders, {"P": 2, "k": 1})
+    template = _Template(spec, re.compile(regex + r"\Z"), placeholders)
     _TEMPLATES.append(template)
     for values in itertools.product(*(listed[p] for p in placeholders)):
         _add(_instance(template, dict(zip(placeholders, values))))
@@ -140,9 +140,9 @@ def _add(spec: ModelSpec) -> None:
 def _instance(template: _Template, values: dict[str, int]) -> ModelSpec:
     """The spec of one name of ``template``, e.g. ``basecnn_8cc`` of ``basecnn_{P}cc``."""
     for placeholder, value in values.items():
-        if value < template.minimum[placeholder]:
+        if value < SMALLEST[placeholder]:
             raise RoutemixError(
-                f"{template.spec.name}: {placeholder} must be at least {template.minimum[placeholder]}, got {value}."
+                f"{template.spec.name}: {placeholder} must be at least {SMALLEST[placeholder]}, got {value}."
             )
     if values.get("k", 1) > values.get("P", template.spec.paths):
         raise RoutemixError(
