@@ -71,9 +71,15 @@ pip took torch 2.14.1 and torchvision 0.29.1 from the registry as ClustPy's depe
         --out docs/results/clustpy-side-by-side-fashion-mnist-2026-12-07.json
     OMP_NUM_THREADS=1 /tmp/clustpy-venv/bin/python scripts/clustpy_side_by_side.py fashion-mnist \
         --methods N2D-umap,DEC --append --out docs/results/clustpy-side-by-side-fashion-mnist-2026-12-07.json
+    # IDEC and DCN, side by side (11:55-13:45 UTC), each appending to a copy of the results file
+    OMP_NUM_THREADS=1 nice -n 10 /tmp/clustpy-venv/bin/python scripts/clustpy_side_by_side.py fashion-mnist \
+        --methods IDEC --seeds 0 --append --out /tmp/exp/clustpy-IDEC.json
+    OMP_NUM_THREADS=1 nice -n 10 /tmp/clustpy-venv/bin/python scripts/clustpy_side_by_side.py fashion-mnist \
+        --methods DCN --seeds 0 --append --out /tmp/exp/clustpy-DCN.json
 
 (The probe first wrote to /tmp/exp/clustpy-probe-fashion-mnist.json and was copied to the
-results file before the default fits were appended.)
+results file before the default fits were appended; the IDEC and DCN rows, and their runs' meta
+under "runs", were merged from the two copies into the results file.)
 
 The script needs only ClustPy and its dependencies (plus umap-learn for ``N2D-umap``); it does
 not import routemix.
