@@ -199,6 +199,13 @@ def test_results_on_stdout_progress_on_stderr(tmp_path):
     assert "Epoch 1" in result.stderr  # the bar of the second epoch (Lightning counts from 0)
 
 
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_models_refuses_a_class_count_below_one(count, capsys):
+    # 0 had been read as "not given" and listed the default counts
+    assert main(["models", "basecnn", "--num-classes", count]) == 2
+    assert "num_classes must be at least 1" in capsys.readouterr().err
+
+
 def test_models_lists_every_registered_model(capsys):
     """`routemix models` (a README command) prints a row for each registered model, the clustered
     routers included (their bincount has no meta kernel: counted on the CPU instead)."""

@@ -59,7 +59,7 @@ def format_models(names: list[str], num_classes: int | None = None) -> str:
     lines = [header]
     for name in names:
         spec = model_spec(name)
-        classes = num_classes or (spec.published.num_classes if spec.published else spec.num_classes)
+        classes = num_classes if num_classes is not None else (spec.published or spec).num_classes
         info = model_info(name, classes)
         shape = (
             "x".join(map(str, spec.input_shape)) + ("" if spec.fixed_input_size else "+")
