@@ -82,7 +82,7 @@ class IICClustering(DeepClusterer):
             hidden_layer_sizes=self.hidden_layer_sizes,
         )
         if augment is None:
-            augment = tabular_augmentation(self.augmentation, self.augmentation_strength)
+            augment = tabular_augmentation(self.augmentation, self.augmentation_strength, n_features)
         lr = self.learning_rate or (1e-4 if self.image_shape is not None else 1e-3)
         return IICModule(network, augment, preprocess=preprocess, lr=lr)
 

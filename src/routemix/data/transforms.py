@@ -129,12 +129,27 @@ class GaussianNoise(nn.Module):
         return x + self.std * torch.randn_like(x)
 
 
-TABULAR_AUGMENTATIONS = ("resample", "noise", "none")
+TABULAR_AUGMENTATIONS = ("auto", "resample", "noise", "none")
+# Each augmentation's strength when none is given: resample's share of features, noise's std.
+DEFAULT_STRENGTH = {"resample": 0.2, "noise": 0.1}
+# "auto" resamples features from this many on and adds noise below. Resampling one of two features
+# moves a point anywhere in the plane, and the consistency step then pulls its posterior towards a
+# random place: NMM-EM (K given, 50 epochs) reached ACC 0.73 / 0.76 / 0.69 on moons / rings / blobs
+# with resampling, 1.00 / 0.51 / 0.86 with noise of std 0.1; from 4 features on resampling won
+# (iris 0.92 against 0.78, wine 0.94 / 0.79, breast cancer 0.83 / 0.74, digits 0.88 / 0.71).
+RESAMPLE_MIN_FEATURES = 4
 
 
-def tabular_augmentation(kind: str, strength: float) -> nn.Module | None:
-    """Augmentation for standardised vector data: ``resample`` (default, rate = strength),
-    ``noise`` (std = strength) or ``none``."""
+def tabular_augmentation(kind: str, strength: float | None, n_features: int | None = None) -> nn.Module | None:
+    """Augmentation for standardised vector data: ``resample`` (rate = strength), ``noise`` (std =
+    strength), ``none``, or ``auto``: resample for ``n_features`` of at least
+    :data:`RESAMPLE_MIN_FEATURES`, noise below. ``strength=None``: :data:`DEFAULT_STRENGTH`."""
+    if kind == "auto":
+        if n_features is None:
+            raise ValueError("augmentation='auto' picks by the number of features: pass n_features.")
+        kind = "resample" if n_features >= RESAMPLE_MIN_FEATURES else "noise"
+    if strength is None and kind in DEFAULT_STRENGTH:
+        strength = DEFAULT_STRENGTH[kind]
     if kind == "resample":
         return FeatureResample(strength)
     if kind == "noise":
