@@ -383,7 +383,10 @@ def _setting_every_field(parser, config, positionals=()):
             argv += [flag, action.choices[-1]]
             expected[field.name] = action.choices[-1]
         else:
-            text, value = {int: ("7", 7), float: ("0.5", 0.5), list: ("3,5", [3, 5])}.get(kinds[field.name], ("x", "x"))
+            # object: a field of several types, such as clusters (a number or "auto")
+            text, value = {int: ("7", 7), float: ("0.5", 0.5), list: ("3,5", [3, 5]), object: ("7", 7)}.get(
+                kinds[field.name], ("x", "x")
+            )
             argv += [flag, text]
             expected[field.name] = value
         assert expected[field.name] != field.default, field.name

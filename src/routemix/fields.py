@@ -29,13 +29,14 @@ def flag(help: str, **how) -> dict:
 
 def field_types(config) -> dict[str, type]:
     """The plain type of each field of the dataclass ``config``: ``int | None`` -> int,
-    ``list[int] | None`` -> list."""
+    ``list[int] | None`` -> list; ``object`` for a union of several (``int | str``), whose flag
+    needs a ``parse``."""
 
     def plain(hint) -> type:
         union = typing.get_origin(hint) in (typing.Union, types.UnionType)
         kinds = [kind for kind in typing.get_args(hint) if kind is not type(None)] if union else [hint]
         if len(kinds) != 1:
-            raise TypeError(f"{config.__name__}: a field of type {hint} has no one plain type")
+            return object
         return typing.get_origin(kinds[0]) or kinds[0]
 
     hints = typing.get_type_hints(config)

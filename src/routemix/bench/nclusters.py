@@ -1,7 +1,15 @@
-"""How many clusters: NMM-EM with cluster dropping against HDBSCAN's estimate.
+"""How many clusters: NMM-EM's estimates against HDBSCAN's and the X-means family.
 
-For each dataset (the true number of classes K known) and seed:
+For each dataset (the true number of classes K known) and seed, each of ``METHODS``:
 
+* **NMM-EM, auto** (``nmm-auto``): ``NMMClustering(n_clusters="auto", max_clusters=15)``, a fit
+  for every K up to 15, the K chosen by modularity against a Gaussian null
+  (:mod:`routemix.cluster.nclusters`); the estimate is ``n_clusters_``. The upper bound is the
+  same for every set, not a multiple of the true K.
+* **NMM-EM with the true K** (``nmm-true``), for the accuracy an estimate could reach.
+* **X-means, G-means, Dip-means** (``xmeans``, ``gmeans``, ``dipmeans``): ClustPy's
+  implementations at their defaults on the input the NMM-EM network sees (standardised vectors,
+  pixels in [0, 1]); they need ``pip install routemix[baselines]``.
 * **NMM-EM** (:class:`~routemix.cluster.NMMClustering`) starts with an upper bound of
   ``bound_factor * K`` output neurons, priors on (eq. 4.18), and drops every cluster whose running
   share of won samples falls below ``drop_factor / bound`` (``drop_threshold`` of
@@ -31,8 +39,19 @@ from pathlib import Path
 
 import numpy as np
 
+from routemix.errors import RoutemixError
+
 DATASETS = ("digits", "mnist", "fashion_mnist", "blobs", "moons", "rings")
-METHODS = ("nmm", "hdbscan")
+METHODS = ("nmm-auto", "nmm-true", "nmm", "hdbscan", "xmeans", "gmeans", "dipmeans")
+METHOD_NAMES = {
+    "nmm-auto": "NMM-EM, auto",
+    "nmm-true": "NMM-EM, true K",
+    "nmm": "NMM-EM, dropping",
+    "xmeans": "X-means (ClustPy)",
+    "gmeans": "G-means (ClustPy)",
+    "dipmeans": "Dip-means (ClustPy)",
+}
+CLUSTPY_METHODS = {"xmeans": "XMeans", "gmeans": "GMeans", "dipmeans": "DipMeans"}
 # NMM-EM drops a cluster whose running share of won samples falls below DROP_FACTOR / bound,
 # i.e. below 80% of a uniform share: the setting that recovered 3 of 3 blobs from a bound of 6.
 DEFAULT_BOUND_FACTOR = 2.0
@@ -80,10 +99,13 @@ class Settings:
 
     bound_factor: float = DEFAULT_BOUND_FACTOR
     drop_factor: float = DEFAULT_DROP_FACTOR
+    max_clusters: int = 15  # nmm-auto's upper bound, the estimator's default
 
     def __post_init__(self) -> None:
         if not self.bound_factor >= 1.0:
             raise ValueError(f"the bound factor must be at least 1 (n_clusters >= true K), got {self.bound_factor}.")
+        if self.max_clusters < 2:
+            raise ValueError(f"the largest K considered must be at least 2, got {self.max_clusters}.")
         if not 0.0 < self.drop_factor < 1.0:
             raise ValueError(f"the drop factor must be in (0, 1) (a share of 1/bound), got {self.drop_factor}.")
 
@@ -127,6 +149,41 @@ def nmm_estimate(
         "alive": estimator.n_clusters_alive_,
         "epochs": estimator.n_iter_,
     }
+
+
+def nmm_fixed(
+    X: np.ndarray, image_shape, n_clusters, epochs: int | None, seed: int, device: str = "cpu", max_clusters: int = 15
+) -> dict:
+    """NMM-EM with ``n_clusters`` given (a number) or ``"auto"``; labels, the K it used, and for
+    ``"auto"`` the scores of every K (``cluster_count_scores_``)."""
+    from routemix.cluster import NMMClustering
+
+    params = {} if epochs is None else {"max_iter": epochs}
+    estimator = NMMClustering(
+        n_clusters=n_clusters,
+        max_clusters=max_clusters,
+        image_shape=image_shape,
+        random_state=seed,
+        device=device,
+        **params,
+    ).fit(X)
+    found = {"labels": estimator.labels_, "k": int(estimator.n_clusters_), "epochs": estimator.n_iter_}
+    if estimator.cluster_count_scores_ is not None:
+        found["scores"] = estimator.cluster_count_scores_
+    return found
+
+
+def clustpy_estimate(X: np.ndarray, image_shape, method: str, seed: int) -> dict:
+    """ClustPy's X-means, G-means or Dip-means at its defaults on the input NMM-EM's network sees."""
+    try:
+        import clustpy.centroid as centroid
+    except ImportError:
+        raise RoutemixError(f"{method} is ClustPy's: pip install 'routemix[baselines]' (or clustpy) first.") from None
+    from sklearn.preprocessing import StandardScaler
+
+    scaled = X if image_shape is not None else StandardScaler().fit_transform(X)
+    estimator = getattr(centroid, CLUSTPY_METHODS[method])(random_state=seed).fit(scaled)
+    return {"labels": np.asarray(estimator.labels_), "k": int(estimator.n_clusters_)}
 
 
 def pca_codes(X: np.ndarray, image_shape) -> np.ndarray:
@@ -185,8 +242,14 @@ def fit_one(
     start = time.perf_counter()
     if method == "nmm":
         found = nmm_estimate(X, image_shape, settings.bound(true_k), settings.drop_factor, budget.epochs, seed, device)
-    else:
+    elif method == "nmm-auto":
+        found = nmm_fixed(X, image_shape, "auto", budget.epochs, seed, device, max_clusters=settings.max_clusters)
+    elif method == "nmm-true":
+        found = nmm_fixed(X, image_shape, true_k, budget.epochs, seed, device)
+    elif method == "hdbscan":
         found = hdbscan_estimate(X, image_shape, seed)
+    else:
+        found = clustpy_estimate(X, image_shape, method, seed)
     seconds = time.perf_counter() - start
     labels = found.pop("labels")
     return {
@@ -197,7 +260,7 @@ def fit_one(
         "settings": json.dumps(asdict(settings), sort_keys=True),
         "n_samples": len(X),
         "true_k": true_k,
-        "bound": settings.bound(true_k) if method == "nmm" else None,
+        "bound": {"nmm": settings.bound(true_k), "nmm-auto": settings.max_clusters}.get(method),
         **found,
         **clustering_scores(y, labels),
         "seconds": seconds,
@@ -279,7 +342,7 @@ def format_markdown(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        method = "NMM-EM, dropping" if r["method"] == "nmm" else f"UMAP + HDBSCAN (noise {100 * r['noise']:.0f}%)"
+        method = METHOD_NAMES.get(r["method"]) or f"UMAP + HDBSCAN (noise {100 * r['noise']:.0f}%)"
         lines.append(
             f"| {r['dataset']} | {r['n_samples']} | {r['true_k']} | {method} | {r['bound'] or '-'} | "
             f"{r['k']:.1f} ± {r['k_std']:.1f} | {', '.join(map(str, r['k_each']))} | "

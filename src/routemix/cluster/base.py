@@ -173,7 +173,7 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
     def _validate_input(self, X, *, reset: bool) -> np.ndarray:
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2 if reset else 1, reset=reset)
         if reset:
-            if X.shape[0] < self.n_clusters:
+            if isinstance(self.n_clusters, Integral) and X.shape[0] < self.n_clusters:
                 raise ValueError(
                     f"n_samples={X.shape[0]} should be >= n_clusters={self.n_clusters}: "
                     "pass more samples or ask for fewer clusters."

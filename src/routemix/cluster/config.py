@@ -6,12 +6,25 @@ line builds its ``cluster`` options from these fields without importing them.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from dataclasses import dataclass, field
 
 from routemix.cluster.registry import METHODS
 from routemix.fields import flag
 from routemix.train import CHECKPOINT_EVERY
+
+AUTO = "auto"  # --clusters auto: NMM-EM chooses K (routemix.cluster.nclusters)
+
+
+def cluster_count(text: str) -> int | str:
+    """``--clusters``: a number of clusters, or ``auto``."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a number of clusters or 'auto', got {text!r}") from None
 
 
 @dataclass
@@ -24,8 +37,17 @@ class ClusterConfig:
         )
     )
     method: str = field(default="nmm", metadata=flag(f"clustering method: {', '.join(METHODS)} (default: nmm)"))
-    clusters: int | None = field(
-        default=None, metadata=flag("number of clusters (default: the number of classes)", aliases=("-k",))
+    clusters: int | str | None = field(
+        default=None,
+        metadata=flag(
+            "number of clusters (default: the number of classes), or auto: nmm fits every K up to "
+            "--max-clusters and keeps the one most modular on the samples' neighbour graph",
+            aliases=("-k",),
+            parse=cluster_count,
+        ),
+    )
+    max_clusters: int | None = field(
+        default=None, metadata=flag("nmm with --clusters auto: the largest K considered (default 15)")
     )
     epochs: int | None = field(
         default=None, metadata=flag("training epochs (default: the method's; nmm: 200 vector data, 250 images)")

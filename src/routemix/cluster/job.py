@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
-from routemix.cluster.config import ClusterConfig
+from routemix.cluster.config import AUTO, ClusterConfig
 from routemix.cluster.registry import estimator_class, get_method, make_estimator
 from routemix.cluster.saved import save_clusterer
 from routemix.data import LoadedDataset, load_dataset
@@ -50,7 +50,7 @@ from routemix.train.clustering import TrainingRun
 from routemix.train.common import launched_as_rank_zero, resume_checkpoint, shared_run_dir
 
 # Options of NMM-EM alone (None: the estimator's default), and their names in NMMClustering.
-NMM_OPTIONS = ("gamma", "em_lr", "consistency_lr", "two_fold", "normalization", "priors")
+NMM_OPTIONS = ("gamma", "em_lr", "consistency_lr", "two_fold", "normalization", "priors", "max_clusters")
 ESTIMATOR_NAMES = {"em_lr": "learning_rate", "consistency_lr": "consistency_learning_rate"}
 
 
@@ -59,9 +59,10 @@ class ClusterResult:
     run_dir: Path
     rows: list[dict]  # one per method: name, acc, nmi, ari, seconds
     labels: np.ndarray
+    n_clusters: int  # as asked, or as NMM-EM chose it (--clusters auto)
 
 
-def _check_data(dataset: LoadedDataset, clusters: int) -> None:
+def _check_data(dataset: LoadedDataset, clusters: int | str) -> None:
     if dataset.kind == "tabular":
         bad = ~torch.isfinite(dataset.data)
         if bad.any():
@@ -75,7 +76,7 @@ def _check_data(dataset: LoadedDataset, clusters: int) -> None:
         raise RoutemixError(f"dataset {dataset.name!r} has no samples.")
     if n < 2:
         raise RoutemixError(f"dataset {dataset.name!r} has a single sample; clustering needs at least 2.")
-    if n < clusters:
+    if clusters != AUTO and n < clusters:
         raise RoutemixError(
             f"dataset {dataset.name!r} has {n} samples, fewer than the {clusters} clusters asked for: "
             f"use --clusters {n} or fewer."
@@ -115,7 +116,7 @@ def _fit(cfg: ClusterConfig, dataset: LoadedDataset, run_dir: Path):
         **params,
     )
     fit_options = {}
-    if image and cfg.method == "nmm":
+    if image and cfg.method == "nmm" and cfg.clusters != AUTO:  # auto: one fit per K, no checkpoints
         fit_options["run"] = TrainingRun(
             run_dir,
             resume=cfg.resume,
@@ -209,15 +210,18 @@ def run_cluster_job(cfg: ClusterConfig) -> ClusterResult | None:
     if get_method(cfg.method).deep and not getattr(estimator, "_not_storable", None):
         save_clusterer(estimator, run_dir / "model.pt", config=asdict(cfg))
 
+    n_clusters = int(getattr(estimator, "n_clusters_", cfg.clusters))
     rows = [{"method": cfg.method, "seconds": seconds, **_scores(dataset, labels)}]
     if cfg.kmeans and cfg.method != "kmeans" and dataset.labels is not None:
-        rows += _kmeans_rows(cfg, dataset, estimator, rows_given)
+        rows += _kmeans_rows(cfg, dataset, estimator, rows_given, n_clusters)
     write_text(run_dir / "labels.csv", labels_csv(dataset, labels))
-    metrics = {"dataset": cfg.dataset, "n_samples": len(dataset), "results": rows}
+    metrics = {"dataset": cfg.dataset, "n_samples": len(dataset), "n_clusters": n_clusters, "results": rows}
+    if getattr(estimator, "cluster_count_scores_", None) is not None:
+        metrics["cluster_count_scores"] = estimator.cluster_count_scores_
     if dataset.skipped:
         metrics["skipped_files"] = [{"file": name, "reason": reason} for name, reason in dataset.skipped]
     write_json(run_dir / "metrics.json", metrics)
-    return ClusterResult(run_dir, rows, labels)
+    return ClusterResult(run_dir, rows, labels, n_clusters)
 
 
 def load_data(cfg: ClusterConfig, *, data_dir: str | None = None) -> LoadedDataset:
@@ -275,8 +279,18 @@ def _check_options(cfg: ClusterConfig) -> None:
     def whole(value) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
+    if cfg.clusters == AUTO:
+        if cfg.method != "nmm":
+            raise RoutemixError(f"--clusters auto is NMM-EM's (--method nmm); --method {cfg.method} needs a number.")
+        if cfg.resume:
+            raise RoutemixError("--clusters auto fits once per K and keeps no checkpoints to resume; drop --resume.")
+        if (cfg.devices, cfg.num_nodes) != (1, 1):
+            raise RoutemixError("--clusters auto fits in one process; drop --devices/--num-nodes or give K.")
+    elif cfg.max_clusters is not None:
+        raise RoutemixError("--max-clusters bounds --clusters auto; drop it or pass --clusters auto.")
     at_least = {
-        "--clusters": (cfg.clusters, 1),
+        "--clusters": (None if cfg.clusters == AUTO else cfg.clusters, 1),
+        "--max-clusters": (cfg.max_clusters, 2),
         "--epochs": (cfg.epochs, 1),
         "--batch-size": (cfg.batch_size, 1),
         "--limit": (cfg.limit, 1),
@@ -323,12 +337,13 @@ def _check_resume_agrees(cfg: ClusterConfig) -> None:
         )
 
 
-def _kmeans_rows(cfg: ClusterConfig, dataset: LoadedDataset, estimator, rows_given) -> list[dict]:
+def _kmeans_rows(cfg: ClusterConfig, dataset: LoadedDataset, estimator, rows_given, n_clusters: int) -> list[dict]:
     """The k-means rows beside a method: ``kmeans`` on the input as given (what ``--method kmeans``
     and the papers' k-means rows use) and, where the method standardised vectors, ``kmeans-scaled``
-    on the input as the method saw it. Either can be the stronger baseline: standardising helps
-    features in different units (a CSV of lengths and weights) and hurts pixels (digits: 0.59
-    against 0.79). Images are scaled to [0, 1] only, which k-means does not see, so they get one row."""
+    on the input as the method saw it, with the method's number of clusters. Either can be the
+    stronger baseline: standardising helps features in different units (a CSV of lengths and
+    weights) and hurts pixels (digits: 0.59 against 0.79). Images are scaled to [0, 1] only,
+    which k-means does not see, so they get one row."""
     inputs = {"kmeans": rows_given}
     if hasattr(estimator, "scaled_input"):
         scaled = estimator.scaled_input(rows_given)
@@ -336,7 +351,7 @@ def _kmeans_rows(cfg: ClusterConfig, dataset: LoadedDataset, estimator, rows_giv
     rows = []
     for method, data in inputs.items():
         start = time.perf_counter()
-        labels = KMeans(cfg.clusters, n_init=10, random_state=cfg.seed).fit_predict(data)
+        labels = KMeans(n_clusters, n_init=10, random_state=cfg.seed).fit_predict(data)
         rows.append({"method": method, "seconds": time.perf_counter() - start, **_scores(dataset, labels)})
     return rows
 

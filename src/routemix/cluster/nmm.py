@@ -23,11 +23,13 @@ class NMMClustering(DeepClusterer):
     iteration (thesis ch. 4; see :class:`routemix.losses.NMMLoss`). With ``two_fold=True`` each
     step is followed by the consistency step of Algorithm 3 on an augmented copy of the batch.
 
-    The thesis defines its augmentation T for images only. For vector data the default
-    ``augmentation="resample"`` replaces each feature, with probability
-    ``augmentation_strength``, by the same feature of another sample in the batch; ``"noise"``
-    adds Gaussian noise of that standard deviation. (On digits, resampling at 0.2 beat noise and
-    dropout in our measurements; see docs/RESULTS.md.)
+    The thesis defines its augmentation T for images only. For vector data ``"resample"`` replaces
+    each feature, with probability ``augmentation_strength`` (default 0.2), by the same feature of
+    another sample in the batch; ``"noise"`` adds Gaussian noise of that standard deviation
+    (default 0.1). The default ``"auto"`` resamples data of 4 features or more and adds noise to
+    fewer: on digits, resampling at 0.2 beat noise and dropout (docs/RESULTS.md), but resampling
+    one of two coordinates throws a point anywhere in the plane (2-D moons: ACC 0.73 against 1.00
+    with noise; :data:`routemix.data.transforms.RESAMPLE_MIN_FEATURES`).
 
     Images (rows of ``X`` flattened, ``image_shape=(C, H, W)``) get the thesis' image setting:
     the Table 4.2 CNN on the Sobel input with the augmentation T of sec. 4.4.3
@@ -37,7 +39,11 @@ class NMMClustering(DeepClusterer):
 
     Parameters
     ----------
-    n_clusters : number of clusters K (output neurons).
+    n_clusters : number of clusters K (output neurons), or ``"auto"``: fit every K from 1 to
+        ``max_clusters`` and keep the one :mod:`routemix.cluster.nclusters` chooses (the partition
+        most modular on the samples' neighbour graph among those more modular than a Gaussian's;
+        ``max_clusters - 1`` fits, so that many times the time of one).
+    max_clusters : the largest K that ``n_clusters="auto"`` considers.
     image_shape : (C, H, W) when rows of ``X`` are flattened images; ``None`` for vector data.
     hidden_layer_sizes : widths of the MLP's hidden layers (Linear-BN-ReLU each), vector data.
     max_iter : training epochs; ``None``: the thesis' 200 for vector data, 250 for images.
@@ -71,6 +77,10 @@ class NMMClustering(DeepClusterer):
     ----------
     labels_, n_features_in_, cluster_order_ : see
         :class:`~routemix.cluster.base.DeepClusterer`.
+    n_clusters_ : the number of output neurons of the kept fit: ``n_clusters``, or the chosen K.
+    cluster_count_scores_ : with ``n_clusters="auto"``, the scores behind the choice
+        (:meth:`routemix.cluster.nclusters.ClusterCountScores.as_dict`: each K's modularity, the
+        null's, and the K chosen); ``None`` otherwise.
     n_clusters_found_ : clusters that win at least one training sample: with ``drop_threshold``
         the estimated number of clusters. A dropped cluster has probability 0 in
         ``predict_proba`` (its column comes after those of the used clusters) and is never predicted.
@@ -83,6 +93,8 @@ class NMMClustering(DeepClusterer):
 
     _parameter_constraints: dict = {
         **COMMON_CONSTRAINTS,
+        "n_clusters": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "max_clusters": [Interval(Integral, 2, None, closed="left")],
         "max_iter": [None, Interval(Integral, 1, None, closed="left")],
         "hidden_layer_sizes": ["array-like"],
         "gamma": [Interval(Real, 0, None, closed="neither")],
@@ -90,7 +102,7 @@ class NMMClustering(DeepClusterer):
         "consistency_learning_rate": [None, Interval(Real, 0, None, closed="neither")],
         "two_fold": ["boolean"],
         "augmentation": [StrOptions(set(TABULAR_AUGMENTATIONS))],
-        "augmentation_strength": [Interval(Real, 0, None, closed="left")],
+        "augmentation_strength": [None, Interval(Real, 0, None, closed="left")],
         "normalization": [StrOptions(set(NORMALIZATIONS))],
         "priors": ["boolean"],
         "drop_threshold": [None, Interval(Real, 0, 1, closed="neither")],
@@ -99,8 +111,9 @@ class NMMClustering(DeepClusterer):
 
     def __init__(
         self,
-        n_clusters: int = 8,
+        n_clusters: int | str = 8,
         *,
+        max_clusters: int = 15,
         image_shape=None,
         hidden_layer_sizes=(256, 256),
         max_iter: int | None = None,
@@ -109,8 +122,8 @@ class NMMClustering(DeepClusterer):
         learning_rate: float | None = None,
         consistency_learning_rate: float | None = None,
         two_fold: bool = True,
-        augmentation: str = "resample",
-        augmentation_strength: float = 0.2,
+        augmentation: str = "auto",
+        augmentation_strength: float | None = None,
         normalization: str = "batch",
         priors: bool = False,
         drop_threshold: float | None = None,
@@ -120,6 +133,7 @@ class NMMClustering(DeepClusterer):
         verbose: bool = False,
     ) -> None:
         self.n_clusters = n_clusters
+        self.max_clusters = max_clusters
         self.image_shape = image_shape
         self.hidden_layer_sizes = hidden_layer_sizes
         self.max_iter = max_iter
@@ -142,20 +156,21 @@ class NMMClustering(DeepClusterer):
         """``max_iter``, or the thesis' epochs: 200 for vector data, 250 for images."""
         return self.max_iter if self.max_iter is not None else (250 if self.image_shape is not None else 200)
 
-    def _build_module(self, n_features: int | None) -> training.NMMModule:
-        """The NMM-EM clustering as the thesis assembles it: network, loss, optimisation settings.
-        The one place that does, for this estimator, ``routemix cluster`` and the saved format."""
+    def _build_module(self, n_features: int | None, n_clusters: int) -> training.NMMModule:
+        """The NMM-EM clustering of ``n_clusters`` as the thesis assembles it: network, loss,
+        optimisation settings. The one place that does, for this estimator, ``routemix cluster``
+        and the saved format."""
         image = self.image_shape is not None
         network, preprocess, augment = thesis_network(
-            self.n_clusters,
+            n_clusters,
             image_shape=self.image_shape,
             n_features=n_features,
             hidden_layer_sizes=self.hidden_layer_sizes,
         )
         if not image:
-            augment = tabular_augmentation(self.augmentation, self.augmentation_strength)
+            augment = tabular_augmentation(self.augmentation, self.augmentation_strength, n_features)
         loss = NMMLoss(
-            self.n_clusters,
+            n_clusters,
             self.gamma,
             normalization=self.normalization,
             priors=self.priors,
@@ -172,7 +187,9 @@ class NMMClustering(DeepClusterer):
         )
 
     def _empty_modules(self) -> dict:
-        return {"module_": self._build_module(None if self.image_shape is not None else int(self.n_features_in_))}
+        n_features = None if self.image_shape is not None else int(self.n_features_in_)
+        # models saved before n_clusters="auto" have no n_clusters_: theirs is the parameter
+        return {"module_": self._build_module(n_features, int(getattr(self, "n_clusters_", self.n_clusters)))}
 
     def fit(self, X, y=None, *, run: training.TrainingRun | None = None):
         """Fit NMM-EM to ``X``. ``run`` (a :class:`routemix.train.clustering.TrainingRun`) trains
@@ -191,21 +208,61 @@ class NMMClustering(DeepClusterer):
             raise ValueError("two_fold=True needs an augmentation: set augmentation or two_fold=False.")
         if run is not None and self.n_init > 1:
             raise ValueError("a training run (run=) keeps one fit's checkpoints: use n_init=1 with it.")
-        check_drop_threshold(self.drop_threshold, self.n_clusters, self.priors)
+        auto = self.n_clusters == "auto"
+        if auto and self.drop_threshold is not None:
+            raise ValueError(
+                "n_clusters='auto' chooses K from fits of every K, drop_threshold from one fit: use one of them."
+            )
+        if auto and run is not None:
+            raise ValueError("a training run (run=) keeps one fit's checkpoints: give n_clusters as a number with it.")
+        if not auto:
+            check_drop_threshold(self.drop_threshold, self.n_clusters, self.priors)
         n_features = data.shape[1] if self.image_shape is None else None
         run_options = run.fit_options() if run is not None else {}
         if labels is not None:
             run_options["val_loader"] = training.make_loader(data, labels, batch_size=1024, shuffle=False)
+        if not auto:
+            fits = {self.n_clusters: self._fit_count(self.n_clusters, data, seed, n_features, run_options)}
+            self.cluster_count_scores_ = None
+        else:
+            fits = self._fit_counts(data, seed, n_features)
+        self.n_clusters_ = self.n_clusters if not auto else self.cluster_count_scores_["chosen"]
+        self.loss_, self.module_, self.n_iter_ = fits[self.n_clusters_]
+        self.n_clusters_alive_ = int(self.module_.loss.num_alive())
+
+    def _fit_count(self, n_clusters: int, data, seed: int, n_features, run_options: dict) -> tuple:
+        """``(loss, module, epochs)`` of the best of ``n_init`` fits with ``n_clusters`` clusters
+        (lowest NMM-EM loss on the whole data)."""
         best = None
         for init_seed in self._restart_seeds(seed):  # the fit with the lowest loss is kept
             torch.manual_seed(init_seed)
-            module = self._build_module(n_features)
+            module = self._build_module(n_features, n_clusters)
             epochs_run = self._train(module, data, seed=init_seed, epochs=self._epochs(), **run_options)
             loss = training.evaluate_loss(module, data)
             if best is None or loss < best[0]:
                 best = (loss, module, epochs_run)
-        self.loss_, self.module_, self.n_iter_ = best
-        self.n_clusters_alive_ = int(self.module_.loss.num_alive())
+        return best
+
+    def _fit_counts(self, data, seed: int, n_features) -> dict:
+        """``n_clusters="auto"``: a fit for every K from 2 to ``max_clusters``, each scored by
+        :func:`routemix.cluster.nclusters.score_partitions` (K = 1: all in one cluster); the scores
+        go to ``cluster_count_scores_``, and a one-cluster fit is made only if 1 is chosen."""
+        from routemix.cluster.nclusters import score_partitions
+
+        if len(data) <= self.max_clusters:
+            raise ValueError(
+                f"n_clusters='auto' needs more samples than max_clusters={self.max_clusters}, got {len(data)}: "
+                "pass more samples or lower max_clusters."
+            )
+        fits, partitions = {}, {1: np.zeros(len(data), dtype=int)}
+        for n_clusters in range(2, self.max_clusters + 1):
+            fits[n_clusters] = self._fit_count(n_clusters, data, seed, n_features, {})
+            partitions[n_clusters] = training.predict_proba(fits[n_clusters][1], data).argmax(axis=1)
+        points = data.reshape(len(data), -1).numpy()
+        self.cluster_count_scores_ = score_partitions(points, partitions, random_state=seed).as_dict()
+        if self.cluster_count_scores_["chosen"] == 1:
+            fits[1] = self._fit_count(1, data, seed, n_features, {})
+        return fits
 
     def _predict_proba_data(self, data: torch.Tensor) -> np.ndarray:
         """Posterior of every cluster (eq. 4.20) under the running statistics."""

@@ -43,7 +43,7 @@ def add_parser(benches) -> None:
     clustering.set_defaults(handler=run_clustering)
 
     nclusters = benches.add_parser(
-        "nclusters", help="how many clusters: NMM-EM dropping clusters from an upper bound vs UMAP + HDBSCAN"
+        "nclusters", help="how many clusters: NMM-EM's estimates vs UMAP + HDBSCAN and X-means, G-means, Dip-means"
     )
     add_option(
         nclusters,
@@ -51,7 +51,13 @@ def add_parser(benches) -> None:
         default="digits,blobs,moons,rings,mnist,fashion_mnist",
         help="comma-separated, each with known classes (default: digits,blobs,moons,rings,mnist,fashion_mnist)",
     )
-    add_option(nclusters, "methods", default="nmm,hdbscan", help="comma-separated subset of nmm,hdbscan")
+    add_option(
+        nclusters,
+        "methods",
+        default="nmm-auto,nmm-true,nmm,hdbscan",
+        help="comma-separated subset of nmm-auto,nmm-true,nmm,hdbscan,xmeans,gmeans,dipmeans "
+        "(default: the first four; the last three need routemix[baselines])",
+    )
     nclusters.add_argument(
         "--bound-factor", type=float, default=2.0, help="NMM-EM starts with this times the true K clusters (default 2)"
     )
@@ -61,6 +67,7 @@ def add_parser(benches) -> None:
         default=0.8,
         help="NMM-EM drops a cluster whose running share of won samples falls below this / its start K (default 0.8)",
     )
+    add_option(nclusters, "max_clusters", default=15, help="the largest K nmm-auto considers (default 15)")
     add_option(
         nclusters,
         "budget",
@@ -123,7 +130,9 @@ def run_nclusters(args: argparse.Namespace) -> int:
     methods = known_names(args.methods, METHODS, "method", f"Available: {', '.join(METHODS)}.")
     budget = known_name(args.budget, BUDGETS, "budget", f"Available: {', '.join(BUDGETS)}.")
     try:
-        settings = Settings(bound_factor=args.bound_factor, drop_factor=args.drop_factor)
+        settings = Settings(
+            bound_factor=args.bound_factor, drop_factor=args.drop_factor, max_clusters=args.max_clusters
+        )
     except ValueError as error:
         raise RoutemixError(str(error)) from None
     results = run(

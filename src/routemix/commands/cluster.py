@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from routemix.cluster.config import ClusterConfig
+from routemix.cluster.config import AUTO, ClusterConfig
 from routemix.commands.options import add_config_options, add_option, config_values
 
 
@@ -40,7 +40,8 @@ def run_cluster(args: argparse.Namespace) -> int:
     result = run_cluster_job(cfg)
     if result is None:  # a data-parallel process other than global rank 0: rank 0 reports
         return 0
-    print(f"\n{cfg.dataset}: {len(result.labels)} samples, {cfg.clusters} clusters")
+    chosen = " (chosen: --clusters auto)" if cfg.clusters == AUTO else ""
+    print(f"\n{cfg.dataset}: {len(result.labels)} samples, {result.n_clusters} clusters{chosen}")
     print(f"{'method':<14}{'ACC':>8}{'NMI':>8}{'ARI':>8}{'seconds':>10}")
     for row in result.rows:
         cells = "".join(f"{row[k]:>8.4f}" if row[k] is not None else f"{'-':>8}" for k in ("acc", "nmi", "ari"))

@@ -46,6 +46,7 @@ OPTIONS = {
     "image_size": Option("--image-size", type=int),
     "label_column": Option("--label-column"),
     "limit": Option("--limit", type=int),
+    "max_clusters": Option("--max-clusters", type=int),
     "methods": Option("--methods"),
     "model": Option("--model"),
     "models": Option("--models"),
@@ -103,8 +104,11 @@ def add_config_options(parser: argparse.ArgumentParser, config, *, defaults: boo
         default = field.default if defaults and field.default is not MISSING else None
         said = {key: meta[key] for key in ("help", "choices", "metavar") if meta.get(key) is not None}
         if field.name in OPTIONS:
-            add_option(parser, field.name, *meta.get("aliases", ()), default=default, **said)
+            parse = {"type": meta["parse"]} if "parse" in meta else {}
+            add_option(parser, field.name, *meta.get("aliases", ()), default=default, **said, **parse)
             continue
+        if kinds[field.name] is object and "parse" not in meta:
+            raise TypeError(f"{config.__name__}.{field.name}: a field of several types needs a parse in its flag")
         if kinds[field.name] is bool:
             reading = (
                 {"action": argparse.BooleanOptionalAction}
