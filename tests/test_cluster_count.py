@@ -221,3 +221,17 @@ def test_on_two_moons_the_default_augmentation_beats_resampling():
     default = NMMClustering(2, max_iter=50, random_state=0).fit(X).labels_
     resampled = NMMClustering(2, max_iter=50, augmentation="resample", random_state=0).fit(X).labels_
     assert clustering_scores(y, default)["acc"] > clustering_scores(y, resampled)["acc"] + 0.1
+
+
+@pytest.mark.slow
+def test_bench_embed_budget_clusters_one_umap_embedding_for_every_method(tmp_path, capsys, monkeypatch):
+    from routemix.bench import nclusters
+
+    monkeypatch.setitem(nclusters.BUDGETS, "cpu", {"moons": nclusters.Budget(limit=150, epochs=2, embed=True)})
+    out = tmp_path / "nc"
+    args = ["bench", "nclusters", "--datasets", "moons", "--methods", "hdbscan,nmm-true", "--seeds", "1"]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 0
+    hdbscan, nmm = json.loads((out / "results.json").read_text())
+    assert json.loads(nmm["budget"])["embed"] is True
+    # computed once, for HDBSCAN, and reused by NMM-EM (the same seconds recorded for both)
+    assert nmm["embedding_seconds"] == hdbscan["embedding_seconds"] > 0 and nmm["k"] == 2

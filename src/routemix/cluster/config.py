@@ -15,6 +15,8 @@ from routemix.fields import flag
 from routemix.train import CHECKPOINT_EVERY
 
 AUTO = "auto"  # --clusters auto: NMM-EM chooses K (routemix.cluster.nclusters)
+# The largest K that NMMClustering(n_clusters="auto") and `routemix cluster -k auto` consider.
+DEFAULT_MAX_CLUSTERS = 15
 
 
 def cluster_count(text: str) -> int | str:
@@ -47,7 +49,8 @@ class ClusterConfig:
         ),
     )
     max_clusters: int | None = field(
-        default=None, metadata=flag("nmm with --clusters auto: the largest K considered (default 15)")
+        default=None,
+        metadata=flag(f"nmm with --clusters auto: the largest K considered (default {DEFAULT_MAX_CLUSTERS})"),
     )
     epochs: int | None = field(
         default=None, metadata=flag("training epochs (default: the method's; nmm: 200 vector data, 250 images)")

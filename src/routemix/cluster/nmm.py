@@ -9,6 +9,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from routemix.cluster.base import COMMON_CONSTRAINTS, DeepClusterer, thesis_network
+from routemix.cluster.config import DEFAULT_MAX_CLUSTERS
 from routemix.data.transforms import TABULAR_AUGMENTATIONS, tabular_augmentation
 from routemix.losses import NMMLoss
 from routemix.losses.nmm import NORMALIZATIONS, check_drop_threshold
@@ -113,7 +114,7 @@ class NMMClustering(DeepClusterer):
         self,
         n_clusters: int | str = 8,
         *,
-        max_clusters: int = 15,
+        max_clusters: int = DEFAULT_MAX_CLUSTERS,
         image_shape=None,
         hidden_layer_sizes=(256, 256),
         max_iter: int | None = None,

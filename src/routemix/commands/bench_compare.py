@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from routemix.cluster.config import DEFAULT_MAX_CLUSTERS
 from routemix.cluster.registry import METHODS as CLUSTERING_METHODS
 from routemix.commands.options import add_option, known_name, known_names, parse_seeds
 from routemix.errors import RoutemixError
@@ -67,7 +68,7 @@ def add_parser(benches) -> None:
         default=0.8,
         help="NMM-EM drops a cluster whose running share of won samples falls below this / its start K (default 0.8)",
     )
-    add_option(nclusters, "max_clusters", default=15, help="the largest K nmm-auto considers (default 15)")
+    add_option(nclusters, "max_clusters", help=f"the largest K nmm-auto considers (default {DEFAULT_MAX_CLUSTERS})")
     add_option(
         nclusters,
         "budget",
@@ -130,9 +131,8 @@ def run_nclusters(args: argparse.Namespace) -> int:
     methods = known_names(args.methods, METHODS, "method", f"Available: {', '.join(METHODS)}.")
     budget = known_name(args.budget, BUDGETS, "budget", f"Available: {', '.join(BUDGETS)}.")
     try:
-        settings = Settings(
-            bound_factor=args.bound_factor, drop_factor=args.drop_factor, max_clusters=args.max_clusters
-        )
+        given = {} if args.max_clusters is None else {"max_clusters": args.max_clusters}
+        settings = Settings(bound_factor=args.bound_factor, drop_factor=args.drop_factor, **given)
     except ValueError as error:
         raise RoutemixError(str(error)) from None
     results = run(
