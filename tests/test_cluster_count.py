@@ -235,3 +235,15 @@ def test_bench_embed_budget_clusters_one_umap_embedding_for_every_method(tmp_pat
     assert json.loads(nmm["budget"])["embed"] is True
     # computed once, for HDBSCAN, and reused by NMM-EM (the same seconds recorded for both)
     assert nmm["embedding_seconds"] == hdbscan["embedding_seconds"] > 0 and nmm["k"] == 2
+
+
+def test_bench_figure_draws_each_datasets_modularity_curves(tmp_path):
+    from routemix.bench.nclusters import draw_scores
+
+    scores = {"n_clusters": [1, 2, 3], "modularity": [0.0, 0.4, 0.5], "null_modularity": [0.0, 0.3, 0.45], "chosen": 3}
+    results = [
+        {"dataset": name, "method": "nmm-auto", "seed": 0, "true_k": 3, "scores": scores} for name in ("a", "b")
+    ] + [{"dataset": "c", "method": "hdbscan", "seed": 0, "true_k": 2}]
+    written = draw_scores(results, tmp_path / "modularity")
+    assert [p.name for p in written] == ["modularity.png", "modularity.svg"] and all(p.stat().st_size for p in written)
+    assert draw_scores(results[2:], tmp_path / "none") == []

@@ -391,3 +391,31 @@ def format_markdown(rows: list[dict]) -> str:
             f"{r['nmi']:.3f} ± {r['nmi_std']:.3f} | {r['seconds']:.1f} |"
         )
     return "\n".join(lines)
+
+
+def draw_scores(results: list[dict], path) -> list[Path]:
+    """One panel per dataset with ``nmm-auto`` results: each seed's modularity of NMM-EM's partition
+    for every K (solid) and the Gaussian null's (dashed), the K chosen (dot) and the true K
+    (vertical line). The files written (PNG and SVG); none without such results."""
+    from routemix.viz.common import new_figure, save_figure
+
+    runs = [r for r in results if r["method"] == "nmm-auto" and "scores" in r]
+    datasets = list(dict.fromkeys(r["dataset"] for r in runs))
+    if not datasets:
+        return []
+    fig, axes = new_figure(1, len(datasets), figsize=(3.2 * len(datasets), 3.0), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for index, run in enumerate(r for r in runs if r["dataset"] == dataset):
+            scores, colour = run["scores"], f"C{index}"
+            ax.plot(scores["n_clusters"], scores["modularity"], color=colour, label=f"seed {run['seed']}")
+            ax.plot(scores["n_clusters"], scores["null_modularity"], color=colour, linestyle="--", linewidth=0.8)
+            chosen = scores["n_clusters"].index(scores["chosen"])
+            ax.plot(scores["chosen"], scores["modularity"][chosen], "o", color=colour)
+        ax.axvline(run["true_k"], color="0.5", linewidth=0.8)
+        ax.set(title=dataset, xlabel="K", ylabel="modularity")
+        ax.legend(fontsize=7)
+    caption = (
+        "NMM-EM's partition for each K (solid) and k-means' K pieces of a Gaussian null (dashed); "
+        "dot: the K chosen; grey line: the true K"
+    )
+    return save_figure(fig, path, caption)

@@ -23,11 +23,12 @@ fits NMM-EM for every K from 1 to ``max_clusters`` and keeps the fit this module
    on digits: the null's Q falls with K in 64 dimensions, which favours large K.)
 
 What was tried before and measured worse, on NMM-EM fits of digits and the 2-D sets (docs/RESULTS.md,
-"How many clusters"): dropping clusters during training (over-counts digits, collapses blobs),
-merging the components of one over-clustered fit (its 20 components straddle classes: purity 0.89 on
-digits, 0.75 on blobs, so no merge rule recovers the classes), Baudry's entropy merging (no elbow),
-prediction strength (eq. 4.11 balances cluster sizes, so halves of a class look as stable as classes),
-and Q without a null (prefers many pieces on 2-D data).
+"How many clusters"; one seed each): dropping clusters during training (over-counts digits, collapses
+blobs); merging the components of one over-clustered fit by neighbour-graph connectivity, density
+saddles or dip tests on their projections (its 20 components straddle classes, purity 0.89 on digits,
+so no merge rule recovers the classes); Baudry's entropy merging (no elbow); prediction strength
+(eq. 4.11 balances cluster sizes, so halves of a class look as stable as classes); and Q without a
+null, which cannot say "one cluster" (a split blob keeps most of its edges).
 """
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ def run_clustering(args: argparse.Namespace) -> int:
 
 
 def run_nclusters(args: argparse.Namespace) -> int:
-    from routemix.bench.nclusters import BUDGETS, METHODS, Settings, format_markdown, run, summarize
+    from routemix.bench.nclusters import BUDGETS, METHODS, Settings, draw_scores, format_markdown, run, summarize
     from routemix.data import get_dataset_spec
     from routemix.storage import write_text
 
@@ -149,5 +149,7 @@ def run_nclusters(args: argparse.Namespace) -> int:
     table = format_markdown(summarize(results))
     print(table)
     write_text(Path(args.out) / "table.md", table + "\n")
-    print(f"\nwritten: {Path(args.out) / 'table.md'} (raw results: {Path(args.out) / 'results.json'})")
+    figures = draw_scores(results, Path(args.out) / "modularity")
+    shown = f", the modularity of every K: {figures[0]}" if figures else ""
+    print(f"\nwritten: {Path(args.out) / 'table.md'}{shown} (raw results: {Path(args.out) / 'results.json'})")
     return 0
