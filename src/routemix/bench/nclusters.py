@@ -9,7 +9,8 @@ For each dataset (the true number of classes K known) and seed, each of ``METHOD
 * **NMM-EM with the true K** (``nmm-true``), for the accuracy an estimate could reach.
 * **X-means, G-means, Dip-means** (``xmeans``, ``gmeans``, ``dipmeans``): ClustPy's
   implementations at their defaults on the input the NMM-EM network sees (standardised vectors,
-  pixels in [0, 1]); they need ``pip install routemix[baselines]``.
+  pixels in [0, 1]; the embedding under an ``embed`` budget); they need
+  ``pip install routemix[baselines]``.
 * **NMM-EM** (:class:`~routemix.cluster.NMMClustering`) starts with an upper bound of
   ``bound_factor * K`` output neurons, priors on (eq. 4.18), and drops every cluster whose running
   share of won samples falls below ``drop_factor / bound`` (``drop_threshold`` of
@@ -63,8 +64,8 @@ EXPLAINED_VARIANCE = 0.9  # the MoE thesis' latent-size finder (sec. 3.3.1)
 @dataclass(frozen=True)
 class Budget:
     """``limit``: the first samples of the set (``None``: all); ``epochs``: NMM-EM epochs
-    (``None``: the estimator's default); ``embed``: NMM-EM clusters the UMAP embedding that
-    HDBSCAN clusters (:func:`embedding`) instead of the input, with its MLP."""
+    (``None``: the estimator's default); ``embed``: every method clusters the UMAP embedding that
+    HDBSCAN clusters (:func:`embedding`) instead of the input (NMM-EM with its MLP)."""
 
     limit: int | None = None
     epochs: int | None = None
@@ -79,8 +80,9 @@ class Budget:
 
 # cpu: measured on 2 shared cores. On images NMM-EM's CNN costs about 100 s per epoch of 10,000
 # images, and nmm-auto fits it 14 times, so the image sets get their first 10,000 images and
-# NMM-EM clusters the UMAP embedding HDBSCAN gets (20 epochs of the MLP: ACC 0.91 on MNIST with
-# K = 10 given); the 2-D sets' small MLP 50 epochs instead of 200.
+# every method clusters the UMAP embedding HDBSCAN gets (NMM-EM's MLP 20 epochs: ACC 0.91 on MNIST
+# with K = 10 given; ClustPy's X-means and G-means on the pixels found 128-302 clusters); the 2-D
+# sets' small MLP 50 epochs instead of 200.
 BUDGETS: dict[str, dict[str, Budget]] = {
     "cpu": {
         "digits": Budget(),
@@ -272,11 +274,11 @@ def fit_one(
     X, y, image_shape = load(dataset, budget, data_dir)
     true_k = int(len(np.unique(y)))
     extra = {}
-    if method == "hdbscan" or (budget.embed and method.startswith("nmm")):
+    if method == "hdbscan" or budget.embed:
         # with embed, computed once for the methods of one (dataset, seed), outside their seconds
         embedded, embed_seconds = embedding(X, image_shape, seed, key=(dataset, budget.key(), seed, data_dir))
         extra["embedding_seconds"] = embed_seconds
-        if method.startswith("nmm"):
+        if budget.embed:  # every method clusters it
             X, image_shape = embedded, None
     start = time.perf_counter()
     if method == "hdbscan":
