@@ -18,7 +18,8 @@ fits NMM-EM for every K from 1 to ``max_clusters`` and keeps the fit this module
    clusters: one 10-d Gaussian's best split beat the null by 0.001.
 4. **Choice** (:func:`choose_n_clusters`). Among the K that beat the null, the smallest whose Q is
    within ``tolerance`` of the largest Q: a parsimony rule like the gap statistic's
-   one-standard-error rule, since Qs a hundredth apart are within the seed-to-seed spread of one K.
+   one-standard-error rule, since Qs two hundredths apart are within the seed-to-seed spread of
+   one K (:data:`DEFAULT_TOLERANCE`).
    One cluster when no K beats the null. (Choosing by the largest gap instead preferred 14 to 10
    on digits: the null's Q falls with K in 64 dimensions, which favours large K.)
 
@@ -38,9 +39,12 @@ from dataclasses import dataclass
 import numpy as np
 
 DEFAULT_NEIGHBOURS = 10
-# Modularities closer than this to the best count as the best (chosen on one digits sweep, where Q
-# was 0.820 at K = 10 and 0.807 at K = 14).
-DEFAULT_TOLERANCE = 0.01
+# Modularities closer than this count as equal. NMM-EM's partitions for one K differ this much
+# between seeds (K = 10: 0.825-0.829 on digits, 0.862-0.874 on blobs; docs/RESULTS.md). 0.01, the
+# first value, was set on one digits sweep; 0.02 was set after the 3 seeds of bench nclusters
+# (at 0.01 they over-counted MNIST and Fashion-MNIST by 1-3), so those seeds do not test it;
+# seeds 3-4, run after the change, do.
+DEFAULT_TOLERANCE = 0.02
 
 
 @dataclass(frozen=True)
