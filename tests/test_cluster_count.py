@@ -185,6 +185,7 @@ def test_cli_clusters_auto_records_the_choice(tmp_path, capsys):
         (["-k", "5", "--max-clusters", "8"], "--max-clusters bounds --clusters auto"),
         (["-k", "auto", "--max-clusters", "1"], "--max-clusters takes a whole number of at least 2"),
         (["-k", "many"], "takes a number of clusters or 'auto'"),
+        (["-k", "auto", "--n-samples", "12"], "use --max-clusters 11 or fewer"),
     ],
 )
 def test_cli_clusters_auto_mistakes_are_one_line_errors(tmp_path, capsys, extra, message):

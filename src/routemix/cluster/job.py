@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
-from routemix.cluster.config import AUTO, ClusterConfig
+from routemix.cluster.config import AUTO, DEFAULT_MAX_CLUSTERS, ClusterConfig
 from routemix.cluster.registry import estimator_class, get_method, make_estimator
 from routemix.cluster.saved import save_clusterer
 from routemix.data import LoadedDataset, load_dataset
@@ -62,7 +62,7 @@ class ClusterResult:
     n_clusters: int  # as asked, or as NMM-EM chose it (--clusters auto)
 
 
-def _check_data(dataset: LoadedDataset, clusters: int | str) -> None:
+def _check_data(dataset: LoadedDataset, clusters: int | str, max_clusters: int | None = None) -> None:
     if dataset.kind == "tabular":
         bad = ~torch.isfinite(dataset.data)
         if bad.any():
@@ -76,6 +76,12 @@ def _check_data(dataset: LoadedDataset, clusters: int | str) -> None:
         raise RoutemixError(f"dataset {dataset.name!r} has no samples.")
     if n < 2:
         raise RoutemixError(f"dataset {dataset.name!r} has a single sample; clustering needs at least 2.")
+    if clusters == AUTO and n <= (max_clusters or DEFAULT_MAX_CLUSTERS):
+        bound = max_clusters or DEFAULT_MAX_CLUSTERS
+        raise RoutemixError(
+            f"dataset {dataset.name!r} has {n} samples and --clusters auto tries up to {bound} clusters: "
+            f"use --max-clusters {n - 1} or fewer."
+        )
     if clusters != AUTO and n < clusters:
         raise RoutemixError(
             f"dataset {dataset.name!r} has {n} samples, fewer than the {clusters} clusters asked for: "
@@ -175,7 +181,7 @@ def run_cluster_job(cfg: ClusterConfig) -> ClusterResult | None:
         if dataset.num_classes is None:
             raise RoutemixError(f"{cfg.dataset} has no labels to count classes from: pass --clusters K.")
         cfg.clusters = dataset.num_classes
-    _check_data(dataset, cfg.clusters)
+    _check_data(dataset, cfg.clusters, cfg.max_clusters)
     image = dataset.kind == "image"
     nmm_images = image and cfg.method == "nmm"
     if cfg.resume and not nmm_images:
