@@ -1,7 +1,8 @@
-"""How many clusters: choose K from a sweep of partitions by their modularity gap (issue 22).
+"""How many clusters: choose K from a sweep of partitions by their modularity against a null (issue 22).
 
 The thesis leaves the number of clusters to future work (ch. 6). ``NMMClustering(n_clusters="auto")``
-fits NMM-EM for every K from 1 to ``max_clusters`` and keeps the fit this module picks:
+fits NMM-EM for every K from 2 to ``max_clusters`` (K = 1 puts every sample in one cluster) and
+keeps the fit this module picks:
 
 1. **Graph.** The samples' k-nearest-neighbour graph in the input the network sees (standardised
    vectors, pixels in [0, 1]), made undirected (:func:`neighbour_graph`).
