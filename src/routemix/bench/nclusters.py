@@ -166,7 +166,7 @@ def nmm_estimate(
     }
 
 
-def nmm_fixed(
+def nmm_fit(
     X: np.ndarray,
     image_shape,
     n_clusters,
@@ -292,9 +292,9 @@ def fit_one(
     elif method == "nmm":
         found = nmm_estimate(X, image_shape, settings.bound(true_k), settings.drop_factor, budget.epochs, seed, device)
     elif method == "nmm-auto":
-        found = nmm_fixed(X, image_shape, "auto", budget.epochs, seed, device, max_clusters=settings.max_clusters)
+        found = nmm_fit(X, image_shape, "auto", budget.epochs, seed, device, max_clusters=settings.max_clusters)
     elif method == "nmm-true":
-        found = nmm_fixed(X, image_shape, true_k, budget.epochs, seed, device)
+        found = nmm_fit(X, image_shape, true_k, budget.epochs, seed, device)
     else:
         found = clustpy_estimate(X, image_shape, method, seed)
     seconds = time.perf_counter() - start
