@@ -142,22 +142,23 @@ def load(dataset: str, budget: Budget, data_dir: str | None = None) -> tuple[np.
     return rows, labels, image_shape
 
 
+def fitted_nmm(X: np.ndarray, image_shape, epochs: int | None, seed: int, device: str, **params):
+    """``NMMClustering`` fitted to ``X`` with the bench's seed, device and epochs (``None``: the
+    estimator's default) and ``params``."""
+    from routemix.cluster import NMMClustering
+
+    if epochs is not None:
+        params["max_iter"] = epochs
+    return NMMClustering(image_shape=image_shape, random_state=seed, device=device, **params).fit(X)
+
+
 def nmm_estimate(
     X: np.ndarray, image_shape, bound: int, drop_factor: float, epochs: int | None, seed: int, device: str = "cpu"
 ) -> dict:
     """NMM-EM from ``bound`` clusters with dropping; labels and the clusters found and alive."""
-    from routemix.cluster import NMMClustering
-
-    params = {} if epochs is None else {"max_iter": epochs}
-    estimator = NMMClustering(
-        n_clusters=bound,
-        image_shape=image_shape,
-        priors=True,
-        drop_threshold=drop_factor / bound,
-        random_state=seed,
-        device=device,
-        **params,
-    ).fit(X)
+    estimator = fitted_nmm(
+        X, image_shape, epochs, seed, device, n_clusters=bound, priors=True, drop_threshold=drop_factor / bound
+    )
     return {
         "labels": estimator.labels_,
         "k": estimator.n_clusters_found_,
@@ -177,17 +178,7 @@ def nmm_fit(
 ) -> dict:
     """NMM-EM with ``n_clusters`` given (a number) or ``"auto"``; labels, the K it used, and for
     ``"auto"`` the scores of every K (``cluster_count_scores_``)."""
-    from routemix.cluster import NMMClustering
-
-    params = {} if epochs is None else {"max_iter": epochs}
-    estimator = NMMClustering(
-        n_clusters=n_clusters,
-        max_clusters=max_clusters,
-        image_shape=image_shape,
-        random_state=seed,
-        device=device,
-        **params,
-    ).fit(X)
+    estimator = fitted_nmm(X, image_shape, epochs, seed, device, n_clusters=n_clusters, max_clusters=max_clusters)
     found = {"labels": estimator.labels_, "k": int(estimator.n_clusters_), "epochs": estimator.n_iter_}
     if estimator.cluster_count_scores_ is not None:
         found["scores"] = estimator.cluster_count_scores_

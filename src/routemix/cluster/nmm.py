@@ -40,10 +40,11 @@ class NMMClustering(DeepClusterer):
 
     Parameters
     ----------
-    n_clusters : number of clusters K (output neurons), or ``"auto"``: fit every K from 1 to
+    n_clusters : number of clusters K (output neurons), or ``"auto"``: fit every K from 2 to
         ``max_clusters`` and keep the one :mod:`routemix.cluster.nclusters` chooses (the partition
         most modular on the samples' neighbour graph among those more modular than a Gaussian's;
-        ``max_clusters - 1`` fits, so that many times the time of one).
+        K = 1, every sample in one cluster, when none is; ``max_clusters - 1`` fits, so that many
+        times the time of one).
     max_clusters : the largest K that ``n_clusters="auto"`` considers.
     image_shape : (C, H, W) when rows of ``X`` are flattened images; ``None`` for vector data.
     hidden_layer_sizes : widths of the MLP's hidden layers (Linear-BN-ReLU each), vector data.
@@ -216,18 +217,17 @@ class NMMClustering(DeepClusterer):
             )
         if auto and run is not None:
             raise ValueError("a training run (run=) keeps one fit's checkpoints: give n_clusters as a number with it.")
-        if not auto:
-            check_drop_threshold(self.drop_threshold, self.n_clusters, self.priors)
         n_features = data.shape[1] if self.image_shape is None else None
-        run_options = run.fit_options() if run is not None else {}
-        if labels is not None:
-            run_options["val_loader"] = training.make_loader(data, labels, batch_size=1024, shuffle=False)
-        if not auto:
-            fits = {self.n_clusters: self._fit_count(self.n_clusters, data, seed, n_features, run_options)}
-            self.cluster_count_scores_ = None
-        else:
+        if auto:
             fits = self._fit_counts(data, seed, n_features)
-        self.n_clusters_ = self.n_clusters if not auto else self.cluster_count_scores_["chosen"]
+            self.n_clusters_ = self.cluster_count_scores_["chosen"]
+        else:
+            check_drop_threshold(self.drop_threshold, self.n_clusters, self.priors)
+            run_options = run.fit_options() if run is not None else {}
+            if labels is not None:
+                run_options["val_loader"] = training.make_loader(data, labels, batch_size=1024, shuffle=False)
+            fits = {self.n_clusters: self._fit_count(self.n_clusters, data, seed, n_features, run_options)}
+            self.n_clusters_, self.cluster_count_scores_ = self.n_clusters, None
         self.loss_, self.module_, self.n_iter_ = fits[self.n_clusters_]
         self.n_clusters_alive_ = int(self.module_.loss.num_alive())
 
