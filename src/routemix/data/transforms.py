@@ -136,7 +136,8 @@ DEFAULT_STRENGTH = {"resample": 0.2, "noise": 0.1}
 # moves a point anywhere in the plane, and the consistency step then pulls its posterior towards a
 # random place: NMM-EM (K given, 50 epochs) reached ACC 0.73 / 0.76 / 0.69 on moons / rings / blobs
 # with resampling, 1.00 / 0.51 / 0.86 with noise of std 0.1; from 4 features on resampling won
-# (iris 0.92 against 0.78, wine 0.94 / 0.79, breast cancer 0.83 / 0.74, digits 0.88 / 0.71).
+# (iris 0.92 against 0.78, wine 0.94 / 0.79, breast cancer 0.83 / 0.74, digits 0.88 / 0.71);
+# scripts/vector_augmentation.py measures them.
 RESAMPLE_MIN_FEATURES = 4
 
 
