@@ -238,6 +238,24 @@ def test_bench_embed_budget_clusters_one_umap_embedding_for_every_method(tmp_pat
     assert nmm["embedding_seconds"] == hdbscan["embedding_seconds"] > 0 and nmm["k"] == 2
 
 
+def test_bench_keeps_each_embedding_on_disk_so_a_new_process_does_not_recompute_it(tmp_path, monkeypatch):
+    from routemix.bench import nclusters
+    from routemix.cluster import moe_pretrain
+
+    calls = []
+    monkeypatch.setattr(moe_pretrain, "umap_embedding", lambda codes, n, seed: calls.append(seed) or codes[:, :n] * 2)
+    X = np.random.default_rng(0).normal(size=(40, 2))
+    key = ("moons", nclusters.Budget(embed=True).key(), 3)
+    first, seconds = nclusters.embedding(X, None, 3, key, tmp_path)
+    assert calls == [3] and len(list(tmp_path.glob("embedding-moons-seed3-*.npz"))) == 1
+    nclusters._EMBEDDINGS.clear()  # as in a new process
+    again, same_seconds = nclusters.embedding(X, None, 3, key, tmp_path)
+    assert calls == [3] and np.array_equal(again, first) and same_seconds == seconds
+    nclusters._EMBEDDINGS.clear()
+    nclusters.embedding(X, None, 4, (*key[:2], 4), tmp_path)  # another seed is another embedding
+    assert calls == [3, 4]
+
+
 def test_bench_figure_draws_each_datasets_modularity_curves(tmp_path):
     from routemix.bench.nclusters import draw_scores
 

@@ -64,5 +64,12 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     _atomic_write(Path(path), lambda f: f.write((json.dumps(data, indent=2, default=str) + "\n").encode()))
 
 
+def write_arrays(path: str | os.PathLike, **arrays) -> None:
+    """``numpy.savez`` of ``arrays`` to ``path`` (an ``.npz``), written whole or not at all."""
+    import numpy as np
+
+    _atomic_write(Path(path), lambda f: np.savez(f, **arrays))
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     _atomic_write(Path(path), lambda f: f.write(text.encode()))

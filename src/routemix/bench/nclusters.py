@@ -33,6 +33,7 @@ continues); a budget is part of each result, and rows of different budgets are n
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -218,17 +219,33 @@ def pca_codes(X: np.ndarray, image_shape) -> np.ndarray:
 _EMBEDDINGS: dict[tuple, tuple[np.ndarray, float]] = {}
 
 
-def embedding(X: np.ndarray, image_shape, seed: int, key: tuple | None = None) -> tuple[np.ndarray, float]:
+def embedding(
+    X: np.ndarray, image_shape, seed: int, key: tuple | None = None, cache_dir: Path | None = None
+) -> tuple[np.ndarray, float]:
     """The MoE thesis' step 4: UMAP (:func:`routemix.cluster.moe_pretrain.umap_embedding`) of
-    :func:`pca_codes` into as many components, and the seconds it took. ``key`` names the data
-    and seed, so that the methods run one after another on them compute it once."""
+    :func:`pca_codes` into as many components, and the seconds it took. ``key`` (dataset, budget
+    key, seed) names the data and seed, so that the methods run one after another on them compute
+    it once; with ``cache_dir`` it is also kept there (``embedding-<dataset>-seed<seed>-<hash>.npz``),
+    so a rerun or a killed run does not compute it again (UMAP of 70,000 images takes most of an
+    hour on two cores)."""
     from routemix.cluster.moe_pretrain import umap_embedding
+    from routemix.storage import write_arrays
 
     if key is not None and key in _EMBEDDINGS:
         return _EMBEDDINGS[key]
-    start = time.perf_counter()
-    codes = pca_codes(X, image_shape)
-    found = umap_embedding(codes, codes.shape[1], seed), time.perf_counter() - start
+    file = None
+    if key is not None and cache_dir is not None:
+        digest = hashlib.sha1(repr(key).encode()).hexdigest()[:10]
+        file = Path(cache_dir) / f"embedding-{key[0]}-seed{key[-1]}-{digest}.npz"
+    if file is not None and file.is_file():
+        with np.load(file) as stored:
+            found = stored["embedding"], float(stored["seconds"])
+    else:
+        start = time.perf_counter()
+        codes = pca_codes(X, image_shape)
+        found = umap_embedding(codes, codes.shape[1], seed), time.perf_counter() - start
+        if file is not None:
+            write_arrays(file, embedding=found[0], seconds=np.float64(found[1]))
     if key is not None:
         _EMBEDDINGS.clear()
         _EMBEDDINGS[key] = found
@@ -262,8 +279,10 @@ def fit_one(
     settings: Settings,
     data_dir: str | None = None,
     device: str = "cpu",
+    cache_dir: Path | None = None,
 ) -> dict:
-    """One (dataset, method, seed): its estimate of K, ACC/NMI/ARI and seconds."""
+    """One (dataset, method, seed): its estimate of K, ACC/NMI/ARI and seconds; the UMAP embedding
+    is kept in ``cache_dir`` when given (:func:`embedding`)."""
     from routemix.metrics import clustering_scores
 
     if method not in METHODS:
@@ -273,7 +292,7 @@ def fit_one(
     extra = {}
     if method == "hdbscan" or budget.embed:
         # with embed, computed once for the methods of one (dataset, seed), outside their seconds
-        embedded, embed_seconds = embedding(X, image_shape, seed, key=(dataset, budget.key(), seed, data_dir))
+        embedded, embed_seconds = embedding(X, image_shape, seed, (dataset, budget.key(), seed), cache_dir)
         extra["embedding_seconds"] = embed_seconds
         if budget.embed:  # every method clusters it
             X, image_shape = embedded, None
@@ -342,7 +361,18 @@ def run(
     bar = tqdm(jobs, desc="nclusters", disable=not progress)
     for dataset, method, seed in bar:
         bar.set_postfix_str(f"{dataset} {method} seed {seed}")
-        done.append(fit_one(dataset, method, seed, budgets[dataset], settings, data_dir, device))
+        done.append(
+            fit_one(
+                dataset,
+                method,
+                seed,
+                budgets[dataset],
+                settings,
+                data_dir,
+                device,
+                cache_dir=path.parent if path else None,
+            )
+        )
         if path is not None:
             write_json(path, done)
     return [r for r in done if matches(r)]
