@@ -120,6 +120,14 @@ def test_an_auto_fit_saves_and_loads(tmp_path):
     np.testing.assert_allclose(loaded.predict_proba(X), estimator.predict_proba(X), atol=1e-6)
 
 
+def test_a_verbose_auto_fit_shows_one_bar_over_the_counts(capsys):
+    X, _ = uneven_blobs()
+    NMMClustering("auto", max_clusters=3, max_iter=2, random_state=0, verbose=True).fit(X)
+    err = capsys.readouterr().err
+    # the bar over K names the K being fitted; the fits' own epoch bars stay quiet
+    assert "fits for each K" in err and "K=3" in err and "Epoch" not in err
+
+
 @pytest.mark.parametrize(
     ("params", "error", "message"),
     [

@@ -101,10 +101,13 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
 
     # --- training: one loop and one way to restart for every method ---------------------------
 
-    def _train(self, module, data: torch.Tensor, *, seed: int, epochs: int | None = None, **fit_options) -> int:
+    def _train(
+        self, module, data: torch.Tensor, *, seed: int, epochs: int | None = None, progress=None, **fit_options
+    ) -> int:
         """Train the Lightning ``module`` on ``data`` for ``epochs`` (default ``max_iter``) epochs of
         batches of ``batch_size`` (capped at the number of samples) shuffled by ``(seed, epoch)``, on
-        ``device``, with a progress bar when ``verbose``: :func:`routemix.train.clustering.fit`.
+        ``device``, with a progress bar when ``progress`` (default: ``verbose``):
+        :func:`routemix.train.clustering.fit`.
         ``fit_options`` go to it (a run directory, resume, processes). Returns the epochs run;
         ``module`` ends on the CPU in eval mode."""
         from routemix.train import clustering as training
@@ -115,7 +118,7 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
             module,
             loader,
             max_epochs=epochs or self.max_iter,
-            progress=bool(self.verbose),
+            progress=bool(self.verbose if progress is None else progress),
             accelerator=accelerator_for(self.device),
             **fit_options,
         )

@@ -255,14 +255,19 @@ class NMMClustering(DeepClusterer):
                 f"n_clusters='auto' needs more samples than max_clusters={self.max_clusters}, got {len(data)}: "
                 "pass more samples or lower max_clusters."
             )
+        from tqdm.auto import tqdm
+
         fits, partitions = {}, {1: np.zeros(len(data), dtype=int)}
-        for n_clusters in range(2, self.max_clusters + 1):
-            fits[n_clusters] = self._fit_count(n_clusters, data, seed, n_features, {})
+        # one bar over the K (on stderr, as the epoch bars), not fourteen unlabelled epoch bars
+        counts = tqdm(range(2, self.max_clusters + 1), desc="fits for each K", disable=not self.verbose)
+        for n_clusters in counts:
+            counts.set_postfix_str(f"K={n_clusters}")
+            fits[n_clusters] = self._fit_count(n_clusters, data, seed, n_features, {"progress": False})
             partitions[n_clusters] = training.predict_proba(fits[n_clusters][1], data).argmax(axis=1)
         points = data.reshape(len(data), -1).numpy()
         self.cluster_count_scores_ = score_partitions(points, partitions, random_state=seed).as_dict()
         if self.cluster_count_scores_["chosen"] == 1:
-            fits[1] = self._fit_count(1, data, seed, n_features, {})
+            fits[1] = self._fit_count(1, data, seed, n_features, {"progress": False})
         return fits
 
     def _predict_proba_data(self, data: torch.Tensor) -> np.ndarray:
