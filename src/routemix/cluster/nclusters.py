@@ -31,6 +31,13 @@ saddles or dip tests on their projections (its 20 components straddle classes, p
 so no merge rule recovers the classes); Baudry's entropy merging (no elbow); prediction strength
 (eq. 4.11 balances cluster sizes, so halves of a class look as stable as classes); and Q without a
 null, which cannot say "one cluster" (a split blob keeps most of its edges).
+
+Modularity prefers arcs on curved clusters (moons, rings: twelve pieces of a moon keep more of their
+edges than two halves). A veto that keeps only partitions whose every boundary crosses fewer graph
+edges than 2-means' bisection of either cluster (a valley, not a cut through a cluster) found the
+moons on seed 0 (K = 2 the one partition passing) and said one cluster on the rings, but in 64-d
+digits no partition passes, the true one included (boundaries cross 40-117 times the edges of a
+bisection), so it is not used (2026-12-07, one seed).
 """
 
 from __future__ import annotations
