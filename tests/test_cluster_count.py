@@ -253,7 +253,7 @@ def test_bench_keeps_each_embedding_on_disk_so_a_new_process_does_not_recompute_
     calls = []
     monkeypatch.setattr(moe_pretrain, "umap_embedding", lambda codes, n, seed: calls.append(seed) or codes[:, :n] * 2)
     X = np.random.default_rng(0).normal(size=(40, 2))
-    key = ("moons", nclusters.Budget(embed=True).key(), 3)
+    key = ("moons", None, 3)  # dataset, sample limit, seed
     first, seconds = nclusters.embedding(X, None, 3, key, tmp_path)
     assert calls == [3] and len(list(tmp_path.glob("embedding-moons-seed3-*.npz"))) == 1
     nclusters._EMBEDDINGS.clear()  # as in a new process
