@@ -187,8 +187,19 @@ def test_bench_cli_runs_nmm_and_resumes(tmp_path, capsys, tiny_budget, monkeypat
     # a rerun continues: nothing left to fit
     from routemix.bench import nclusters
 
+    fit_one = nclusters.fit_one
     monkeypatch.setattr(nclusters, "fit_one", lambda *a, **k: pytest.fail("refitted a finished result"))
     assert main(args) == 0
+    # a row made under other NMM-EM defaults is fitted again, not mixed in
+    from routemix.cluster import nclusters as count
+
+    monkeypatch.setattr(count, "DEFAULT_TOLERANCE", 0.05)
+    monkeypatch.setattr(nclusters, "fit_one", fit_one)
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "1 NMM-EM result(s)" in capsys.readouterr().err
+    first, again = json.loads((out / "results.json").read_text())
+    assert json.loads(first["defaults"])["tolerance"] != json.loads(again["defaults"])["tolerance"] == 0.05
 
 
 @pytest.mark.parametrize(

@@ -28,13 +28,15 @@ For each dataset (the true number of classes K known) and seed, each of ``METHOD
   noise points is reported beside.
 
 Results are appended to ``out/results.json`` as each fit finishes (a rerun with the same ``out``
-continues); a budget is part of each result, and rows of different budgets are never mixed.
+continues); a budget is part of each result, and rows of different budgets are never mixed; nor are
+NMM-EM rows made under other NMM-EM defaults (:func:`nmm_defaults`), which a rerun fits again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -143,6 +145,25 @@ def load(dataset: str, budget: Budget, data_dir: str | None = None) -> tuple[np.
     rows = x.reshape(len(x), -1).numpy()
     rows = rows.astype(np.float32) / 255.0 if data.kind == "image" else rows.astype(np.float64)
     return rows, labels, image_shape
+
+
+def nmm_defaults() -> str:
+    """The NMM-EM defaults that shape the NMM rows beside the bench's budget and settings: the
+    estimator's parameters, the augmentations' strengths and the count's tolerance and neighbours,
+    as JSON. Each NMM row records them, and a rerun into an old ``out`` fits again the rows made
+    under other defaults instead of mixing them (the tolerance and the 2-D noise changed after
+    rows had been written)."""
+    from routemix.cluster import NMMClustering
+    from routemix.cluster.nclusters import DEFAULT_NEIGHBOURS, DEFAULT_TOLERANCE
+    from routemix.data.transforms import DEFAULT_STRENGTH
+
+    defaults = {
+        "estimator": NMMClustering().get_params(),
+        "augmentation_strength": DEFAULT_STRENGTH,
+        "tolerance": DEFAULT_TOLERANCE,
+        "neighbours": DEFAULT_NEIGHBOURS,
+    }
+    return json.dumps(defaults, sort_keys=True, default=str)
 
 
 def fitted_nmm(X: np.ndarray, image_shape, epochs: int | None, seed: int, device: str, **params):
@@ -320,6 +341,7 @@ def fit_one(
         "n_samples": len(X),
         "true_k": true_k,
         "bound": {"nmm": settings.bound(true_k), "nmm-auto": settings.max_clusters}.get(method),
+        **({"defaults": nmm_defaults()} if method.startswith("nmm") else {}),
         **found,
         **clustering_scores(y, labels),
         "seconds": seconds,
@@ -348,8 +370,9 @@ def run(
     done: list[dict] = json.loads(path.read_text()) if path is not None and path.is_file() else []
     budgets = {d: budget_for(budget, d) for d in datasets}
     setting = json.dumps(asdict(settings), sort_keys=True)
+    defaults = nmm_defaults()
 
-    def matches(r: dict) -> bool:
+    def asked(r: dict) -> bool:
         return (
             r["dataset"] in budgets
             and r["budget"] == budgets[r["dataset"]].key()
@@ -358,6 +381,13 @@ def run(
             and r["seed"] in seeds
         )
 
+    def matches(r: dict) -> bool:
+        return asked(r) and (not r["method"].startswith("nmm") or r.get("defaults") == defaults)
+
+    stale = sum(asked(r) and not matches(r) for r in done)
+    if stale:
+        notice = f"{stale} NMM-EM result(s) in {path} were made under other NMM-EM defaults: fitting them again."
+        print(notice, file=sys.stderr)
     have = {(r["dataset"], r["method"], r["seed"]) for r in done if matches(r)}
     jobs = [(d, m, s) for d in datasets for s in seeds for m in methods if (d, m, s) not in have]
     bar = tqdm(jobs, desc="nclusters", disable=not progress)
