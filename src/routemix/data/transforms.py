@@ -132,7 +132,7 @@ class GaussianNoise(nn.Module):
 TABULAR_AUGMENTATIONS = ("auto", "resample", "noise", "none")
 # Each augmentation's strength when none is given: resample's share of features, noise's std. Noise
 # of std 0.05 (NMM-EM, K given, 50 epochs, mean ACC of seeds 0-5): moons 0.91 and blobs 0.93,
-# against 0.84 and 0.86 at 0.1 (the first value, chosen on seed 0 alone) and 0.77 / 0.98 at 0.03:
+# against 0.84 and 0.87 at 0.1 (the first value, chosen on seed 0 alone) and 0.79 / 0.97 at 0.03:
 # less noise keeps touching blobs apart, more carries the consistency step along a moon.
 DEFAULT_STRENGTH = {"resample": 0.2, "noise": 0.05}
 # "auto" resamples features from this many on and adds noise below. Resampling one of two features
