@@ -208,7 +208,7 @@ def test_cli_clusters_auto_mistakes_are_one_line_errors(tmp_path, capsys, extra,
 
 @pytest.mark.parametrize(
     ("n_features", "kind", "strength"),
-    [(2, GaussianNoise, 0.05), (3, GaussianNoise, 0.05), (4, FeatureResample, 0.2), (64, FeatureResample, 0.2)],
+    [(2, GaussianNoise, 0.1), (3, GaussianNoise, 0.1), (4, FeatureResample, 0.2), (64, FeatureResample, 0.2)],
 )
 def test_auto_augmentation_adds_noise_to_few_features_and_resamples_many(n_features, kind, strength):
     augment = tabular_augmentation("auto", None, n_features)

@@ -27,7 +27,7 @@ class NMMClustering(DeepClusterer):
     The thesis defines its augmentation T for images only. For vector data ``"resample"`` replaces
     each feature, with probability ``augmentation_strength`` (default 0.2), by the same feature of
     another sample in the batch; ``"noise"`` adds Gaussian noise of that standard deviation
-    (default 0.05). The default ``"auto"`` resamples data of 4 features or more and adds noise to
+    (default 0.1). The default ``"auto"`` resamples data of 4 features or more and adds noise to
     fewer: on digits, resampling at 0.2 beat noise and dropout (docs/RESULTS.md), but resampling
     one of two coordinates throws a point anywhere in the plane (2-D moons: ACC 0.73 against 1.00
     with noise; :data:`routemix.data.transforms.RESAMPLE_MIN_FEATURES`).
