@@ -102,7 +102,14 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
     # --- training: one loop and one way to restart for every method ---------------------------
 
     def _train(
-        self, module, data: torch.Tensor, *, seed: int, epochs: int | None = None, progress=None, **fit_options
+        self,
+        module,
+        data: torch.Tensor,
+        *,
+        seed: int,
+        epochs: int | None = None,
+        progress: bool | None = None,
+        **fit_options,
     ) -> int:
         """Train the Lightning ``module`` on ``data`` for ``epochs`` (default ``max_iter``) epochs of
         batches of ``batch_size`` (capped at the number of samples) shuffled by ``(seed, epoch)``, on
