@@ -128,7 +128,7 @@ def config_values(args: argparse.Namespace, config) -> dict:
 
 def parse_seeds(text: str) -> list[int]:
     """'3' -> [0, 1, 2] (a count), '0-5' -> a range, '0,1,2' -> a list."""
-    usage = f"--seeds takes a count like 3, a range like 0-2 or a list like 0,1,2, got {text!r}."
+    usage = f"--seeds takes a count like 3, a range like 0-2 (one seed: 4-4) or a list like 0,1,2, got {text!r}."
     try:
         if "-" in text:
             low, high = (int(part) for part in text.split("-"))
