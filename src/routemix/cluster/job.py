@@ -76,8 +76,8 @@ def _check_data(dataset: LoadedDataset, clusters: int | str, max_clusters: int |
         raise RoutemixError(f"dataset {dataset.name!r} has no samples.")
     if n < 2:
         raise RoutemixError(f"dataset {dataset.name!r} has a single sample; clustering needs at least 2.")
-    if clusters == AUTO and n <= (max_clusters or DEFAULT_MAX_CLUSTERS):
-        bound = max_clusters or DEFAULT_MAX_CLUSTERS
+    bound = max_clusters or DEFAULT_MAX_CLUSTERS
+    if clusters == AUTO and n <= bound:
         raise RoutemixError(
             f"dataset {dataset.name!r} has {n} samples and --clusters auto tries up to {bound} clusters: "
             f"use --max-clusters {n - 1} or fewer."

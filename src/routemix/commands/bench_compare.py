@@ -73,7 +73,7 @@ def add_parser(benches) -> None:
         nclusters,
         "budget",
         help="cpu (image sets: first 10000 images, every method on their UMAP embedding; 2-D sets: 50 epochs), "
-        "cpu-all (cpu with all 70000 images) or full (all samples, the estimator's default epochs)",
+        "cpu-all (cpu with all 70000 images, 3 epochs) or full (all samples, the estimator's default epochs)",
     )
     _add_common(
         nclusters, out="runs/bench-nclusters", out_help="folder for results.json (a rerun continues) and table.md"
